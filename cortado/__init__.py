@@ -1,0 +1,1 @@
+"""Cortado: run Python handlers as asynchronous APIs."""

@@ -1,0 +1,420 @@
+"""The local mesh: NATS JetStream, the four services and Envoy as processes on this machine.
+
+Used by `make run` (`python -m cortado.mesh`) and by the test suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY_DIR = ROOT / "envoy"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+SERVICES = ("scheduler", "ingest", "results", "executor")
+
+
+class MeshError(RuntimeError):
+    """A part of the mesh did not start; the message names it and where its log is."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    """Path of an executable installed beside this Python (a wheel's console script), else on PATH."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    for candidate in (scripts / name, Path(sys.executable).parent / name):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise MeshError(f"{name} is not installed: run `make install`")
+    return found
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll check() until it is true; MeshError naming what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    raise MeshError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with its log file; stop() sends SIGTERM and waits."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path = ROOT
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it, appending stdout and stderr to its log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def pid(self) -> int:
+        """Its PID (it must have been started)."""
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Whether it runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send sig to it (nothing if it is not running)."""
+        if self.alive():
+            assert self.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait up to timeout, then SIGKILL; its exit code."""
+        if self.popen is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of its log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def grpc_serving(address: str, service: str = "") -> bool:
+    """Whether the gRPC health service at address answers SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def tcp_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def render_envoy_config(
+    http_port: int,
+    admin_port: int,
+    ingest: list[str],
+    results: list[str],
+    listen_address: str = "127.0.0.1",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    results_timeout_seconds: int = 120,
+) -> str:
+    """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port)."""
+
+    def cluster(name: str, addresses: list[str]) -> str:
+        endpoints = "\n".join(
+            f"          - endpoint: {{address: {{socket_address: {{address: {a.rsplit(':', 1)[0]}, "
+            f"port_value: {a.rsplit(':', 1)[1]}}}}}}}"
+            for a in addresses
+        )
+        return (
+            f"  - name: {name}\n"
+            "    type: STATIC\n"
+            "    connect_timeout: 1s\n"
+            "    typed_extension_protocol_options:\n"
+            "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+            '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+            "        explicit_http_config: {http2_protocol_options: {}}\n"
+            "    load_assignment:\n"
+            f"      cluster_name: {name}\n"
+            "      endpoints:\n"
+            "      - lb_endpoints:\n"
+            f"{endpoints}\n"
+        )
+
+    template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
+    return template.substitute(
+        admin_port=admin_port,
+        http_port=http_port,
+        listen_address=listen_address,
+        descriptor=str(ENVOY_DIR / "cortado.pb"),
+        max_body_bytes=max_body_bytes,
+        max_body_mib=max_body_bytes // (1024 * 1024),
+        results_timeout=f"{results_timeout_seconds}s",
+        clusters=cluster("ingest", ingest) + cluster("results", results),
+    )
+
+
+@dataclass
+class LocalMesh:
+    """NATS, scheduler, ingest, results, executor(s) and Envoy, started in that order and stopped in reverse."""
+
+    workdir: Path
+    http_port: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    executors: int = 1
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the public HTTP API."""
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the public gRPC API (through Envoy)."""
+        return f"127.0.0.1:{self.ports['http']}"
+
+    @property
+    def scheduler_address(self) -> str:
+        """host:port of the scheduler's control-plane gRPC API."""
+        return f"127.0.0.1:{self.ports['scheduler']}"
+
+    @property
+    def nats_url(self) -> str:
+        """URL of the NATS server."""
+        return f"nats://127.0.0.1:{self.ports['nats']}"
+
+    def address(self, service: str) -> str:
+        """host:port of a service's own gRPC server."""
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def _service_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "CORTADO_NATS_URL": self.nats_url,
+                "CORTADO_INGEST_ADDRESS": self.address("ingest"),
+                "CORTADO_RESULTS_ADDRESS": self.address("results"),
+                "CORTADO_SCHEDULER_ADDRESS": self.address("scheduler"),
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def start(self) -> LocalMesh:
+        """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        names = ["nats", "http", "admin", *SERVICES, *(f"executor{i}" for i in range(1, self.executors))]
+        for name in names:
+            self.ports.setdefault(name, free_port())
+        if self.http_port:
+            self.ports["http"] = self.http_port
+        try:
+            self.start_nats()
+            for service in SERVICES:
+                self.start_service(service)
+            for i in range(1, self.executors):
+                self.start_service(f"executor{i}")
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_nats(self) -> None:
+        """Start nats-server with JetStream on file storage under the workdir, and wait for it."""
+        store = self.workdir / "jetstream"
+        proc = ManagedProcess(
+            "nats",
+            [find_binary("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.ports["nats"]), "-sd", str(store)],
+            dict(os.environ),
+            self.workdir / "logs" / "nats.log",
+        )
+        self.processes["nats"] = proc
+        proc.start()
+        self._wait(proc, lambda: tcp_open(self.ports["nats"]), 20)
+
+    def start_service(self, name: str) -> None:
+        """Start one service (`executor<N>` starts another executor) and wait for gRPC health SERVING."""
+        module = "executor" if name.startswith("executor") else name
+        env = self._service_env()
+        if module == "executor":
+            env["CORTADO_EXECUTOR_ADDRESS"] = self.address(name)
+            env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"
+            env.setdefault("CORTADO_EXECUTOR_WORKDIR", str(self.workdir / name))
+        proc = ManagedProcess(
+            name, [sys.executable, "-m", f"services.{module}"], env, self.workdir / "logs" / f"{name}.log"
+        )
+        self.processes[name] = proc
+        proc.start()
+        self._wait(proc, lambda: grpc_serving(self.address(name)), 30)
+
+    def start_envoy(self) -> None:
+        """Render Envoy's config, start it with one worker, and wait for /ready."""
+        config = self.workdir / "envoy.yaml"
+        config.write_text(
+            render_envoy_config(
+                self.ports["http"], self.ports["admin"], [self.address("ingest")], [self.address("results")]
+            )
+        )
+        argv = [
+            find_binary("envoy"),
+            "-c",
+            str(config),
+            "--concurrency",
+            "1",
+            "--use-dynamic-base-id",
+            "-l",
+            "warning",
+        ]
+        proc = ManagedProcess("envoy", argv, dict(os.environ), self.workdir / "logs" / "envoy.log")
+        self.processes["envoy"] = proc
+        proc.start()
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/ready", timeout=1) as reply:
+                return bool(reply.status == 200)
+
+        self._wait(proc, ready, 30)
+
+    def _wait(self, proc: ManagedProcess, check: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise MeshError(f"{proc.name} exited at start; its log ({proc.log_path}) ends:\n{proc.log_tail()}")
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            time.sleep(0.05)
+        raise MeshError(f"{proc.name} was not ready after {timeout:.0f}s; its log ends:\n{proc.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop every process, newest first (Envoy, the services, then NATS)."""
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+
+    def __enter__(self) -> LocalMesh:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running_mesh(workdir: Path, **options: object) -> Iterator[LocalMesh]:
+    """A started LocalMesh for the duration of the block."""
+    mesh = LocalMesh(workdir, **options)  # type: ignore[arg-type]
+    with mesh:
+        yield mesh
+
+
+def _wait_live(address: str, names: list[str], timeout: float) -> list[str]:
+    """Wait until each API has a ready replica; problems (failed or unplaceable APIs) as messages."""
+    from cortado.client import SchedulerClient
+    from cortado.v1 import control_pb2
+
+    deadline = time.monotonic() + timeout
+    with SchedulerClient(address) as scheduler:
+        while time.monotonic() < deadline:
+            statuses = {s.name: s for s in scheduler.list() if s.name in names}
+            problems = [
+                f"{n}: {s.message}"
+                for n, s in statuses.items()
+                if s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)
+            ]
+            if problems:
+                return problems
+            if all(s.ready_replicas for s in statuses.values()) and len(statuses) == len(names):
+                return []
+            time.sleep(0.2)
+    return [f"APIs not ready after {timeout:.0f}s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cortado.mesh`: run the local mesh in the foreground until Ctrl-C."""
+    import argparse
+
+    from cortado.client import SchedulerClient
+
+    parser = argparse.ArgumentParser(prog="python -m cortado.mesh", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CORTADO_HTTP_PORT", "8888")))
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".cortado")
+    parser.add_argument("--deploy", type=Path, action="append", default=[], help="project folder to deploy")
+    options = parser.parse_args(argv)
+
+    mesh = LocalMesh(options.workdir, http_port=options.port)
+    stop_requested = False
+
+    def _interrupt(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    print(f"starting NATS, the services and Envoy (logs in {options.workdir / 'logs'}) ...", flush=True)
+    try:
+        mesh.start()
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        deployed: list[str] = []
+        with SchedulerClient(mesh.scheduler_address) as scheduler:
+            for project in options.deploy:
+                reply = scheduler.deploy(project)
+                deployed += [a.name for a in reply.apis]
+                for notice in reply.notices:
+                    print(f"notice: {notice}")
+        problems = _wait_live(mesh.scheduler_address, deployed, 120)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        url = mesh.http_url.replace("127.0.0.1", "localhost")
+        print(f"\nCortado is serving on {url} (scheduler on {mesh.scheduler_address}, NATS on {mesh.nats_url})")
+        for name in deployed:
+            sample = next((p / "sample.json" for p in options.deploy if (p / "sample.json").is_file()), None)
+            body = f"@{sample}" if sample else "'{}'"
+            print(f'\n  # submit a request to {name!r}: answers {{"id": ...}}')
+            print(f"  curl -s -X POST {url}/{name} -H 'Content-Type: application/json' -d {body}")
+            print("  # fetch its result (waits up to 10 s for it to finish)")
+            print(f"  curl -s '{url}/{name}/<id>?wait=10'")
+        print("\nCtrl-C stops everything.", flush=True)
+        while not stop_requested:
+            dead = [p.name for p in mesh.processes.values() if not p.alive()]
+            if dead:
+                print(f"error: {', '.join(dead)} stopped; see {options.workdir / 'logs'}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        mesh.stop()
+        print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""A live in-memory copy of a KV bucket, kept current by one watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class KvMirror(Generic[T]):
+    """Mirrors the keys of a bucket (optionally a key filter) as decoded values.
+
+    `start()` returns once the bucket's current content is loaded; afterwards the
+    mirror follows every put and delete, calls `on_change(key, value_or_None)`, and
+    re-creates its watch if the server drops it.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        decode: Callable[[bytes], T],
+        keys: str = ">",
+        on_change: Callable[[str, T | None], None] | None = None,
+    ) -> None:
+        self._kv = kv
+        self._decode = decode
+        self._keys = keys
+        self._on_change = on_change
+        self._values: dict[str, T] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+        self.changed = asyncio.Event()
+        """Set on every change; a consumer clears it after reading."""
+
+    def get(self, key: str) -> T | None:
+        """The current value of key, or None."""
+        return self._values.get(key)
+
+    def items(self) -> list[tuple[str, T]]:
+        """Every (key, value) currently in the bucket."""
+        return list(self._values.items())
+
+    async def start(self, load_timeout: float = 30.0) -> None:
+        """Start following the bucket; return when its current content is loaded."""
+        self._task = asyncio.create_task(self._run(), name=f"kv-mirror-{self._keys}")
+        await asyncio.wait_for(self._loaded.wait(), load_timeout)
+
+    async def stop(self) -> None:
+        """Stop following the bucket."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("kv watch failed; re-creating it", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def _follow(self) -> None:
+        watcher = await self._kv.watch(self._keys, inactive_threshold=24 * 3600)
+        try:
+            seen: set[str] = set()
+            initial = True
+            while True:
+                entry = await watcher._updates.get()
+                if entry is None:
+                    if initial:
+                        # Keys that vanished while the watch was down.
+                        for key in set(self._values) - seen:
+                            self._apply(key, None)
+                        initial = False
+                        self._loaded.set()
+                    continue
+                if not isinstance(entry, KeyValue.Entry):
+                    return
+                seen.add(entry.key)
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    self._apply(entry.key, None)
+                else:
+                    try:
+                        self._apply(entry.key, self._decode(entry.value))
+                    except Exception:
+                        log.exception("undecodable kv entry", extra={"key": entry.key})
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _apply(self, key: str, value: T | None) -> None:
+        if value is None:
+            if self._values.pop(key, None) is None:
+                return
+        else:
+            self._values[key] = value
+        self.changed.set()
+        if self._on_change is not None:
+            self._on_change(key, value)

@@ -1,0 +1,42 @@
+"""Names of the NATS subjects, streams and buckets the mesh shares."""
+
+from __future__ import annotations
+
+REQUESTS_BUCKET = "cortado_requests"
+"""KV bucket of request records, key = request id."""
+
+APIS_BUCKET = "cortado_apis"
+"""KV bucket of deployed API specs, key = API name."""
+
+EXECUTORS_BUCKET = "cortado_executors"
+"""KV bucket of executor heartbeats, key = executor id; entries expire when heartbeats stop."""
+
+PLACEMENTS_BUCKET = "cortado_placements"
+"""KV bucket of the replicas each executor must run, key = executor id."""
+
+BUNDLES_STORE = "cortado_bundles"
+"""Object Store of project bundles, name = bundle_object(api, version)."""
+
+PAYLOADS_STORE = "cortado_payloads"
+"""Object Store of request bodies too large to travel inline, name = request id."""
+
+WORK_CONSUMER = "handlers"
+"""Durable pull consumer every replica of an API shares."""
+
+REQUESTS_SUBJECT_PREFIX = f"$KV.{REQUESTS_BUCKET}."
+"""Subject prefix of every write to the requests bucket (one core subscription sees them all)."""
+
+
+def work_stream(api: str) -> str:
+    """Name of the JetStream stream that queues the API's requests."""
+    return f"CORTADO_WORK_{api}"
+
+
+def work_subject(api: str) -> str:
+    """Subject the API's requests are published on."""
+    return f"cortado.work.{api}"
+
+
+def bundle_object(api: str, version: int) -> str:
+    """Object Store name of an API version's project bundle."""
+    return f"{api}/v{version}"

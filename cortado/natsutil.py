@@ -1,0 +1,118 @@
+"""Connecting to NATS and creating the buckets and object stores the mesh shares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.errors import APIError, BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from cortado import names
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_HEARTBEAT_TTL = 15.0
+"""Seconds an executor stays in the pool after its last heartbeat."""
+
+
+async def connect(url: str, name: str, timeout: float = 60.0) -> Client:
+    """Connect to NATS, retrying for up to timeout seconds, and reconnecting forever afterwards."""
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats error", extra={"error": str(exc)})
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await nats.connect(
+                servers=url.split(","),
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                error_cb=_error,
+                pending_size=64 * 1024 * 1024,
+            )
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("NATS is not reachable yet; retrying", extra={"url": url})
+            await asyncio.sleep(0.5)
+
+
+async def drain(nc: Client, timeout: float = 5.0) -> None:
+    """Drain the connection, bounded: a drain can hang after heavy work."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.drain(), timeout=timeout)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def key_value(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
+    """The KV bucket, created (file storage) if it does not exist yet."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, storage=StorageType.FILE, **config))
+
+
+async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+    """The Object Store bucket, created (file storage) if it does not exist yet."""
+    try:
+        return await js.object_store(bucket)
+    except BucketNotFoundError:
+        return await js.create_object_store(bucket, ObjectStoreConfig(storage=StorageType.FILE))
+
+
+async def requests_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The request-state bucket: one revision per key, per-message TTL for retention."""
+    return await key_value(js, names.REQUESTS_BUCKET, history=1, replicas=replicas)
+
+
+async def apis_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The API registry bucket."""
+    return await key_value(js, names.APIS_BUCKET, history=1, replicas=replicas)
+
+
+async def executors_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The executor heartbeat bucket: an executor that stops beating disappears."""
+    return await key_value(js, names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL, replicas=replicas)
+
+
+async def placements_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The placements bucket, written by the scheduler and watched by executors."""
+    return await key_value(js, names.PLACEMENTS_BUCKET, history=1, replicas=replicas)
+
+
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+async def kv_put_if(
+    js: JetStreamContext, bucket: str, key: str, value: bytes, last: int, msg_ttl: float | None = None
+) -> int:
+    """Write key only if its latest revision is last (0: only if absent), optionally expiring after msg_ttl seconds.
+
+    Returns the new revision; raises KeyWrongLastSequenceError when another write came first.
+    """
+    try:
+        ack = await js.publish(
+            f"$KV.{bucket}.{key}",
+            value,
+            headers={"Nats-Expected-Last-Subject-Sequence": str(last)},
+            msg_ttl=msg_ttl,
+        )
+    except APIError as err:
+        if err.err_code in _WRONG_LAST_SEQUENCE:
+            raise KeyWrongLastSequenceError(description=err.description) from err
+        raise
+    return int(ack.seq)

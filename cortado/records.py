@@ -1,0 +1,107 @@
+"""Request records: their forward-only state machine and the JSON clients see."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cortado.v1 import public_pb2, records_pb2
+
+Status = records_pb2.RequestStatus
+
+FINAL_STATUSES = frozenset({records_pb2.REQUEST_STATUS_COMPLETED, records_pb2.REQUEST_STATUS_FAILED})
+
+_RANK: dict[int, int] = {
+    records_pb2.REQUEST_STATUS_UNSPECIFIED: 0,
+    records_pb2.REQUEST_STATUS_IN_QUEUE: 1,
+    records_pb2.REQUEST_STATUS_IN_PROGRESS: 2,
+    records_pb2.REQUEST_STATUS_COMPLETED: 3,
+    records_pb2.REQUEST_STATUS_FAILED: 3,
+}
+
+STATUS_NAMES: dict[int, str] = {
+    records_pb2.REQUEST_STATUS_IN_QUEUE: "in_queue",
+    records_pb2.REQUEST_STATUS_IN_PROGRESS: "in_progress",
+    records_pb2.REQUEST_STATUS_COMPLETED: "completed",
+    records_pb2.REQUEST_STATUS_FAILED: "failed",
+    records_pb2.REQUEST_STATUS_NOT_FOUND: "not_found",
+}
+
+
+def is_final(status: int) -> bool:
+    """Whether no write may follow this status."""
+    return status in FINAL_STATUSES
+
+
+def may_move(current: int, new: int) -> bool:
+    """Whether a record in `current` may be rewritten to `new`: only forward, never out of a final state.
+
+    IN_PROGRESS may be rewritten to IN_PROGRESS (a redelivery counts another attempt).
+    """
+    if is_final(current):
+        return False
+    return _RANK[new] >= _RANK[current]
+
+
+def now_timestamp() -> Timestamp:
+    """The current time as a protobuf Timestamp."""
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def rfc3339(ts: Timestamp) -> str:
+    """A Timestamp as RFC 3339 in UTC with microseconds, e.g. `2026-11-27T08:19:16.123456Z`."""
+    moment = datetime.fromtimestamp(ts.seconds, tz=UTC).replace(microsecond=ts.nanos // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def view(record: records_pb2.RequestRecord) -> records_pb2.RequestView:
+    """What a client may see of a stored record."""
+    out = records_pb2.RequestView(id=record.id, status=record.status)
+    if record.status == records_pb2.REQUEST_STATUS_COMPLETED:
+        out.result_json = record.result_json
+    if is_final(record.status):
+        out.finished_at.CopyFrom(record.finished_at)
+    if record.status == records_pb2.REQUEST_STATUS_FAILED:
+        out.error.CopyFrom(record.error)
+    return out
+
+
+def not_found_view(request_id: str) -> records_pb2.RequestView:
+    """The view of an unknown or expired request."""
+    return records_pb2.RequestView(id=request_id, status=records_pb2.REQUEST_STATUS_NOT_FOUND)
+
+
+def not_found_message(api: str, request_id: str) -> str:
+    """Human-readable reason for a not_found answer."""
+    return f"request {request_id!r} of API {api!r} was not found: the id is unknown or its result has expired"
+
+
+def render_json(v: records_pb2.RequestView, api: str) -> bytes:
+    """The HTTP body of `GET /<api>/<id>`: `{"id", "status", "result"?, "timestamp"?, "error"?}`.
+
+    The result's JSON text is spliced in byte for byte, so key order and
+    integers of any size stay exactly as the handler's dict serialised.
+    """
+    head = {"id": v.id, "status": STATUS_NAMES.get(v.status, "unknown")}
+    body = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()[:-1]
+    parts = [body]
+    if v.status == records_pb2.REQUEST_STATUS_COMPLETED:
+        parts.append(b',"result":' + (v.result_json or b"null"))
+    if v.HasField("finished_at"):
+        parts.append(b',"timestamp":' + json.dumps(rfc3339(v.finished_at)).encode())
+    if v.status == records_pb2.REQUEST_STATUS_FAILED:
+        error = {"type": v.error.type, "message": v.error.message}
+        parts.append(b',"error":' + json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode())
+    if v.status == records_pb2.REQUEST_STATUS_NOT_FOUND:
+        parts.append(b',"message":' + json.dumps(not_found_message(api, v.id), ensure_ascii=False).encode())
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def get_response(v: records_pb2.RequestView) -> public_pb2.GetResponse:
+    """Wrap a view for the typed Get RPC."""
+    return public_pb2.GetResponse(request=v)

@@ -1,0 +1,694 @@
+"""The handler contract (SPEC §2): checking and loading handlers, decoding payloads, encoding results."""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import copy
+import difflib
+import email.message
+import email.utils
+import importlib
+import importlib.util
+import inspect
+import json
+import math
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "ALLOWED_BATCH_PARAMS",
+    "ALLOWED_HANDLE_PARAMS",
+    "ALLOWED_INIT_PARAMS",
+    "HandlerDefinitionError",
+    "HandlerInstance",
+    "InvalidResultError",
+    "PayloadError",
+    "check_handler_source",
+    "decode_payload",
+    "describe_exception",
+    "encode_result",
+    "load_handler_class",
+    "split_batch_result",
+    "validate_payload",
+]
+
+ALLOWED_INIT_PARAMS = ("config", "metrics_client")
+ALLOWED_HANDLE_PARAMS = ("payload", "request_id")
+ALLOWED_BATCH_PARAMS = ("payloads", "request_ids")
+
+_CLASS_NAME = "Handler"
+_METHOD_PARAMS = {
+    "__init__": ALLOWED_INIT_PARAMS,
+    "handle_async": ALLOWED_HANDLE_PARAMS,
+    "handle_batch": ALLOWED_BATCH_PARAMS,
+}
+_MISSING_METHOD = "must define handle_async(self, payload, request_id) or handle_batch(self, payloads, request_ids)"
+
+_P = inspect.Parameter
+_Params = list[tuple[str, Any]]  # (name, inspect.Parameter kind), in declaration order
+
+
+class HandlerDefinitionError(Exception):
+    """The handler file cannot be used as a handler; str(e) is a complete user-facing message."""
+
+
+class PayloadError(ValueError):
+    """A request body does not decode under its Content-Type; str(e) is a complete user-facing message."""
+
+
+class InvalidResultError(ValueError):
+    """A handler returned something that is not a JSON-serialisable dict; str(e) is a complete user-facing message."""
+
+
+# --- signature rules, shared by the static (ast) and the runtime (inspect) checks -------------------------------------
+
+
+def _without_self(params: _Params) -> _Params | None:
+    """Drop the implicit first parameter; None when the method has nowhere to receive it."""
+    if params and params[0][1] in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+        return params[1:]
+    if params and params[0][1] == _P.VAR_POSITIONAL:
+        return params
+    return None
+
+
+def _signature_problem(filename: str, method: str, params: _Params, allowed: Sequence[str]) -> str | None:
+    """The message for the first parameter that breaks the pass-by-name rule, or None when all are fine."""
+    where = f"{filename}: {_CLASS_NAME}.{method}()"
+    names = ", ".join(allowed)
+    for name, kind in params:
+        if kind in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD):
+            continue
+        if name not in allowed:
+            return f"{where} takes parameter '{name}', but only {names} may be given"
+        if kind == _P.POSITIONAL_ONLY:
+            return f"{where} takes '{name}' as a positional-only parameter, but {names} are passed by name"
+    return None
+
+
+def _method_problem(filename: str, method: str, params: _Params, implicit_first: bool) -> str | None:
+    if implicit_first:
+        rest = _without_self(params)
+        if rest is None:
+            return f"{filename}: {_CLASS_NAME}.{method}() must take self as its first parameter"
+        params = rest
+    return _signature_problem(filename, method, params, _METHOD_PARAMS[method])
+
+
+def _missing_class_message(filename: str, class_names: Sequence[str]) -> str:
+    by_lower = {n.lower(): n for n in class_names}
+    near = difflib.get_close_matches(_CLASS_NAME.lower(), list(by_lower), n=1, cutoff=0.8)
+    message = f"{filename}: no class named {_CLASS_NAME} found; the handler class must be named {_CLASS_NAME}"
+    if near:
+        message += f" (found class '{by_lower[near[0]]}': rename it to {_CLASS_NAME})"
+    return message
+
+
+def _missing_method_message(filename: str, defined: Sequence[str]) -> str:
+    message = f"{filename}: class {_CLASS_NAME} {_MISSING_METHOD}"
+    public = [n for n in dict.fromkeys(defined) if not n.startswith("_")]
+    if public:
+        message += f" (it defines {', '.join(public)})"
+    return message
+
+
+# --- the static check -------------------------------------------------------------------------------------------------
+
+
+def _scope_statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run in this scope, including those nested in if/try/with/for/match blocks."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for _, value in ast.iter_fields(stmt):
+            if not isinstance(value, list):
+                continue
+            for item in value:
+                if isinstance(item, ast.stmt):
+                    yield from _scope_statements([item])
+                elif isinstance(item, ast.ExceptHandler | ast.match_case):
+                    yield from _scope_statements(item.body)
+
+
+def _may_bind_handler(tree: ast.Module) -> bool:
+    """Whether anything in the module could bind the name Handler (generous: any scope counts)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == _CLASS_NAME:
+            return True
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                # A star import may bring Handler in; only the runtime check can tell.
+                bound = alias.asname or alias.name.partition(".")[0]
+                if bound in (_CLASS_NAME, "*"):
+                    return True
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == _CLASS_NAME:
+            return True
+        if isinstance(node, ast.Global) and _CLASS_NAME in node.names:
+            return True
+        if isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name == _CLASS_NAME:
+            return True
+    return False
+
+
+def _ast_params(args: ast.arguments) -> _Params:
+    params: _Params = [(a.arg, _P.POSITIONAL_ONLY) for a in args.posonlyargs]
+    params += [(a.arg, _P.POSITIONAL_OR_KEYWORD) for a in args.args]
+    if args.vararg:
+        params.append((args.vararg.arg, _P.VAR_POSITIONAL))
+    params += [(a.arg, _P.KEYWORD_ONLY) for a in args.kwonlyargs]
+    if args.kwarg:
+        params.append((args.kwarg.arg, _P.VAR_KEYWORD))
+    return params
+
+
+def _decorator_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    return {d.id for d in node.decorator_list if isinstance(d, ast.Name)}
+
+
+def _check_class_node(filename: str, cls: ast.ClassDef) -> None:
+    defs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    bound: list[str] = []
+    for stmt in _scope_statements(cls.body):
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            defs[stmt.name] = stmt  # the last definition wins, as when the class body runs
+            bound.append(stmt.name)
+        elif isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:
+                bound += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+                defs = {k: v for k, v in defs.items() if k not in bound}
+        elif isinstance(stmt, ast.Import | ast.ImportFrom):
+            bound += [a.asname or a.name.partition(".")[0] for a in stmt.names]
+    for method, node in defs.items():
+        if method not in _METHOD_PARAMS:
+            continue
+        if method == "__init__" and isinstance(node, ast.AsyncFunctionDef):
+            raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME}.__init__() must be a plain def, not async def")
+        decorators = _decorator_names(node)
+        problem = _method_problem(filename, method, _ast_params(node.args), "staticmethod" not in decorators)
+        if problem:
+            raise HandlerDefinitionError(problem)
+    # Bases, a metaclass or class decorators can supply the methods; the runtime check has the final word there.
+    plain_bases = all(isinstance(b, ast.Name) and b.id == "object" for b in cls.bases)
+    supplied_elsewhere = not plain_bases or cls.keywords or cls.decorator_list
+    if not supplied_elsewhere and not {"handle_async", "handle_batch"} & set(bound):
+        raise HandlerDefinitionError(_missing_method_message(filename, bound))
+
+
+def _syntax_error_message(filename: str, error: SyntaxError) -> str:
+    where = f"{filename}, line {error.lineno}" if error.lineno else filename
+    message = f"{where}: invalid Python: {error.msg}"
+    if error.text and error.text.strip():
+        message += f"\n    {error.text.strip()}"
+    return message
+
+
+def check_handler_source(source: str, filename: str) -> None:
+    """Check a handler file's source without running it, as at deploy time.
+
+    Raises HandlerDefinitionError (naming ``filename``) when the source does not parse, when no top-level class
+    ``Handler`` exists and nothing else could bind that name, when the class plainly lacks both ``handle_async`` and
+    ``handle_batch``, or when ``__init__``/``handle_async``/``handle_batch`` take a parameter other than the allowed
+    names (or take one positional-only). ``*args``/``**kwargs`` are accepted. Anything only the runtime can know
+    (inherited methods, imported or generated classes) passes here and is checked by ``load_handler_class``.
+    """
+    try:
+        with warnings.catch_warnings():
+            # A warning (say, for "\d" in a plain string) must not stop a deploy that Python itself would run, even
+            # where warnings are turned into errors.
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, filename=filename)
+    except SyntaxError as error:
+        raise HandlerDefinitionError(_syntax_error_message(filename, error)) from None
+    except ValueError as error:  # e.g. null bytes in the source
+        raise HandlerDefinitionError(f"{filename}: invalid Python: {error}") from None
+    top_level = list(_scope_statements(tree.body))
+    classes = [s for s in top_level if isinstance(s, ast.ClassDef) and s.name == _CLASS_NAME]
+    if not classes:
+        if _may_bind_handler(tree):
+            return
+        names = [s.name for s in top_level if isinstance(s, ast.ClassDef)]
+        raise HandlerDefinitionError(_missing_class_message(filename, names))
+    for cls in classes:
+        _check_class_node(filename, cls)
+
+
+# --- loading and the runtime check ------------------------------------------------------------------------------------
+
+
+def _display_path(path: Path) -> str:
+    """The path as the user wrote it in the configuration: relative to the project root, the working directory."""
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _is_module_of(module: ModuleType | None, path: Path) -> bool:
+    file = getattr(module, "__file__", None)
+    return file is not None and os.path.realpath(file) == os.path.realpath(path)
+
+
+def _module_name(handler_file: Path, python_path: Path) -> str:
+    """The name ``import`` would give the file from ``python_path``, so pickling and relative imports work.
+
+    Falls back to a name from the file stem when the file is not importable by a dotted name, and never takes over
+    a module that something else already imported under that name (a handler file called json.py, say).
+    """
+    try:
+        relative = handler_file.resolve().relative_to(python_path.resolve())
+    except ValueError:
+        relative = None
+    if relative is not None and len(relative.parts) > 1:
+        parts = [*relative.parts[:-1], relative.stem]
+        if all(p.isidentifier() for p in parts):
+            package_name = ".".join(parts[:-1])
+            try:
+                package = importlib.import_module(package_name)
+            except ModuleNotFoundError as error:
+                # The folder is not importable as a package after all; anything else is the package's own failure.
+                if error.name is None or not f"{package_name}.".startswith(f"{error.name}."):
+                    raise
+                package = None
+            if os.path.realpath(handler_file.parent) in {os.path.realpath(p) for p in getattr(package, "__path__", [])}:
+                return ".".join(parts)
+    name = re.sub(r"\W", "_", handler_file.stem) or "handler"
+    if name[0].isdigit():
+        name = f"_{name}"
+    existing = sys.modules.get(name)
+    if existing is not None and not _is_module_of(existing, handler_file):
+        name = f"cortado_handler_{name}"
+    return name
+
+
+def _runtime_params(cls: type, method: str) -> tuple[_Params, bool] | None:
+    """The method's parameters and whether the first is the implicit self; None when they cannot be known."""
+    raw = inspect.getattr_static(cls, method)
+    try:
+        if isinstance(raw, staticmethod):
+            return _inspect_params(raw.__func__), False
+        if isinstance(raw, classmethod):
+            return _inspect_params(getattr(cls, method)), False
+        attr = getattr(cls, method)
+        if inspect.isfunction(attr):
+            return _inspect_params(attr), True
+        if not hasattr(type(raw), "__get__"):
+            return _inspect_params(attr), False  # a callable object is not bound to the instance
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _inspect_params(fn: Callable[..., Any]) -> _Params:
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+
+def _check_class(filename: str, cls: object) -> type:
+    if not isinstance(cls, type):
+        raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME} must be a class, but it is {_type_name(cls)}")
+    init = inspect.getattr_static(cls, "__init__", None)
+    if inspect.iscoroutinefunction(init):
+        raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME}.__init__() must be a plain def, not async def")
+    try:
+        init_params: _Params | None = _inspect_params(cls)  # the constructor as called, self already left out
+    except (TypeError, ValueError):
+        init_params = None
+    if init_params is not None:
+        problem = _signature_problem(filename, "__init__", init_params, ALLOWED_INIT_PARAMS)
+        if problem:
+            raise HandlerDefinitionError(problem)
+    present = [m for m in ("handle_async", "handle_batch") if hasattr(cls, m)]
+    if not present:
+        defined = [n for n in vars(cls) if callable(getattr(cls, n, None))]
+        raise HandlerDefinitionError(_missing_method_message(filename, defined))
+    for method in present:
+        if not callable(getattr(cls, method)):
+            kind = _type_name(getattr(cls, method))
+            raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME}.{method} must be a method, but it is {kind}")
+        found = _runtime_params(cls, method)
+        if found is not None:
+            problem = _method_problem(filename, method, *found)
+            if problem:
+                raise HandlerDefinitionError(problem)
+    return cls
+
+
+def load_handler_class(handler_file: Path, python_path: Path, *, display_name: str | None = None) -> type:
+    """Import the handler file as a fresh module and return its checked ``Handler`` class.
+
+    ``python_path`` is put first on ``sys.path`` (and left there: handlers import lazily). The module is registered
+    in ``sys.modules`` under the name ``import`` would give it from ``python_path`` (e.g. ``handler``), replacing an
+    earlier load of the same file. Raises HandlerDefinitionError for a missing file, a syntax error in the file, a
+    missing or non-class ``Handler`` or a signature that breaks the rules of ``check_handler_source``; exceptions
+    raised by the module's own top-level code propagate unchanged. Messages name the file as ``display_name``, by
+    default its path relative to the working directory (the project root, where ``handler.path`` is relative to).
+    """
+    filename = display_name or _display_path(handler_file)
+    if not handler_file.is_file():
+        raise HandlerDefinitionError(f"{filename}: handler file not found")
+    entry = str(python_path)
+    if not sys.path or sys.path[0] != entry:
+        sys.path.insert(0, entry)
+    name = _module_name(handler_file, python_path)
+    spec = importlib.util.spec_from_file_location(name, handler_file)
+    if spec is None or spec.loader is None:
+        raise HandlerDefinitionError(f"{filename}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        sys.modules.pop(name, None)
+        if error.filename and os.path.realpath(error.filename) == os.path.realpath(handler_file):
+            raise HandlerDefinitionError(_syntax_error_message(filename, error)) from None
+        raise
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)  # as the import statement does, so pkg.handler resolves
+    if not hasattr(module, _CLASS_NAME):
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__]
+        raise HandlerDefinitionError(_missing_class_message(filename, classes))
+    return _check_class(filename, getattr(module, _CLASS_NAME))
+
+
+# --- calling a handler ------------------------------------------------------------------------------------------------
+
+
+def _names_to_pass(
+    fn: Callable[..., Any], allowed: Sequence[str], *, unknown: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The allowed names ``fn`` accepts by keyword: those it names, or all of them when it takes ``**kwargs``.
+
+    ``unknown`` (default: all of ``allowed``) is the answer when the signature cannot be read (a C-level callable).
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return tuple(allowed if unknown is None else unknown)
+    if any(p.kind == _P.VAR_KEYWORD for p in params):
+        return tuple(allowed)
+    named = {p.name for p in params if p.kind in (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)}
+    return tuple(n for n in allowed if n in named)
+
+
+def _is_coroutine_callable(fn: Callable[..., Any]) -> bool:
+    # Decorators such as torch.inference_mode() wrap an async def in a plain function that returns its coroutine.
+    if inspect.iscoroutinefunction(fn):
+        return True
+    try:
+        return inspect.iscoroutinefunction(inspect.unwrap(fn))
+    except ValueError:  # a __wrapped__ cycle
+        return False
+
+
+def _refuse_awaitable(result: Any, method: str) -> Any:
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited on purpose; closing it avoids a second, confusing warning
+        raise InvalidResultError(f"{method} returned an awaitable from a plain def; declare it with async def")
+    return result
+
+
+class HandlerInstance:
+    """A constructed handler, with its methods called the way SPEC §2 promises: arguments by name, only those named."""
+
+    def __init__(self, handler: Any) -> None:
+        """Wrap an already constructed handler object; most callers want ``create``."""
+        self.handler = handler
+        self._handle: Callable[..., Any] | None = getattr(handler, "handle_async", None)
+        self._batch: Callable[..., Any] | None = getattr(handler, "handle_batch", None)
+        # An unreadable method signature still gets both arguments: passing by name is the contract.
+        self._handle_names = _names_to_pass(self._handle, ALLOWED_HANDLE_PARAMS) if self._handle else ()
+        self._batch_names = _names_to_pass(self._batch, ALLOWED_BATCH_PARAMS) if self._batch else ()
+        self.has_handle_async: bool = self._handle is not None
+        self.has_batch: bool = self._batch is not None
+        self.batch_is_async: bool = self._batch is not None and _is_coroutine_callable(self._batch)
+        #: Whether single requests go through ``call_async``: handle_async is async, or only an async batch exists.
+        self.is_async: bool = _is_coroutine_callable(self._handle) if self._handle else self.batch_is_async
+
+    @classmethod
+    def create(cls, handler_class: type, config: dict[str, Any] | None, metrics_client: Any) -> HandlerInstance:
+        """Construct ``handler_class``, passing by name only those of config/metrics_client its ``__init__`` names.
+
+        ``config`` is deep-copied (``{}`` when None), so the handler may change it freely. Exceptions raised by the
+        constructor propagate unchanged.
+        """
+        values = {"config": copy.deepcopy(config) if config is not None else {}, "metrics_client": metrics_client}
+        # A constructor without a readable signature comes from a C base class (dict, say) that wants no arguments.
+        names = _names_to_pass(handler_class, ALLOWED_INIT_PARAMS, unknown=())
+        return cls(handler_class(**{n: values[n] for n in names}))
+
+    def _handle_kwargs(self, payload: Any, request_id: str) -> dict[str, Any]:
+        values = {"payload": payload, "request_id": request_id}
+        return {n: values[n] for n in self._handle_names}
+
+    def _batch_kwargs(self, payloads: list[Any], request_ids: list[str]) -> dict[str, Any]:
+        values = {"payloads": payloads, "request_ids": request_ids}
+        return {n: values[n] for n in self._batch_names}
+
+    def call_sync(self, payload: Any, request_id: str) -> Any:
+        """Run a plain ``handle_async`` (the caller puts this in a thread) and return what it returned.
+
+        With only ``handle_batch`` defined, runs it on a batch of one and returns that one result. Exceptions from the
+        handler propagate; InvalidResultError if the method hands back an awaitable or a malformed batch result.
+        """
+        if self._handle is None:
+            return split_batch_result(self.call_batch([payload], [request_id]), 1)[0]
+        return _refuse_awaitable(self._handle(**self._handle_kwargs(payload, request_id)), "handle_async")
+
+    async def call_async(self, payload: Any, request_id: str) -> Any:
+        """Await an ``async def handle_async`` and return its result; same contract as ``call_sync``."""
+        if self._handle is None:
+            return split_batch_result(await self.call_batch_async([payload], [request_id]), 1)[0]
+        result = self._handle(**self._handle_kwargs(payload, request_id))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def call_batch(self, payloads: list[Any], request_ids: list[str]) -> Any:
+        """Run a plain ``handle_batch`` and return what it returned (check it with ``split_batch_result``).
+
+        Raises TypeError when the handler has no ``handle_batch``; exceptions from the handler propagate.
+        """
+        if self._batch is None:
+            raise TypeError(f"{_CLASS_NAME} defines no handle_batch")
+        return _refuse_awaitable(self._batch(**self._batch_kwargs(payloads, request_ids)), "handle_batch")
+
+    async def call_batch_async(self, payloads: list[Any], request_ids: list[str]) -> Any:
+        """Await an ``async def handle_batch`` and return its result; same contract as ``call_batch``."""
+        if self._batch is None:
+            raise TypeError(f"{_CLASS_NAME} defines no handle_batch")
+        result = self._batch(**self._batch_kwargs(payloads, request_ids))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+# --- payloads ---------------------------------------------------------------------------------------------------------
+
+
+def _parse_content_type(content_type: str | None) -> tuple[str, str | None]:
+    """(media type in lower case, charset parameter or None), with quoting and RFC 2231 handled by the email package."""
+    if not content_type or not content_type.strip():
+        return "", None
+    message = email.message.Message()
+    message["content-type"] = content_type
+    params = message.get_params() or [(content_type, "")]
+    media_type = params[0][0].strip().lower()
+    raw = message.get_param("charset")
+    charset = email.utils.collapse_rfc2231_value(raw).strip() if raw is not None else None
+    return media_type, charset or None
+
+
+def _decode_text(body: bytes, charset: str, what: str) -> str:
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        raise PayloadError(f"unknown charset '{charset}'") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, zlib and friends are bytes-to-bytes codecs
+        raise PayloadError(f"unknown charset '{charset}'")
+    try:
+        return body.decode(info.name)
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start : error.start + 1].hex()
+        raise PayloadError(
+            f"{what} is not valid {charset}: cannot decode byte 0x{byte} at position {error.start} ({error.reason})"
+        ) from None
+    except UnicodeError as error:
+        raise PayloadError(f"{what} is not valid {charset}: {error}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def decode_payload(content_type: str | None, body: bytes) -> Any:
+    """The ``payload`` a handler receives for a request body, by its Content-Type (SPEC §2).
+
+    ``application/json`` (any parameters) gives the parsed JSON value, decoded from the ``charset`` parameter (UTF-8
+    when absent, a leading BOM tolerated), with integers of any size kept and NaN/Infinity refused. ``text/plain``
+    gives a ``str`` decoded with its ``charset`` (UTF-8 when absent). Anything else, including no Content-Type, gives
+    ``body`` unchanged. Media types compare case-insensitively. Raises PayloadError, with a message fit for the
+    client, for an empty or invalid JSON body, an unknown charset, or bytes that do not decode in the charset.
+    """
+    media_type, charset = _parse_content_type(content_type)
+    if media_type == "text/plain":
+        return _decode_text(body, charset or "utf-8", "body")
+    if media_type != "application/json":
+        return body
+    if not body:
+        raise PayloadError("body is empty, but Content-Type is application/json")
+    text = _decode_text(body, charset or "utf-8", "JSON body")
+    text = text.removeprefix("\ufeff")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise PayloadError(
+            f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno} (char {error.pos})"
+        ) from None
+    except RecursionError:
+        raise PayloadError("body is not valid JSON: it is nested too deeply") from None
+    except ValueError as error:  # NaN/Infinity, or an integer past Python's digit limit
+        raise PayloadError(f"body is not valid JSON: {error}") from None
+
+
+def validate_payload(content_type: str | None, body: bytes) -> None:
+    """Raise PayloadError exactly when ``decode_payload`` would for this request; return None otherwise."""
+    decode_payload(content_type, body)
+
+
+# --- results ----------------------------------------------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    if kind is type(None):
+        return "None"
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _find_unencodable(value: Any, path: str, seen: set[int]) -> tuple[str, str, Any] | None:
+    """(path, problem, value) for the first thing json.dumps would refuse, met in the order it would meet them."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            int.__repr__(value)
+        except ValueError:
+            return path, "long", value
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, "nan", value)
+    if not isinstance(value, dict | list | tuple):
+        return path, "type", value
+    if id(value) in seen:
+        return path, "circular", value
+    seen.add(id(value))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}[{key!r}]"
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return where, "key", key
+            if isinstance(key, float) and not math.isfinite(key):
+                return where, "nan", key
+            found = _find_unencodable(item, where, seen)
+            if found:
+                return found
+    else:
+        for position, item in enumerate(value):
+            found = _find_unencodable(item, f"{path}[{position}]", seen)
+            if found:
+                return found
+    seen.discard(id(value))
+    return None
+
+
+def _unencodable_message(method: str, value: Any, root: str, error: Exception) -> str:
+    try:
+        found = _find_unencodable(value, root, set())
+    except RecursionError:
+        found = None
+    if found is None:
+        return f"{method} returned a result that cannot be encoded as JSON: {error}"
+    path, problem, culprit = found
+    if problem == "nan":
+        return f"{method} returned {culprit!r} at {path}, but NaN and Infinity are not valid JSON"
+    if problem == "circular":
+        return f"{method} returned a result that contains itself at {path}; JSON cannot encode a circular reference"
+    if problem == "long":
+        return f"{method} returned an integer at {path} with too many digits to encode as JSON: {error}"
+    kind = _type_name(culprit)
+    hint = " (convert NumPy values with .item() or .tolist())" if kind.startswith("numpy.") else ""
+    if problem == "key":
+        return f"{method} returned a key of type {kind} at {path}, but JSON object keys must be strings{hint}"
+    return f"{method} returned a value of type {kind} at {path}, which is not JSON-serialisable{hint}"
+
+
+def encode_result(value: Any, *, method: str = "handle_async", index: int | None = None) -> bytes:
+    """The exact JSON bytes (UTF-8) of a handler's result, key order and integers of any size kept.
+
+    The result must be a ``dict`` whose contents JSON can encode. Raises InvalidResultError naming the type that came
+    back when it is not a dict, saying that NaN and Infinity are not valid JSON when one is inside, and naming the
+    offending type and where it sits when something is not serialisable. ``method`` and ``index`` (a position in a
+    ``handle_batch`` result) only shape the messages.
+    """
+    root = "result" if index is None else f"result[{index}]"
+    if not isinstance(value, dict):
+        if index is None:
+            raise InvalidResultError(f"{method} must return a dict, but returned {_type_name(value)}")
+        raise InvalidResultError(f"{method} must return a list of dicts, but item {index} is {_type_name(value)}")
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise InvalidResultError(f"{method} returned a result nested too deeply to encode as JSON") from None
+    except (TypeError, ValueError) as error:
+        raise InvalidResultError(_unencodable_message(method, value, root, error)) from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (e.g. echoed from a JSON payload's "\ud800") have no UTF-8 form; \u escapes keep them exactly.
+        return json.dumps(value, allow_nan=False, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def split_batch_result(value: Any, count: int) -> list[Any]:
+    """The per-request results of a ``handle_batch`` call: a list or tuple with exactly ``count`` items.
+
+    Raises InvalidResultError otherwise, naming what came back. Each item still needs ``encode_result``.
+    """
+    if not isinstance(value, list | tuple):
+        raise InvalidResultError(
+            f"handle_batch must return a list with one result per payload, but returned {_type_name(value)}"
+        )
+    if len(value) != count:
+        raise InvalidResultError(
+            f"handle_batch must return a list with one result per payload ({count}), but returned {len(value)}"
+        )
+    return list(value)
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(type, message) of an exception as kept for the client: the class's ``__qualname__`` and ``str(exc)``.
+
+    The message falls back to ``repr(exc)`` when ``str`` is empty, and never raises, even for a broken ``__str__``.
+    """
+    kind = type(exc).__qualname__
+    try:
+        message = str(exc) or repr(exc)
+    except Exception:
+        message = f"<{kind} whose message could not be read>"
+    return kind, message

@@ -1,0 +1,1 @@
+"""Generated protobuf contracts of Cortado (make proto)."""

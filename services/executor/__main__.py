@@ -1,0 +1,56 @@
+"""Run an executor: `python -m services.executor`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from cortado import names, natsutil
+from cortado.gpu import discover_gpus
+from cortado.logs import setup_logging
+from cortado.mirror import KvMirror
+from cortado.service import ServiceRunner
+from cortado.v1 import control_pb2, control_pb2_grpc
+from services.executor.config import ExecutorSettings
+from services.executor.servicer import ExecutorServicer
+from services.executor.supervisor import Supervisor
+
+
+async def main() -> None:
+    """Join the pool, run the replicas placed here, drain them on SIGTERM."""
+    settings = ExecutorSettings.from_env()
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    nc = await natsutil.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
+    js = nc.jetstream()
+    apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
+    placements = KvMirror(
+        await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
+    )
+    await apis.start()
+    await placements.start()
+    await natsutil.requests_bucket(js)
+    bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
+    executors_kv = await natsutil.executors_bucket(js)
+
+    runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
+    supervisor = Supervisor(settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address)
+    control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
+    loop_task = asyncio.create_task(supervisor.run())
+
+    async def stop_loop() -> None:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+
+    runner.on_stop(stop_loop)
+    runner.on_stop(supervisor.drain)
+    runner.on_stop(placements.stop)
+    runner.on_stop(apis.stop)
+    runner.on_stop(lambda: natsutil.drain(nc))
+    await runner.start()
+    await runner.run_until_stopped()
+
+
+if __name__ == "__main__":
+    setup_logging("executor")
+    asyncio.run(main())

@@ -1,0 +1,43 @@
+"""Settings of the executor, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortado.env import Env
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """What the executor needs to run."""
+
+    nats_url: str
+    address: str
+    executor_id: str
+    workdir: Path
+    cpu_millis: int
+    mem_bytes: int
+    heartbeat_seconds: float
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ExecutorSettings:
+        """Read `CORTADO_*` variables; SettingsError names a malformed one."""
+        env = env or Env()
+        hostname = socket.gethostname()
+        page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        physical = os.sysconf("SC_PHYS_PAGES") * page_size if hasattr(os, "sysconf") else 0
+        return cls(
+            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
+            address=env.text("EXECUTOR_ADDRESS", "127.0.0.1:50054"),
+            executor_id=env.text("EXECUTOR_ID", f"{hostname}-{os.getpid()}"),
+            workdir=Path(env.text("EXECUTOR_WORKDIR", str(Path(tempfile.gettempdir()) / "cortado-executor"))),
+            cpu_millis=env.integer("EXECUTOR_CPU_MILLIS", (os.cpu_count() or 1) * 1000, minimum=1),
+            mem_bytes=env.integer("EXECUTOR_MEM_BYTES", physical, minimum=0),
+            heartbeat_seconds=env.number("HEARTBEAT_SECONDS", 2.0, minimum=0.1),
+            grace_seconds=env.number("GRACE_SECONDS", 30.0, minimum=0),
+        )

@@ -1,0 +1,217 @@
+"""One replica: a handler process the executor prepares, starts, watches and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from nats.js.object_store import ObjectStore
+
+from cortado.gpu import cuda_visible_devices
+from cortado.project import ProjectError, parse_dotenv, unpack_bundle
+from cortado.v1 import control_pb2
+
+log = logging.getLogger(__name__)
+
+INIT_RETRY_SECONDS = (30.0, 60.0, 120.0, 300.0)
+"""Waits before starting again a replica whose `__init__` raised: never a tight loop."""
+
+CRASH_RETRY_SECONDS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""Waits before restarting a handler process that died while serving."""
+
+STABLE_AFTER_SECONDS = 60.0
+"""A process that served this long resets the crash backoff."""
+
+
+async def prepare_project(workdir: Path, spec: control_pb2.ApiSpec, bundles: ObjectStore) -> Path:
+    """The API version's project folder, fetched from the Object Store and unpacked once per machine."""
+    target = workdir / "projects" / spec.name / f"v{spec.version}"
+    marker = target.parent / f"v{spec.version}.ready"
+    if marker.exists():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    result = await bundles.get(spec.bundle_object)
+    data = result.data or b""
+    await asyncio.to_thread(unpack_bundle, data, target)
+    marker.touch()
+    return target
+
+
+class Replica:
+    """Runs one replica of an API until stopped, restarting its process when it dies."""
+
+    def __init__(
+        self,
+        placement: control_pb2.ReplicaPlacement,
+        spec: control_pb2.ApiSpec,
+        workdir: Path,
+        bundles: ObjectStore,
+        base_env: dict[str, str],
+        on_change: asyncio.Event,
+    ) -> None:
+        self.placement = placement
+        self.spec = spec
+        self._workdir = workdir
+        self._bundles = bundles
+        self._base_env = base_env
+        self._on_change = on_change
+        self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
+        self.message = ""
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(api, replica number): what identifies it in placements."""
+        return self.placement.api, self.placement.replica
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running handler process, if any."""
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    def status(self) -> control_pb2.ReplicaStatus:
+        """Its current state for the heartbeat."""
+        return control_pb2.ReplicaStatus(
+            api=self.spec.name,
+            version=self.spec.version,
+            state=self.state,
+            message=self.message,
+            gpu_indices=self.placement.gpu_indices,
+            replica=self.placement.replica,
+        )
+
+    def start(self) -> None:
+        """Begin running in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"replica-{self.spec.name}-{self.placement.replica}")
+
+    def _set(self, state: control_pb2.ReplicaState.ValueType, message: str = "") -> None:
+        if (state, message) != (self.state, self.message):
+            self.state = state
+            self.message = message
+            self._on_change.set()
+
+    async def stop(self, grace: float) -> None:
+        """Ask the process to drain (SIGTERM), kill it after grace seconds, and stop restarting it."""
+        self._stopping = True
+        self._set(control_pb2.REPLICA_STATE_DRAINING)
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        init_failures = 0
+        crashes = 0
+        while not self._stopping:
+            try:
+                project = await prepare_project(self._workdir, self.spec, self._bundles)
+                env = self._environment(project)
+            except (ProjectError, OSError, Exception) as exc:
+                log.exception("replica cannot start", extra={"api": self.spec.name})
+                self._set(control_pb2.REPLICA_STATE_FAILED, f"the replica cannot start: {exc}")
+                await asyncio.sleep(INIT_RETRY_SECONDS[min(init_failures, len(INIT_RETRY_SECONDS) - 1)])
+                init_failures += 1
+                continue
+            outcome, detail, served = await self._run_process(project, env)
+            if self._stopping:
+                return
+            if outcome == "failed":
+                self._set(control_pb2.REPLICA_STATE_FAILED, detail)
+                wait = INIT_RETRY_SECONDS[min(init_failures, len(INIT_RETRY_SECONDS) - 1)]
+                log.error(
+                    "handler failed to start",
+                    extra={"api": self.spec.name, "retry_in_seconds": wait, "traceback": detail},
+                )
+                init_failures += 1
+                await asyncio.sleep(wait)
+                continue
+            init_failures = 0
+            crashes = 0 if served >= STABLE_AFTER_SECONDS else crashes + 1
+            wait = CRASH_RETRY_SECONDS[min(crashes, len(CRASH_RETRY_SECONDS) - 1)]
+            log.warning(
+                "handler process exited; restarting",
+                extra={"api": self.spec.name, "detail": detail, "restart_in_seconds": wait},
+            )
+            self._set(control_pb2.REPLICA_STATE_STARTING, detail)
+            await asyncio.sleep(wait)
+
+    def _environment(self, project: Path) -> dict[str, str]:
+        env = dict(self._base_env)
+        dotenv = project / ".env"
+        if dotenv.is_file():
+            env.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
+        env.update(self.spec.env)
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(list(self.placement.gpu_indices))
+        env["CORTADO_WORKER_REPLICA"] = str(self.placement.replica)
+        return env
+
+    async def _run_process(self, project: Path, env: dict[str, str]) -> tuple[str, str, float]:
+        """Run the handler process once.
+
+        Returns ("failed", traceback, 0) when `__init__` raised, else ("exited", why, seconds it served).
+        """
+        spec_file = project.parent / f"v{self.spec.version}.spec"
+        spec_file.write_bytes(self.spec.SerializeToString())
+        read_fd, write_fd = os.pipe()
+        env = {**env, "CORTADO_WORKER_SPEC_FILE": str(spec_file), "CORTADO_WORKER_STATUS_FD": str(write_fd)}
+        loop = asyncio.get_running_loop()
+        try:
+            # -P: the project folder must not shadow Cortado's own modules; the worker adds it to sys.path itself.
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",
+                "-m",
+                "services.executor.worker",
+                cwd=project,
+                env=env,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        started = loop.time()
+        ready_at: float | None = None
+        failure = ""
+        try:
+            while line := await reader.readline():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("state") == "ready":
+                    ready_at = loop.time()
+                    self._set(control_pb2.REPLICA_STATE_READY)
+                elif event.get("state") == "failed":
+                    failure = str(event.get("message", ""))
+        finally:
+            transport.close()
+        code = await self._process.wait()
+        if failure:
+            return "failed", failure, 0.0
+        served = loop.time() - (ready_at or started)
+        reason = f"exit code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+        return "exited", f"the handler process stopped ({reason})", served

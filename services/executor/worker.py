@@ -1,0 +1,315 @@
+"""The handler process: loads the user's Handler, pulls the API's requests, runs them and records outcomes.
+
+Started by the executor as `python -P -m services.executor.worker` with the
+project folder as working directory; a crash here never takes the executor down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from cortado import names, natsutil, records
+from cortado.env import Env
+from cortado.logs import setup_logging
+from cortado.metrics import MetricsClient
+from cortado.runtime import (
+    HandlerInstance,
+    InvalidResultError,
+    decode_payload,
+    describe_exception,
+    encode_result,
+    load_handler_class,
+)
+from cortado.v1 import control_pb2, records_pb2
+
+log = logging.getLogger("cortado.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the handler process is told by its executor."""
+
+    nats_url: str
+    spec_file: Path
+    status_fd: int
+    ack_wait_seconds: float
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> WorkerSettings:
+        """Read `CORTADO_*` variables set by the executor."""
+        env = env or Env()
+        return cls(
+            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
+            spec_file=Path(env.text("WORKER_SPEC_FILE", "")),
+            status_fd=env.integer("WORKER_STATUS_FD", -1),
+            ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
+            grace_seconds=env.number("GRACE_SECONDS", 30.0, minimum=0),
+        )
+
+
+class StatusPipe:
+    """Tells the executor where this process stands, one JSON line per event."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "w", buffering=1) if fd >= 0 else None
+
+    def send(self, state: str, message: str = "") -> None:
+        """Write one event; a closed pipe (executor gone) is ignored."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.write(json.dumps({"state": state, "message": message}) + "\n")
+
+
+class RecordStore:
+    """Forward-only writes of request records, with compare-and-set on the key's revision."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, retention_seconds: float) -> None:
+        self._js = js
+        self._kv = kv
+        self._retention = max(1.0, retention_seconds)
+
+    async def read(self, request_id: str) -> tuple[records_pb2.RequestRecord | None, int]:
+        """The record and its revision; (None, 0) when absent."""
+        try:
+            entry = await self._kv.get(request_id)
+        except KeyNotFoundError:
+            return None, 0
+        if not entry.value:
+            return None, entry.revision or 0
+        return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
+
+    async def advance(
+        self, request_id: str, new: records_pb2.RequestRecord, revision: int
+    ) -> tuple[bool, records_pb2.RequestRecord | None, int]:
+        """Write new if the stored record may move to it; (written, stored record, revision) after the attempt.
+
+        A concurrent write makes it re-read and decide again, so a final state is never overwritten.
+        """
+        ttl = self._retention if records.is_final(new.status) else None
+        current: records_pb2.RequestRecord | None = None
+        for _ in range(10):
+            try:
+                revision = await natsutil.kv_put_if(
+                    self._js, names.REQUESTS_BUCKET, request_id, new.SerializeToString(), revision, ttl
+                )
+                return True, new, revision
+            except KeyWrongLastSequenceError:
+                current, revision = await self.read(request_id)
+                if current is not None and not records.may_move(current.status, new.status):
+                    return False, current, revision
+        raise RuntimeError(f"request {request_id}: too many concurrent writes")
+
+
+class Worker:
+    """Pulls an API's requests and runs each through the handler, up to max_concurrency at once."""
+
+    def __init__(
+        self,
+        spec: control_pb2.ApiSpec,
+        handler: HandlerInstance,
+        js: JetStreamContext,
+        store: RecordStore,
+        settings: WorkerSettings,
+    ) -> None:
+        self._spec = spec
+        self._handler = handler
+        self._js = js
+        self._store = store
+        self._settings = settings
+        self._concurrency = max(1, spec.max_concurrency)
+        self._threads = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="handler")
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._payloads: Any = None
+
+    def stop(self) -> None:
+        """Stop pulling; in-flight requests finish (what SIGTERM does)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Pull and handle until stopped, then wait for in-flight requests (bounded by the grace period)."""
+        psub = await self._js.pull_subscribe_bind(
+            durable=names.WORK_CONSUMER, stream=names.work_stream(self._spec.name)
+        )
+        while not self._stopping.is_set():
+            free = self._concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await psub.fetch(free, timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("fetch failed", extra={"error": repr(exc)})
+                await asyncio.sleep(0.2)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._process(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self._settings.grace_seconds)
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        # Tell JetStream the request is still being worked on, so a long handler is not redelivered.
+        interval = self._settings.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _payload(self, item: records_pb2.WorkItem) -> bytes:
+        if not item.payload_object:
+            return item.payload
+        if self._payloads is None:
+            self._payloads = await natsutil.object_store(self._js, names.PAYLOADS_STORE)
+        result = await self._payloads.get(item.payload_object)
+        return bytes(result.data or b"")
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            await self._process_unsafe(msg)
+        except Exception:
+            # Not acked: JetStream redelivers it after ack_wait.
+            log.exception("request could not be processed; it will be redelivered")
+
+    async def _process_unsafe(self, msg: Msg) -> None:
+        item = records_pb2.WorkItem.FromString(msg.data)
+        delivered = int(msg.metadata.num_delivered or 1)
+        stored, revision = await self._store.read(item.id)
+        if stored is not None and records.is_final(stored.status):
+            # Already finished by an earlier delivery whose ack was lost.
+            await msg.ack()
+            return
+        base = records_pb2.RequestRecord(id=item.id, api=item.api, submitted_at=item.submitted_at)
+        if delivered > self._spec.max_retries + 1:
+            died = delivered - 1
+            failed = self._final(base, delivered - 1)
+            failed.status = records_pb2.REQUEST_STATUS_FAILED
+            failed.error.type = "HandlerProcessDied"
+            failed.error.message = (
+                f"the handler's process died while handling this request {died} times; "
+                f"giving up after max_retries={self._spec.max_retries}"
+            )
+            await self._store.advance(item.id, failed, revision)
+            await msg.ack()
+            await self._drop_payload(item)
+            return
+        started = records_pb2.RequestRecord()
+        started.CopyFrom(base)
+        started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
+        started.attempts = delivered
+        started.started_at.CopyFrom(records.now_timestamp())
+        written, stored, revision = await self._store.advance(item.id, started, revision)
+        if not written:
+            await msg.ack()
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            outcome = await self._run_handler(item, started)
+        finally:
+            heartbeat.cancel()
+        await self._store.advance(item.id, outcome, revision)
+        await msg.ack()
+        await self._drop_payload(item)
+
+    async def _drop_payload(self, item: records_pb2.WorkItem) -> None:
+        if item.payload_object and self._payloads is not None:
+            with contextlib.suppress(Exception):
+                await self._payloads.delete(item.payload_object)
+
+    @staticmethod
+    def _final(started: records_pb2.RequestRecord, attempts: int) -> records_pb2.RequestRecord:
+        out = records_pb2.RequestRecord()
+        out.CopyFrom(started)
+        out.attempts = attempts
+        out.finished_at.CopyFrom(records.now_timestamp())
+        return out
+
+    async def _run_handler(
+        self, item: records_pb2.WorkItem, started: records_pb2.RequestRecord
+    ) -> records_pb2.RequestRecord:
+        try:
+            payload = decode_payload(item.content_type, await self._payload(item))
+            if self._handler.is_async:
+                value = await self._handler.call_async(payload, item.id)
+            else:
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(self._threads, self._handler.call_sync, payload, item.id)
+            result_json = encode_result(value)
+        except InvalidResultError as exc:
+            return self._failed(started, "InvalidResult", str(exc))
+        except Exception as exc:
+            log.info("handler raised", extra={"id": item.id, "error": repr(exc)})
+            return self._failed(started, *describe_exception(exc))
+        done = self._final(started, started.attempts)
+        done.status = records_pb2.REQUEST_STATUS_COMPLETED
+        done.result_json = result_json
+        return done
+
+    def _failed(self, started: records_pb2.RequestRecord, kind: str, message: str) -> records_pb2.RequestRecord:
+        out = self._final(started, started.attempts)
+        out.status = records_pb2.REQUEST_STATUS_FAILED
+        out.error.type = kind
+        out.error.message = message
+        return out
+
+
+def load_handler(spec: control_pb2.ApiSpec) -> HandlerInstance:
+    """Import the project's handler and construct it; exceptions propagate for the caller to report."""
+    root = Path.cwd()
+    python_path = (root / spec.python_path) if spec.python_path else root
+    handler_class = load_handler_class(root / spec.handler_path, python_path)
+    config = json.loads(spec.handler_config_json or b"{}")
+    return HandlerInstance.create(handler_class, config, MetricsClient())
+
+
+async def main() -> int:
+    """Load the handler, report ready or failed to the executor, then serve until SIGTERM."""
+    settings = WorkerSettings.from_env()
+    status = StatusPipe(settings.status_fd)
+    spec = control_pb2.ApiSpec.FromString(settings.spec_file.read_bytes())
+    try:
+        handler = load_handler(spec)
+    except BaseException:
+        status.send("failed", traceback.format_exc())
+        return 3
+    nc = await natsutil.connect(settings.nats_url, f"cortado-worker-{spec.name}")
+    js = nc.jetstream()
+    store = RecordStore(js, await js.key_value(names.REQUESTS_BUCKET), spec.retention.ToTimedelta().total_seconds())
+    worker = Worker(spec, handler, js, store, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    status.send("ready")
+    await worker.run()
+    await natsutil.drain(nc)
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logging("handler", os.environ.get("CORTADO_WORKER_LOG_LEVEL"))
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,41 @@
+"""Run the ingest service: `python -m services.ingest`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cortado import names, natsutil
+from cortado.logs import setup_logging
+from cortado.mirror import KvMirror
+from cortado.service import ServiceRunner
+from cortado.v1 import control_pb2, public_pb2_grpc
+from services.ingest.config import IngestSettings
+from services.ingest.servicer import SubmissionServicer
+
+log = logging.getLogger("cortado.ingest")
+
+
+async def main() -> None:
+    """Connect to NATS, load the API registry, serve Submission until SIGTERM."""
+    settings = IngestSettings.from_env()
+    nc = await natsutil.connect(settings.nats_url, "cortado-ingest")
+    js = nc.jetstream()
+    apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
+    await apis.start()
+    await natsutil.requests_bucket(js)
+    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
+
+    runner = ServiceRunner("ingest", settings.address, ["cortado.v1.Submission"], settings.grace_seconds)
+    public_pb2_grpc.add_SubmissionServicer_to_server(
+        SubmissionServicer(js, apis, payloads, settings.inline_payload_bytes), runner.server
+    )
+    runner.on_stop(apis.stop)
+    runner.on_stop(lambda: natsutil.drain(nc))
+    await runner.start()
+    await runner.run_until_stopped()
+
+
+if __name__ == "__main__":
+    setup_logging("ingest")
+    asyncio.run(main())

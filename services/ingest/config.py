@@ -1,0 +1,30 @@
+"""Settings of the ingest service, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cortado.env import Env
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """What the ingest service needs to run."""
+
+    nats_url: str
+    address: str
+    inline_payload_bytes: int
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> IngestSettings:
+        """Read `CORTADO_*` variables; SettingsError names a malformed one."""
+        env = env or Env()
+        return cls(
+            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
+            address=env.text("INGEST_ADDRESS", "127.0.0.1:50051"),
+            # NATS refuses messages over its max_payload (1 MB by default): larger bodies go
+            # through the Object Store and the work item carries their name.
+            inline_payload_bytes=env.integer("INLINE_PAYLOAD_BYTES", 512 * 1024, minimum=0),
+            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+        )

@@ -1,0 +1,99 @@
+"""The Submission gRPC service: validate, assign an id, record it and enqueue it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+import grpc
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, KeyWrongLastSequenceError
+from nats.js.object_store import ObjectStore
+
+from cortado import names, natsutil
+from cortado.mirror import KvMirror
+from cortado.records import now_timestamp
+from cortado.runtime import PayloadError, validate_payload
+from cortado.service import abort
+from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
+
+log = logging.getLogger(__name__)
+
+# JetStream error codes that mean the API's queue is full (discard-new limits).
+_QUEUE_FULL_CODES = {10077, 10047, 10078}
+RETRY_AFTER_SECONDS = 1
+
+
+def new_request_id() -> str:
+    """An unguessable request id: 128 random bits, hex-encoded."""
+    return secrets.token_hex(16)
+
+
+class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
+    """Accepts requests for deployed APIs; answers only once they are durably queued."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        apis: KvMirror[control_pb2.ApiSpec],
+        payloads: ObjectStore,
+        inline_payload_bytes: int,
+    ) -> None:
+        self._js = js
+        self._apis = apis
+        self._payloads = payloads
+        self._inline_payload_bytes = inline_payload_bytes
+
+    async def Submit(
+        self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> public_pb2.SubmitResponse:
+        api = request.api
+        if self._apis.get(api) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {api!r} is not deployed")
+        content_type = request.body.content_type
+        body = request.body.data
+        try:
+            validate_payload(content_type, body)
+        except PayloadError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+        request_id = new_request_id()
+        submitted_at = now_timestamp()
+        item = records_pb2.WorkItem(id=request_id, api=api, content_type=content_type, submitted_at=submitted_at)
+        if len(body) > self._inline_payload_bytes:
+            await self._payloads.put(request_id, body)
+            item.payload_object = request_id
+        else:
+            item.payload = body
+        record = records_pb2.RequestRecord(
+            id=request_id, api=api, status=records_pb2.REQUEST_STATUS_IN_QUEUE, submitted_at=submitted_at
+        )
+        # Both writes go out together: one round trip, not two.
+        enqueue, created = await asyncio.gather(
+            self._js.publish(
+                names.work_subject(api),
+                item.SerializeToString(),
+                stream=names.work_stream(api),
+                headers={"Nats-Msg-Id": request_id},
+            ),
+            natsutil.kv_put_if(self._js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), last=0),
+            return_exceptions=True,
+        )
+        if isinstance(enqueue, BaseException):
+            await self._abort_enqueue(context, api, enqueue)
+        # A handler may already have written a newer state: then the record exists and is newer.
+        if isinstance(created, BaseException) and not isinstance(created, KeyWrongLastSequenceError):
+            log.warning("in_queue record not written", extra={"id": request_id, "error": repr(created)})
+        return public_pb2.SubmitResponse(id=request_id)
+
+    async def _abort_enqueue(self, context: grpc.aio.ServicerContext, api: str, exc: BaseException) -> None:
+        if isinstance(exc, APIError) and exc.err_code in _QUEUE_FULL_CODES:
+            await context.send_initial_metadata((("retry-after", str(RETRY_AFTER_SECONDS)),))
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the queue of API {api!r} is full; retry after {RETRY_AFTER_SECONDS}s",
+            )
+        log.error("enqueue failed", extra={"api": api, "error": repr(exc)})
+        await abort(context, grpc.StatusCode.UNAVAILABLE, "the request could not be queued; it is safe to retry")

@@ -1,0 +1,60 @@
+"""Run the scheduler: `python -m services.scheduler`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from cortado import names, natsutil
+from cortado.auth import TokenInterceptor
+from cortado.logs import setup_logging
+from cortado.mirror import KvMirror
+from cortado.service import ServiceRunner
+from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.config import SchedulerSettings
+from services.scheduler.reconciler import Reconciler
+from services.scheduler.registry import Registry
+from services.scheduler.servicer import SchedulerServicer
+
+
+async def main() -> None:
+    """Connect to NATS, follow the registry and the pool, serve Scheduler and reconcile until SIGTERM."""
+    settings = SchedulerSettings.from_env()
+    nc = await natsutil.connect(settings.nats_url, "cortado-scheduler")
+    js = nc.jetstream()
+    apis_kv = await natsutil.apis_bucket(js)
+    placements_kv = await natsutil.placements_bucket(js)
+    apis = KvMirror(apis_kv, control_pb2.ApiSpec.FromString)
+    executors = KvMirror(await natsutil.executors_bucket(js), control_pb2.ExecutorInfo.FromString)
+    placements = KvMirror(placements_kv, control_pb2.ExecutorPlacements.FromString)
+    for mirror in (apis, executors, placements):
+        await mirror.start()
+    await natsutil.requests_bucket(js)
+    await natsutil.object_store(js, names.PAYLOADS_STORE)
+    bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
+
+    registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
+    reconciler = Reconciler(apis, executors, placements, placements_kv, settings.reconcile_seconds)
+    interceptors = [TokenInterceptor(settings.token)] if settings.token else []
+    runner = ServiceRunner(
+        "scheduler", settings.address, ["cortado.v1.Scheduler"], settings.grace_seconds, interceptors
+    )
+    control_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(registry, reconciler, executors), runner.server)
+    reconcile_task = asyncio.create_task(reconciler.run())
+
+    async def stop_reconciling() -> None:
+        reconcile_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reconcile_task
+
+    runner.on_stop(stop_reconciling)
+    for mirror in (apis, executors, placements):
+        runner.on_stop(mirror.stop)
+    runner.on_stop(lambda: natsutil.drain(nc))
+    await runner.start()
+    await runner.run_until_stopped()
+
+
+if __name__ == "__main__":
+    setup_logging("scheduler")
+    asyncio.run(main())

@@ -1,0 +1,33 @@
+"""Settings of the scheduler, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cortado.env import Env
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """What the scheduler needs to run."""
+
+    nats_url: str
+    address: str
+    token: str
+    ack_wait_seconds: float
+    reconcile_seconds: float
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> SchedulerSettings:
+        """Read `CORTADO_*` variables; SettingsError names a malformed one."""
+        env = env or Env()
+        return cls(
+            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
+            address=env.text("SCHEDULER_ADDRESS", "127.0.0.1:50053"),
+            # Empty: no token needed (the default address is loopback only).
+            token=env.text("SCHEDULER_TOKEN", ""),
+            ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
+            reconcile_seconds=env.number("RECONCILE_SECONDS", 1.0, minimum=0.05),
+            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+        )

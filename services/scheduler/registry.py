@@ -1,0 +1,163 @@
+"""The API registry: deploying and deleting APIs, their streams, consumers and bundles."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from cortado import names
+from cortado.mirror import KvMirror
+from cortado.project import ConfigError, ParsedConfig, parse_config, unpack_bundle
+from cortado.records import now_timestamp
+from cortado.runtime import HandlerDefinitionError, check_handler_source
+from cortado.v1 import control_pb2
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+class DeployError(Exception):
+    """The project cannot be deployed; the message says why, naming file, API and key."""
+
+
+class UnknownApiError(Exception):
+    """No API of that name is deployed."""
+
+
+def _spec_fingerprint(spec: control_pb2.ApiSpec) -> bytes:
+    unversioned = control_pb2.ApiSpec()
+    unversioned.CopyFrom(spec)
+    for name in ("version", "bundle_object", "deployed_at"):
+        unversioned.ClearField(name)
+    return unversioned.SerializeToString(deterministic=True)
+
+
+def _check_project(parsed: ParsedConfig, config_name: str, bundle: bytes) -> None:
+    with tempfile.TemporaryDirectory(prefix="cortado-deploy-") as tmp:
+        root = Path(tmp)
+        try:
+            unpack_bundle(bundle, root)
+        except Exception as exc:
+            raise DeployError(f"the project bundle cannot be read: {exc}") from exc
+        for spec in parsed.apis:
+            where = f"{config_name}: api {spec.name!r}"
+            relative = PurePosixPath(spec.handler_path)
+            if relative.is_absolute() or ".." in relative.parts:
+                raise DeployError(f"{where}: handler.path must be inside the project, got {spec.handler_path!r}")
+            handler_file = root / relative
+            if not handler_file.is_file():
+                raise DeployError(f"{where}: handler.path {spec.handler_path!r} is not a file of the project")
+            try:
+                check_handler_source(handler_file.read_text(encoding="utf-8"), spec.handler_path)
+            except (HandlerDefinitionError, UnicodeDecodeError) as exc:
+                raise DeployError(f"{where}: {exc}") from exc
+            if spec.python_path and not (root / spec.python_path).is_dir():
+                raise DeployError(f"{where}: handler.python_path {spec.python_path!r} is not a folder of the project")
+
+
+class Registry:
+    """Owns the apis bucket, the bundles store and every API's work stream and consumer."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        apis_kv: KeyValue,
+        apis: KvMirror[control_pb2.ApiSpec],
+        bundles: ObjectStore,
+        ack_wait_seconds: float,
+    ) -> None:
+        self._js = js
+        self._apis_kv = apis_kv
+        self.apis = apis
+        self._bundles = bundles
+        self._ack_wait = ack_wait_seconds
+
+    async def deploy(self, config_name: str, config_yaml: bytes, bundle: bytes) -> control_pb2.DeployResponse:
+        """Validate the project, then create or update each of its APIs.
+
+        Raises DeployError, before changing anything, when the configuration or a handler is invalid.
+        """
+        try:
+            parsed = parse_config(config_yaml, config_name)
+        except ConfigError as exc:
+            raise DeployError(str(exc)) from exc
+        _check_project(parsed, config_name, bundle)
+        digest = hashlib.sha256(bundle).hexdigest()
+        response = control_pb2.DeployResponse(notices=parsed.notices)
+        for spec in parsed.apis:
+            spec.bundle_sha256 = digest
+            previous = self.apis.get(spec.name)
+            if previous is not None:
+                spec.version = previous.version
+                spec.bundle_object = previous.bundle_object
+                spec.deployed_at.CopyFrom(previous.deployed_at)
+                if _spec_fingerprint(spec) == _spec_fingerprint(previous):
+                    response.notices.append(f"api {spec.name!r} is up to date (version {previous.version})")
+                    response.apis.add(name=spec.name, version=previous.version)
+                    continue
+            spec.version = (previous.version if previous else 0) + 1
+            spec.bundle_object = names.bundle_object(spec.name, spec.version)
+            spec.deployed_at.CopyFrom(now_timestamp())
+            await self._bundles.put(spec.bundle_object, bundle)
+            await self._ensure_queue(spec)
+            await self._apis_kv.put(spec.name, spec.SerializeToString())
+            log.info("api deployed", extra={"api": spec.name, "version": spec.version})
+            response.apis.add(name=spec.name, version=spec.version, deployed_at=spec.deployed_at)
+        return response
+
+    async def _ensure_queue(self, spec: control_pb2.ApiSpec) -> None:
+        stream = StreamConfig(
+            name=names.work_stream(spec.name),
+            subjects=[names.work_subject(spec.name)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_msgs=int(spec.queue_max_length),
+            discard=DiscardPolicy.NEW,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await self._js.stream_info(stream.name or "")
+            await self._js.update_stream(stream)
+        except NotFoundError:
+            await self._js.add_stream(stream)
+        await self._js.add_consumer(
+            stream.name or "",
+            ConsumerConfig(
+                durable_name=names.WORK_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                # Redeliveries are counted by the handler process, which fails the request with a
+                # clear error once max_retries is spent: the server must keep redelivering until then.
+                max_deliver=-1,
+                max_ack_pending=-1,
+                filter_subject=names.work_subject(spec.name),
+            ),
+        )
+
+    async def delete(self, name: str) -> None:
+        """Remove the API's spec, queue and bundles; its replicas stop at the next reconcile."""
+        spec = self.apis.get(name)
+        if spec is None:
+            raise UnknownApiError(name)
+        await self._apis_kv.delete(name)
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_stream(names.work_stream(name))
+        log.info("api deleted", extra={"api": name})
+
+    async def queue_depth(self, name: str) -> tuple[int, int]:
+        """(queued, in flight) of the API's consumer; (0, 0) when it has none."""
+        try:
+            info = await self._js.consumer_info(names.work_stream(name), names.WORK_CONSUMER)
+        except NotFoundError:
+            return 0, 0
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)

@@ -1,0 +1,103 @@
+"""The Scheduler gRPC service: a thin adapter over the registry and the reconciler."""
+
+from __future__ import annotations
+
+import grpc
+
+from cortado.mirror import KvMirror
+from cortado.service import abort
+from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.reconciler import Reconciler
+from services.scheduler.registry import DeployError, Registry, UnknownApiError
+
+
+def api_status(
+    spec: control_pb2.ApiSpec,
+    executors: list[control_pb2.ExecutorInfo],
+    desired: int,
+    problem: str | None,
+    queued: int,
+    in_flight: int,
+) -> control_pb2.ApiStatus:
+    """Summarise one API from its spec and the replicas the executors report."""
+    replicas = [r for info in executors for r in info.replicas if r.api == spec.name and r.version == spec.version]
+    ready = sum(1 for r in replicas if r.state == control_pb2.REPLICA_STATE_READY)
+    failed = [r for r in replicas if r.state == control_pb2.REPLICA_STATE_FAILED]
+    status = control_pb2.ApiStatus(
+        name=spec.name,
+        version=spec.version,
+        desired_replicas=desired,
+        ready_replicas=ready,
+        queued=queued,
+        in_flight=in_flight,
+        deployed_at=spec.deployed_at,
+    )
+    if ready:
+        status.state = control_pb2.API_STATE_LIVE
+    elif failed:
+        status.state = control_pb2.API_STATE_FAILED
+        status.message = failed[0].message
+    elif problem:
+        status.state = control_pb2.API_STATE_UNPLACEABLE
+        status.message = problem
+    else:
+        status.state = control_pb2.API_STATE_STARTING
+    if ready and problem:
+        status.message = problem
+    return status
+
+
+class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
+    """Deploys, deletes, lists and describes APIs."""
+
+    def __init__(
+        self, registry: Registry, reconciler: Reconciler, executors: KvMirror[control_pb2.ExecutorInfo]
+    ) -> None:
+        self._registry = registry
+        self._reconciler = reconciler
+        self._executors = executors
+
+    async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
+        queued, in_flight = await self._registry.queue_depth(spec.name)
+        return api_status(
+            spec,
+            [info for _, info in self._executors.items()],
+            self._reconciler.desired_replicas(spec),
+            self._reconciler.problems.get(spec.name),
+            queued,
+            in_flight,
+        )
+
+    async def Deploy(
+        self, request: control_pb2.DeployRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.DeployResponse:
+        try:
+            response = await self._registry.deploy(request.config_name, request.config_yaml, request.bundle)
+        except DeployError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._reconciler.wake()
+        return response
+
+    async def DeleteApi(
+        self, request: control_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.DeleteApiResponse:
+        try:
+            await self._registry.delete(request.name)
+        except UnknownApiError:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        self._reconciler.wake()
+        return control_pb2.DeleteApiResponse()
+
+    async def ListApis(
+        self, request: control_pb2.ListApisRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ListApisResponse:
+        specs = sorted((spec for _, spec in self._registry.apis.items()), key=lambda s: s.name)
+        return control_pb2.ListApisResponse(apis=[await self._status(s) for s in specs])
+
+    async def DescribeApi(
+        self, request: control_pb2.DescribeApiRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.DescribeApiResponse:
+        spec = self._registry.apis.get(request.name)
+        if spec is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        return control_pb2.DescribeApiResponse(api=await self._status(spec))
