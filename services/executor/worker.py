@@ -95,6 +95,10 @@ class RecordStore:
             return None, entry.revision or 0
         return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
 
+    async def put(self, request_id: str, new: records_pb2.RequestRecord) -> int:
+        """Write new whatever is stored (only for states nothing else can have overtaken); its revision."""
+        return await self._kv.put(request_id, new.SerializeToString())
+
     async def advance(
         self, request_id: str, new: records_pb2.RequestRecord, revision: int
     ) -> tuple[bool, records_pb2.RequestRecord | None, int]:
@@ -199,40 +203,52 @@ class Worker:
     async def _process_unsafe(self, msg: Msg) -> None:
         item = records_pb2.WorkItem.FromString(msg.data)
         delivered = int(msg.metadata.num_delivered or 1)
-        stored, revision = await self._store.read(item.id)
-        if stored is not None and records.is_final(stored.status):
-            # Already finished by an earlier delivery whose ack was lost.
-            await msg.ack()
-            return
         base = records_pb2.RequestRecord(id=item.id, api=item.api, submitted_at=item.submitted_at)
-        if delivered > self._spec.max_retries + 1:
-            died = delivered - 1
-            failed = self._final(base, delivered - 1)
-            failed.status = records_pb2.REQUEST_STATUS_FAILED
-            failed.error.type = "HandlerProcessDied"
-            failed.error.message = (
-                f"the handler's process died while handling this request {died} times; "
-                f"giving up after max_retries={self._spec.max_retries}"
-            )
-            await self._store.advance(item.id, failed, revision)
-            await msg.ack()
-            await self._drop_payload(item)
-            return
         started = records_pb2.RequestRecord()
         started.CopyFrom(base)
         started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
         started.attempts = delivered
         started.started_at.CopyFrom(records.now_timestamp())
-        written, stored, revision = await self._store.advance(item.id, started, revision)
-        if not written:
-            await msg.ack()
-            return
+        marked: asyncio.Future[int]
+        if delivered == 1:
+            # A first delivery can only find the request absent or in_queue, so the in_progress
+            # write needs no read before it and need not finish before the handler starts.
+            marked = asyncio.ensure_future(self._store.put(item.id, started))
+        else:
+            stored, revision = await self._store.read(item.id)
+            if stored is not None and records.is_final(stored.status):
+                # Finished by an earlier delivery whose ack was lost.
+                await msg.ack()
+                return
+            if delivered > self._spec.max_retries + 1:
+                await self._give_up(msg, item, base, delivered - 1, revision)
+                return
+            written, _, revision = await self._store.advance(item.id, started, revision)
+            if not written:
+                await msg.ack()
+                return
+            marked = asyncio.get_running_loop().create_future()
+            marked.set_result(revision)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
             outcome = await self._run_handler(item, started)
         finally:
             heartbeat.cancel()
-        await self._store.advance(item.id, outcome, revision)
+        await self._store.advance(item.id, outcome, await marked)
+        await msg.ack()
+        await self._drop_payload(item)
+
+    async def _give_up(
+        self, msg: Msg, item: records_pb2.WorkItem, base: records_pb2.RequestRecord, died: int, revision: int
+    ) -> None:
+        failed = self._final(base, died)
+        failed.status = records_pb2.REQUEST_STATUS_FAILED
+        failed.error.type = "HandlerProcessDied"
+        failed.error.message = (
+            f"the handler's process died while handling this request {died} times; "
+            f"giving up after max_retries={self._spec.max_retries}"
+        )
+        await self._store.advance(item.id, failed, revision)
         await msg.ack()
         await self._drop_payload(item)
 

@@ -1,0 +1,1 @@
+"""Benchmarks of Cortado's request path (`make bench`)."""

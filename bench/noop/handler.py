@@ -1,0 +1,3 @@
+class Handler:
+    def handle_async(self, payload):
+        return {"ok": True}

@@ -1,0 +1,107 @@
+"""Fixtures: one real mesh (NATS, services, Envoy) per test session, and per-test APIs deployed on it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from cortado.client import Client, SchedulerClient
+from cortado.mesh import LocalMesh
+from cortado.v1 import control_pb2
+from tests.helpers import eventually, unique_name, write_project
+
+# Tests deploy many small APIs on the one executor: let it host them all.
+MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5"}
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    """The session's mesh: real nats-server, scheduler, ingest, results, one executor and Envoy on free ports."""
+    with LocalMesh(tmp_path_factory.mktemp("mesh"), env=MESH_ENV) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def scheduler(mesh: LocalMesh) -> Iterator[SchedulerClient]:
+    """A control-plane client of the session's scheduler."""
+    with SchedulerClient(mesh.scheduler_address) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def http(mesh: LocalMesh) -> Iterator[httpx.Client]:
+    """An HTTP client of the public API, through Envoy."""
+    with httpx.Client(base_url=mesh.http_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def grpc_client(mesh: LocalMesh) -> Iterator[Client]:
+    """A gRPC client of the public API, through Envoy."""
+    with Client(mesh.grpc_address) as client:
+        yield client
+
+
+def wait_ready(scheduler: SchedulerClient, name: str, timeout: float = 60.0) -> control_pb2.ApiStatus:
+    """Wait until the API has a ready replica; fail at once if it failed to start."""
+
+    def ready() -> control_pb2.ApiStatus | None:
+        status = scheduler.describe(name)
+        assert status.state != control_pb2.API_STATE_FAILED, status.message
+        return status if status.ready_replicas else None
+
+    return eventually(ready, timeout, what=f"API {name} ready")
+
+
+Deploy = Callable[..., str]
+
+
+@pytest.fixture
+def deploy(scheduler: SchedulerClient, tmp_path: Path) -> Iterator[Deploy]:
+    """deploy(handler_source, api={...}, files={...}, wait=True) -> the new API's unique name; deleted after the test."""
+    created: list[str] = []
+
+    def _deploy(
+        handler_source: str,
+        api: dict[str, Any] | None = None,
+        files: dict[str, str | bytes] | None = None,
+        wait: bool = True,
+        name: str | None = None,
+    ) -> str:
+        name = name or unique_name()
+        project = write_project(tmp_path, name, handler_source, api, files)
+        scheduler.deploy(project)
+        created.append(name)
+        if wait:
+            wait_ready(scheduler, name)
+        return name
+
+    yield _deploy
+    for name in created:
+        with contextlib.suppress(grpc.RpcError):
+            scheduler.delete(name)
+
+
+def submit(http: httpx.Client, api: str, **request: Any) -> str:
+    """POST a request through Envoy and return its id (the answer must be 200)."""
+    reply = http.post(f"/{api}", **request)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["id"])
+
+
+def result(http: httpx.Client, api: str, request_id: str, wait: float = 30) -> dict[str, Any]:
+    """The final state of a request through Envoy, waiting with ?wait= until it finishes."""
+
+    def final() -> dict[str, Any] | None:
+        reply = http.get(f"/{api}/{request_id}", params={"wait": wait})
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body if body["status"] in ("completed", "failed") else None
+
+    return eventually(final, timeout=wait * 2, what=f"request {request_id} finished")

@@ -1,0 +1,66 @@
+"""Helpers shared by the tests: polling without sleeps, and writing projects."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll check() until it returns something truthy (returned), or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except AssertionError as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"not true after {timeout}s: {what or check}") from last_error
+
+
+def unique_name(prefix: str = "t") -> str:
+    """An API name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def write_project(
+    root: Path,
+    name: str,
+    handler_source: str,
+    api: dict[str, Any] | None = None,
+    files: dict[str, str | bytes] | None = None,
+    config_name: str = "cortado.yaml",
+) -> Path:
+    """A project folder with handler.py, a one-API configuration and extra files.
+
+    api holds extra top-level keys of the API; its "handler" entry is merged into the handler section.
+    """
+    project = root / name
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "handler.py").write_text(textwrap.dedent(handler_source))
+    entry: dict[str, Any] = {"name": name, "kind": "AsyncAPI", "handler": {"type": "python", "path": "handler.py"}}
+    for key, value in (api or {}).items():
+        if key == "handler":
+            entry["handler"].update(value)
+        else:
+            entry[key] = value
+    (project / config_name).write_text(yaml.safe_dump([entry], sort_keys=False))
+    for relative, content in (files or {}).items():
+        path = project / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return project
