@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -89,3 +89,16 @@ class ServiceRunner:
             except Exception:
                 log.exception("error while stopping")
         log.info("stopped")
+
+
+def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
+    from cortado.env import SettingsError
+    from cortado.logs import setup_logging
+
+    setup_logging(service)
+    try:
+        asyncio.run(main())
+    except SettingsError as exc:
+        log.error("invalid setting: %s", exc)
+        raise SystemExit(2) from None

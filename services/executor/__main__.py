@@ -7,9 +7,8 @@ import contextlib
 
 from cortado import names, natsutil
 from cortado.gpu import discover_gpus
-from cortado.logs import setup_logging
 from cortado.mirror import KvMirror
-from cortado.service import ServiceRunner
+from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.executor.config import ExecutorSettings
 from services.executor.servicer import ExecutorServicer
@@ -52,5 +51,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging("executor")
-    asyncio.run(main())
+    run_main("executor", main)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from cortado import names, natsutil
-from cortado.logs import setup_logging
 from cortado.mirror import KvMirror
-from cortado.service import ServiceRunner
+from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, public_pb2_grpc
 from services.ingest.config import IngestSettings
 from services.ingest.servicer import SubmissionServicer
@@ -37,5 +35,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging("ingest")
-    asyncio.run(main())
+    run_main("ingest", main)

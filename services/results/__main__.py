@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from cortado import natsutil
-from cortado.logs import setup_logging
 from cortado.mirror import KvMirror
-from cortado.service import ServiceRunner
+from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, public_pb2_grpc
 from services.results.config import ResultsSettings
 from services.results.servicer import ResultsServicer
@@ -37,5 +34,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging("results")
-    asyncio.run(main())
+    run_main("results", main)

@@ -7,9 +7,8 @@ import contextlib
 
 from cortado import names, natsutil
 from cortado.auth import TokenInterceptor
-from cortado.logs import setup_logging
 from cortado.mirror import KvMirror
-from cortado.service import ServiceRunner
+from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.reconciler import Reconciler
@@ -56,5 +55,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging("scheduler")
-    asyncio.run(main())
+    run_main("scheduler", main)
