@@ -6,6 +6,7 @@ Used by `make run` (`python -m cortado.mesh`) and by the test suite.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -333,6 +334,44 @@ def running_mesh(workdir: Path, **options: object) -> Iterator[LocalMesh]:
         yield mesh
 
 
+def cortado_home() -> Path:
+    """Where the local mesh keeps its state and logs: `$CORTADO_HOME`, else `~/.cortado`."""
+    return Path(os.environ.get("CORTADO_HOME") or Path.home() / ".cortado")
+
+
+STATE_FILE = "mesh.json"
+"""File in cortado_home() that says where the running local mesh listens (read by the CLI)."""
+
+
+def read_state(home: Path | None = None) -> dict[str, str] | None:
+    """The running local mesh's addresses, or None when none runs."""
+    path = (home or cortado_home()) / STATE_FILE
+    try:
+        state: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (KeyError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return state
+
+
+def _write_state(home: Path, mesh: LocalMesh) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / STATE_FILE
+    state = {
+        "pid": str(os.getpid()),
+        "http_url": mesh.http_url.replace("127.0.0.1", "localhost"),
+        "grpc_address": mesh.grpc_address,
+        "scheduler": mesh.scheduler_address,
+        "nats_url": mesh.nats_url,
+        "logs": str(mesh.workdir / "logs"),
+    }
+    path.write_text(json.dumps(state, indent=2) + "\n")
+    return path
+
+
 def _wait_live(address: str, names: list[str], timeout: float) -> list[str]:
     """Wait until each API has a ready replica; problems (failed or unplaceable APIs) as messages."""
     from cortado.client import SchedulerClient
@@ -363,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m cortado.mesh", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("CORTADO_HTTP_PORT", "8888")))
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".cortado")
+    parser.add_argument("--workdir", type=Path, default=cortado_home() / "mesh")
     parser.add_argument("--deploy", type=Path, action="append", default=[], help="project folder to deploy")
     options = parser.parse_args(argv)
 
@@ -382,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    state_file = _write_state(cortado_home(), mesh)
     try:
         deployed: list[str] = []
         with SchedulerClient(mesh.scheduler_address) as scheduler:
@@ -411,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
+        state_file.unlink(missing_ok=True)
         mesh.stop()
         print("stopped.", flush=True)
     return 0

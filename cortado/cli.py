@@ -1,0 +1,373 @@
+"""`cortado`: deploy and inspect APIs, submit requests and read results, run the local mesh."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import grpc
+
+from cortado.client import Client, SchedulerClient
+from cortado.mesh import cortado_home, read_state
+from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size
+from cortado.records import STATUS_NAMES, rfc3339
+from cortado.v1 import control_pb2, records_pb2
+
+API_STATES = {
+    control_pb2.API_STATE_STARTING: "starting",
+    control_pb2.API_STATE_LIVE: "live",
+    control_pb2.API_STATE_FAILED: "failed",
+    control_pb2.API_STATE_UNPLACEABLE: "unplaceable",
+}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as `error: <message>`, exit code 1."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def _progress(message: str) -> None:
+    # Progress goes to stderr so that stdout stays parseable (`--output json`).
+    print(message, file=sys.stderr, flush=True)
+
+
+def _endpoints(options: argparse.Namespace) -> tuple[str, str]:
+    """(scheduler address, public gRPC address): flags, then environment, then the running local mesh."""
+    state = read_state() or {}
+    scheduler = options.scheduler or os.environ.get("CORTADO_SCHEDULER") or state.get("scheduler")
+    public = options.endpoint or os.environ.get("CORTADO_ENDPOINT") or state.get("grpc_address")
+    return scheduler or "127.0.0.1:50053", public or "127.0.0.1:8888"
+
+
+def _scheduler(options: argparse.Namespace) -> SchedulerClient:
+    return SchedulerClient(_endpoints(options)[0], os.environ.get("CORTADO_SCHEDULER_TOKEN", ""))
+
+
+def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "status": API_STATES.get(status.state, "unknown"),
+        "version": status.version,
+        "replicas": {"ready": status.ready_replicas, "desired": status.desired_replicas},
+        "queued": status.queued,
+        "in_flight": status.in_flight,
+        "message": status.message,
+        "deployed_at": rfc3339(status.deployed_at) if status.HasField("deployed_at") else None,
+    }
+
+
+def _table(rows: Sequence[Sequence[object]], out: TextIO) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _print(options: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if options.output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_deploy(options: argparse.Namespace) -> int:
+    """Package the project folder, deploy its APIs and wait until they serve."""
+    project = Path(options.dir).resolve()
+    if not project.is_dir():
+        _fail(f"{options.dir} is not a folder")
+    config = find_config(project)
+    files = collect_files(project, config.name)
+    _progress(f"packaging {len(files)} files ({human_size(sum(size for _, size in files))}) from {project}")
+    with _scheduler(options) as scheduler:
+        _progress("uploading to the scheduler ...")
+        reply = scheduler.deploy(project)
+        for notice in reply.notices:
+            _progress(f"notice: {notice}")
+        names = [api.name for api in reply.apis]
+        statuses = (
+            _wait_for(scheduler, names, options.timeout) if options.wait else [scheduler.describe(n) for n in names]
+        )
+    data = [_status_dict(s) for s in statuses]
+
+    def human() -> None:
+        for status in statuses:
+            state = API_STATES.get(status.state, "unknown")
+            print(
+                f"{status.name}: {state} (version {status.version})" + (f": {status.message}" if status.message else "")
+            )
+
+    _print(options, data, human)
+    bad = [s for s in statuses if s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)]
+    return 1 if bad or (options.wait and any(not s.ready_replicas for s in statuses)) else 0
+
+
+def _wait_for(scheduler: SchedulerClient, names: list[str], timeout: float) -> list[control_pb2.ApiStatus]:
+    deadline = time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    while True:
+        statuses = [scheduler.describe(name) for name in names]
+        for status in statuses:
+            line = API_STATES.get(status.state, "unknown")
+            if shown.get(status.name) != line:
+                _progress(f"{status.name}: {line}")
+                shown[status.name] = line
+        settled = all(
+            s.ready_replicas or s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)
+            for s in statuses
+        )
+        if settled or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.25)
+
+
+def cmd_get(options: argparse.Namespace) -> int:
+    """Status of every API, or of one."""
+    with _scheduler(options) as scheduler:
+        statuses = [scheduler.describe(options.api)] if options.api else scheduler.list()
+    data: Any = _status_dict(statuses[0]) if options.api else [_status_dict(s) for s in statuses]
+
+    def human() -> None:
+        if not statuses:
+            print("no APIs are deployed")
+            return
+        rows: list[list[object]] = [["NAME", "STATUS", "REPLICAS", "QUEUED", "IN FLIGHT", "VERSION", "MESSAGE"]]
+        for s in statuses:
+            message = s.message.strip().splitlines()[-1] if s.message.strip() else ""
+            rows.append(
+                [
+                    s.name,
+                    API_STATES.get(s.state, "unknown"),
+                    f"{s.ready_replicas}/{s.desired_replicas}",
+                    s.queued,
+                    s.in_flight,
+                    s.version,
+                    message[:80],
+                ]
+            )
+        _table(rows, sys.stdout)
+
+    _print(options, data, human)
+    return 0
+
+
+def cmd_describe(options: argparse.Namespace) -> int:
+    """One API in full, the traceback of a failed start included."""
+    with _scheduler(options) as scheduler:
+        status = scheduler.describe(options.api)
+    data = _status_dict(status)
+
+    def human() -> None:
+        for key in ("name", "status", "version", "deployed_at", "queued", "in_flight"):
+            print(f"{key + ':':<13}{data[key]}")
+        print(f"{'replicas:':<13}{status.ready_replicas} ready of {status.desired_replicas}")
+        if status.message:
+            print("message:")
+            for line in status.message.rstrip().splitlines():
+                print(f"  {line}")
+
+    _print(options, data, human)
+    return 0
+
+
+def cmd_delete(options: argparse.Namespace) -> int:
+    """Delete an API, its queue and its replicas."""
+    with _scheduler(options) as scheduler:
+        scheduler.delete(options.api)
+    _print(options, {"deleted": options.api}, lambda: print(f"deleted {options.api}"))
+    return 0
+
+
+def _payload(options: argparse.Namespace) -> tuple[bytes, str]:
+    if options.json is not None:
+        try:
+            json.loads(options.json)
+        except ValueError as exc:
+            _fail(f"--json is not valid JSON: {exc}")
+        return options.json.encode(), "application/json"
+    if options.text is not None:
+        return options.text.encode(), "text/plain; charset=utf-8"
+    if options.file is not None:
+        path = Path(options.file)
+        try:
+            data = sys.stdin.buffer.read() if options.file == "-" else path.read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {options.file}: {exc.strerror}")
+        content_type = options.content_type or (
+            "application/json" if path.suffix == ".json" else "application/octet-stream"
+        )
+        return data, content_type
+    _fail("give the payload with --json, --text or --file")
+
+
+def cmd_submit(options: argparse.Namespace) -> int:
+    """Submit one request; print its id."""
+    data, content_type = _payload(options)
+    with Client(_endpoints(options)[1]) as client:
+        request_id = client.submit(options.api, data, options.content_type or content_type)
+    _print(options, {"id": request_id}, lambda: print(request_id))
+    return 0
+
+
+def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": view.id, "status": STATUS_NAMES.get(view.status, "unknown")}
+    if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
+        out["result"] = json.loads(view.result_json)
+    if view.HasField("finished_at"):
+        out["timestamp"] = rfc3339(view.finished_at)
+    if view.status == records_pb2.REQUEST_STATUS_FAILED:
+        out["error"] = {"type": view.error.type, "message": view.error.message}
+    return out
+
+
+def cmd_result(options: argparse.Namespace) -> int:
+    """A request's state; with --wait, its final state. Exit 0 completed, 1 failed or not found, 3 unfinished."""
+    with Client(_endpoints(options)[1]) as client:
+        if options.wait:
+            view = client.wait(options.api, options.id, timeout=options.timeout)
+        else:
+            view = client.get(options.api, options.id)
+    data = _view_dict(view)
+    print(json.dumps(data, indent=2 if options.output == "json" else None))
+    if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
+        return 0
+    if view.status in (records_pb2.REQUEST_STATUS_FAILED, records_pb2.REQUEST_STATUS_NOT_FOUND):
+        return 1
+    return 3
+
+
+def cmd_up(options: argparse.Namespace) -> int:
+    """Start the local mesh in the background (NATS, the services, Envoy)."""
+    state = read_state()
+    if state:
+        _progress(f"the local mesh already runs: {state['http_url']}")
+        return 0
+    home = cortado_home()
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "cortado.mesh", "--port", str(options.port)]
+    for project in options.deploy:
+        argv += ["--deploy", str(Path(project).resolve())]
+    log_path = home / "mesh.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _progress(f"starting the local mesh (log: {log_path}) ...")
+    deadline = time.monotonic() + options.timeout
+    while (state := read_state()) is None or state.get("pid") != str(process.pid):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _fail(f"the local mesh did not start; see {log_path}")
+        time.sleep(0.2)
+    _print(options, state, lambda: print(f"Cortado is serving on {state['http_url']}"))
+    return 0
+
+
+def cmd_down(options: argparse.Namespace) -> int:
+    """Stop the local mesh started by `cortado up` (or `make run`)."""
+    state = read_state()
+    if not state:
+        _progress("no local mesh is running")
+        return 0
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + options.timeout
+    while read_state() is not None:
+        if time.monotonic() > deadline:
+            _fail(f"the local mesh (pid {pid}) did not stop within {options.timeout:.0f}s")
+        time.sleep(0.2)
+    _progress("stopped")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
+    common.add_argument("--scheduler", help="scheduler gRPC address (default: the local mesh's, or $CORTADO_SCHEDULER)")
+    common.add_argument("--endpoint", help="public gRPC address (default: the local mesh's, or $CORTADO_ENDPOINT)")
+
+    parser = argparse.ArgumentParser(prog="cortado", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", parents=[common], help="start the local mesh in the background")
+    up.add_argument("--port", type=int, default=8888, help="public HTTP port (default 8888)")
+    up.add_argument("--deploy", action="append", default=[], metavar="DIR", help="project to deploy once started")
+    up.add_argument("--timeout", type=float, default=180)
+    up.set_defaults(run=cmd_up)
+
+    down = commands.add_parser("down", parents=[common], help="stop the local mesh")
+    down.add_argument("--timeout", type=float, default=60)
+    down.set_defaults(run=cmd_down)
+
+    deploy = commands.add_parser("deploy", parents=[common], help="deploy the APIs of a project folder")
+    deploy.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    deploy.add_argument("--no-wait", dest="wait", action="store_false", help="do not wait for replicas")
+    deploy.add_argument("--timeout", type=float, default=600, help="seconds to wait for the APIs to serve")
+    deploy.set_defaults(run=cmd_deploy)
+
+    get = commands.add_parser("get", parents=[common], help="status of every API, or one")
+    get.add_argument("api", nargs="?", metavar="API")
+    get.set_defaults(run=cmd_get)
+
+    describe = commands.add_parser("describe", parents=[common], help="one API in full")
+    describe.add_argument("api", metavar="API")
+    describe.set_defaults(run=cmd_describe)
+
+    delete = commands.add_parser("delete", parents=[common], help="delete an API")
+    delete.add_argument("api", metavar="API")
+    delete.set_defaults(run=cmd_delete)
+
+    submit = commands.add_parser("submit", parents=[common], help="submit a request; prints its id")
+    submit.add_argument("api", metavar="API")
+    payload = submit.add_mutually_exclusive_group(required=True)
+    payload.add_argument("--json", help="a JSON payload")
+    payload.add_argument("--text", help="a text payload (UTF-8)")
+    payload.add_argument("--file", help="a file's bytes as the payload (- for stdin)")
+    submit.add_argument("--content-type", help="override the Content-Type")
+    submit.set_defaults(run=cmd_submit)
+
+    result = commands.add_parser("result", parents=[common], help="a request's state and result")
+    result.add_argument("api", metavar="API")
+    result.add_argument("id", metavar="ID")
+    result.add_argument("--wait", action="store_true", help="wait until the request finishes")
+    result.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    result.set_defaults(run=cmd_result)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit 0 on success, 1 on a failure explained on stderr, 2 on a usage error."""
+    options = build_parser().parse_args(argv)
+    try:
+        return int(options.run(options))
+    except (CliError, ConfigError, ProjectError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print("error: cannot reach Cortado (is the mesh running? `cortado up` starts it)", file=sys.stderr)
+        else:
+            print(f"error: {exc.details()}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
