@@ -1,1 +1,8 @@
-"""Cortado: run Python handlers as asynchronous APIs."""
+"""Cortado: run Python handlers as asynchronous APIs.
+
+`from cortado import log` gives handlers the JSON logger.
+"""
+
+from cortado.logs import handler_logger as log
+
+__all__ = ["log"]

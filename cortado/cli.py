@@ -249,6 +249,31 @@ def cmd_result(options: argparse.Namespace) -> int:
     return 3
 
 
+def format_log_line(raw: bytes) -> str:
+    """A JSON log line for people: time, level, request id, message, then the extra keys."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    if not isinstance(line, dict):
+        return raw.decode("utf-8", "replace")
+    labels = line.get("labels") or {}
+    request = labels.get("request_id", "") if isinstance(labels, dict) else ""
+    extra = {k: v for k, v in line.items() if k not in {"asctime", "levelname", "message", "process", "labels"}}
+    text = f"{line.get('asctime', '')} {line.get('levelname', ''):<7} {request[:12]:<12} {line.get('message', '')}"
+    if extra:
+        text += " " + json.dumps(extra, ensure_ascii=False, default=str)
+    return text
+
+
+def cmd_logs(options: argparse.Namespace) -> int:
+    """An API's recent log lines; with --follow, new ones as they come (Ctrl-C stops)."""
+    with _scheduler(options) as scheduler:
+        for raw in scheduler.logs(options.api, options.tail, options.follow):
+            print(raw.decode("utf-8", "replace") if options.output == "json" else format_log_line(raw), flush=True)
+    return 0
+
+
 def cmd_up(options: argparse.Namespace) -> int:
     """Start the local mesh in the background (NATS, the services, Envoy)."""
     state = read_state()
@@ -347,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--wait", action="store_true", help="wait until the request finishes")
     result.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     result.set_defaults(run=cmd_result)
+    logs = commands.add_parser("logs", parents=[common], help="an API's log lines")
+    logs.add_argument("api", metavar="API")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--tail", type=int, default=100, help="recent lines to print first (default 100)")
+    logs.set_defaults(run=cmd_logs)
     return parser
 
 

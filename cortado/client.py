@@ -95,6 +95,12 @@ class SchedulerClient:
         """Every deployed API's status."""
         return list(self._stub.ListApis(control_pb2.ListApisRequest(), timeout=30, metadata=self._metadata).apis)
 
+    def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+        """The API's last `tail` log lines (JSON, one per item), then with follow every new one."""
+        request = control_pb2.StreamLogsRequest(name=name, tail=tail, follow=follow)
+        for reply in self._stub.StreamLogs(request, metadata=self._metadata):
+            yield bytes(reply.line)
+
     def describe(self, name: str) -> control_pb2.ApiStatus:
         """One API's status (grpc.RpcError NOT_FOUND if it is not deployed)."""
         request = control_pb2.DescribeApiRequest(name=name)

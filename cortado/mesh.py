@@ -178,6 +178,19 @@ def render_envoy_config(
     )
 
 
+NATS_MAX_PAYLOAD = "8MB"
+"""NATS's message limit in Cortado's deployments: log lines up to 5 MB and results up to ~8 MB travel whole."""
+
+
+def nats_config(port: int, store: Path, listen: str = "127.0.0.1") -> str:
+    """nats-server configuration: JetStream on file storage, and Cortado's message limit."""
+    return (
+        f"listen: {listen}:{port}\n"
+        f"max_payload: {NATS_MAX_PAYLOAD}\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
+    )
+
+
 @dataclass
 class LocalMesh:
     """NATS, scheduler, ingest, results, executor(s) and Envoy, started in that order and stopped in reverse."""
@@ -249,10 +262,11 @@ class LocalMesh:
 
     def start_nats(self) -> None:
         """Start nats-server with JetStream on file storage under the workdir, and wait for it."""
-        store = self.workdir / "jetstream"
+        config = self.workdir / "nats.conf"
+        config.write_text(nats_config(self.ports["nats"], self.workdir / "jetstream"))
         proc = ManagedProcess(
             "nats",
-            [find_binary("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.ports["nats"]), "-sd", str(store)],
+            [find_binary("nats-server"), "-c", str(config)],
             dict(os.environ),
             self.workdir / "logs" / "nats.log",
         )

@@ -40,3 +40,12 @@ def work_subject(api: str) -> str:
 def bundle_object(api: str, version: int) -> str:
     """Object Store name of an API version's project bundle."""
     return f"{api}/v{version}"
+
+
+LOGS_STREAM = "CORTADO_LOGS"
+"""JetStream stream keeping recent handler log lines of every API."""
+
+
+def logs_subject(api: str) -> str:
+    """Subject an API's log lines are published on."""
+    return f"cortado.logs.{api}"

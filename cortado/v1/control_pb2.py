@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/control.proto\x12\ncortado.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\rDeployRequest\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62undle\x18\x03 \x01(\x0c\"F\n\x0e\x44\x65ployResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\x12\x0f\n\x07notices\x18\x02 \x03(\t\" \n\x10\x44\x65leteApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteApiResponse\"\x11\n\x0fListApisRequest\"7\n\x10ListApisResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\"\"\n\x12\x44\x65scribeApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x44\x65scribeApiResponse\x12\"\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x15.cortado.v1.ApiStatus\"\xe6\x01\n\tApiStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cortado.v1.ApiState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\r\x12\x16\n\x0eready_replicas\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12/\n\x0b\x64\x65ployed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x07\x43ompute\x12\x12\n\ncpu_millis\x18\x01 \x01(\r\x12\x11\n\tmem_bytes\x18\x02 \x01(\x04\x12\x0b\n\x03gpu\x18\x03 \x01(\r\"\xac\x03\n\x0b\x41utoscaling\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x15\n\rinit_replicas\x18\x03 \x01(\r\x12\x18\n\x10target_in_flight\x18\x04 \x01(\x01\x12\x1f\n\x17max_replica_concurrency\x18\x05 \x01(\r\x12)\n\x06window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\x1e\x64ownscale_stabilization_period\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cupscale_stabilization_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_downscale_factor\x18\t \x01(\x01\x12\x1a\n\x12max_upscale_factor\x18\n \x01(\x01\x12\x1b\n\x13\x64ownscale_tolerance\x18\x0b \x01(\x01\x12\x19\n\x11upscale_tolerance\x18\x0c \x01(\x01\"\xc2\x05\n\x07\x41piSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0chandler_path\x18\x03 \x01(\t\x12\x1b\n\x13handler_config_json\x18\x04 \x01(\x0c\x12\x13\n\x0bpython_path\x18\x05 \x01(\t\x12)\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1c.cortado.v1.ApiSpec.EnvEntry\x12\x11\n\tlog_level\x18\x07 \x01(\t\x12$\n\x07\x63ompute\x18\x08 \x01(\x0b\x32\x13.cortado.v1.Compute\x12,\n\x0b\x61utoscaling\x18\t \x01(\x0b\x32\x17.cortado.v1.Autoscaling\x12\x17\n\x0fmax_concurrency\x18\n \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x31\n\x0e\x62\x61tch_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x0e \x01(\r\x12\x18\n\x10queue_max_length\x18\x0f \x01(\x04\x12,\n\tretention\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbundle_object\x18\x11 \x01(\t\x12\x15\n\rbundle_sha256\x18\x12 \x01(\t\x12/\n\x0b\x64\x65ployed_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65pendencies_pip\x18\x14 \x01(\t\x12\x1a\n\x12\x64\x65pendencies_shell\x18\x15 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x16 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_free\x18\x04 \x01(\x04\"\x8d\x01\n\rReplicaStatus\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.cortado.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x0f\n\x07replica\x18\x06 \x01(\r\"\xe4\x01\n\x0c\x45xecutorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12!\n\x04gpus\x18\x03 \x03(\x0b\x32\x13.cortado.v1.GpuInfo\x12\x12\n\ncpu_millis\x18\x04 \x01(\r\x12\x11\n\tmem_bytes\x18\x05 \x01(\x04\x12+\n\x08replicas\x18\x06 \x03(\x0b\x32\x19.cortado.v1.ReplicaStatus\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\t\"V\n\x10ReplicaPlacement\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\"Y\n\x12\x45xecutorPlacements\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12.\n\x08replicas\x18\x02 \x03(\x0b\x32\x1c.cortado.v1.ReplicaPlacement\"\x10\n\x0eGetInfoRequest\"9\n\x0fGetInfoResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.cortado.v1.ExecutorInfo*\x82\x01\n\x08\x41piState\x12\x19\n\x15\x41PI_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_STATE_STARTING\x10\x01\x12\x12\n\x0e\x41PI_STATE_LIVE\x10\x02\x12\x14\n\x10\x41PI_STATE_FAILED\x10\x03\x12\x19\n\x15\x41PI_STATE_UNPLACEABLE\x10\x04*\x98\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x32\xad\x02\n\tScheduler\x12?\n\x06\x44\x65ploy\x12\x19.cortado.v1.DeployRequest\x1a\x1a.cortado.v1.DeployResponse\x12H\n\tDeleteApi\x12\x1c.cortado.v1.DeleteApiRequest\x1a\x1d.cortado.v1.DeleteApiResponse\x12\x45\n\x08ListApis\x12\x1b.cortado.v1.ListApisRequest\x1a\x1c.cortado.v1.ListApisResponse\x12N\n\x0b\x44\x65scribeApi\x12\x1e.cortado.v1.DescribeApiRequest\x1a\x1f.cortado.v1.DescribeApiResponse2N\n\x08\x45xecutor\x12\x42\n\x07GetInfo\x12\x1a.cortado.v1.GetInfoRequest\x1a\x1b.cortado.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/control.proto\x12\ncortado.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\rDeployRequest\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62undle\x18\x03 \x01(\x0c\"F\n\x0e\x44\x65ployResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\x12\x0f\n\x07notices\x18\x02 \x03(\t\" \n\x10\x44\x65leteApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteApiResponse\"\x11\n\x0fListApisRequest\"7\n\x10ListApisResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\"\"\n\x12\x44\x65scribeApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x44\x65scribeApiResponse\x12\"\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x15.cortado.v1.ApiStatus\"?\n\x11StreamLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04tail\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\"\n\x12StreamLogsResponse\x12\x0c\n\x04line\x18\x01 \x01(\x0c\"\xe6\x01\n\tApiStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cortado.v1.ApiState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\r\x12\x16\n\x0eready_replicas\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12/\n\x0b\x64\x65ployed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x07\x43ompute\x12\x12\n\ncpu_millis\x18\x01 \x01(\r\x12\x11\n\tmem_bytes\x18\x02 \x01(\x04\x12\x0b\n\x03gpu\x18\x03 \x01(\r\"\xac\x03\n\x0b\x41utoscaling\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x15\n\rinit_replicas\x18\x03 \x01(\r\x12\x18\n\x10target_in_flight\x18\x04 \x01(\x01\x12\x1f\n\x17max_replica_concurrency\x18\x05 \x01(\r\x12)\n\x06window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\x1e\x64ownscale_stabilization_period\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cupscale_stabilization_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_downscale_factor\x18\t \x01(\x01\x12\x1a\n\x12max_upscale_factor\x18\n \x01(\x01\x12\x1b\n\x13\x64ownscale_tolerance\x18\x0b \x01(\x01\x12\x19\n\x11upscale_tolerance\x18\x0c \x01(\x01\"\xc2\x05\n\x07\x41piSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0chandler_path\x18\x03 \x01(\t\x12\x1b\n\x13handler_config_json\x18\x04 \x01(\x0c\x12\x13\n\x0bpython_path\x18\x05 \x01(\t\x12)\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1c.cortado.v1.ApiSpec.EnvEntry\x12\x11\n\tlog_level\x18\x07 \x01(\t\x12$\n\x07\x63ompute\x18\x08 \x01(\x0b\x32\x13.cortado.v1.Compute\x12,\n\x0b\x61utoscaling\x18\t \x01(\x0b\x32\x17.cortado.v1.Autoscaling\x12\x17\n\x0fmax_concurrency\x18\n \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x31\n\x0e\x62\x61tch_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x0e \x01(\r\x12\x18\n\x10queue_max_length\x18\x0f \x01(\x04\x12,\n\tretention\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbundle_object\x18\x11 \x01(\t\x12\x15\n\rbundle_sha256\x18\x12 \x01(\t\x12/\n\x0b\x64\x65ployed_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65pendencies_pip\x18\x14 \x01(\t\x12\x1a\n\x12\x64\x65pendencies_shell\x18\x15 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x16 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_free\x18\x04 \x01(\x04\"\x8d\x01\n\rReplicaStatus\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.cortado.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x0f\n\x07replica\x18\x06 \x01(\r\"\xe4\x01\n\x0c\x45xecutorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12!\n\x04gpus\x18\x03 \x03(\x0b\x32\x13.cortado.v1.GpuInfo\x12\x12\n\ncpu_millis\x18\x04 \x01(\r\x12\x11\n\tmem_bytes\x18\x05 \x01(\x04\x12+\n\x08replicas\x18\x06 \x03(\x0b\x32\x19.cortado.v1.ReplicaStatus\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\t\"V\n\x10ReplicaPlacement\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\"Y\n\x12\x45xecutorPlacements\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12.\n\x08replicas\x18\x02 \x03(\x0b\x32\x1c.cortado.v1.ReplicaPlacement\"\x10\n\x0eGetInfoRequest\"9\n\x0fGetInfoResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.cortado.v1.ExecutorInfo*\x82\x01\n\x08\x41piState\x12\x19\n\x15\x41PI_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_STATE_STARTING\x10\x01\x12\x12\n\x0e\x41PI_STATE_LIVE\x10\x02\x12\x14\n\x10\x41PI_STATE_FAILED\x10\x03\x12\x19\n\x15\x41PI_STATE_UNPLACEABLE\x10\x04*\x98\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x32\xfc\x02\n\tScheduler\x12?\n\x06\x44\x65ploy\x12\x19.cortado.v1.DeployRequest\x1a\x1a.cortado.v1.DeployResponse\x12H\n\tDeleteApi\x12\x1c.cortado.v1.DeleteApiRequest\x1a\x1d.cortado.v1.DeleteApiResponse\x12\x45\n\x08ListApis\x12\x1b.cortado.v1.ListApisRequest\x1a\x1c.cortado.v1.ListApisResponse\x12N\n\x0b\x44\x65scribeApi\x12\x1e.cortado.v1.DescribeApiRequest\x1a\x1f.cortado.v1.DescribeApiResponse\x12M\n\nStreamLogs\x12\x1d.cortado.v1.StreamLogsRequest\x1a\x1e.cortado.v1.StreamLogsResponse0\x01\x32N\n\x08\x45xecutor\x12\x42\n\x07GetInfo\x12\x1a.cortado.v1.GetInfoRequest\x1a\x1b.cortado.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APISPEC_ENVENTRY']._loaded_options = None
   _globals['_APISPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_APISTATE']._serialized_start=2629
-  _globals['_APISTATE']._serialized_end=2759
-  _globals['_REPLICASTATE']._serialized_start=2762
-  _globals['_REPLICASTATE']._serialized_end=2914
+  _globals['_APISTATE']._serialized_start=2730
+  _globals['_APISTATE']._serialized_end=2860
+  _globals['_REPLICASTATE']._serialized_start=2863
+  _globals['_REPLICASTATE']._serialized_end=3015
   _globals['_DEPLOYREQUEST']._serialized_start=105
   _globals['_DEPLOYREQUEST']._serialized_end=178
   _globals['_DEPLOYRESPONSE']._serialized_start=180
@@ -55,32 +55,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEAPIREQUEST']._serialized_end=417
   _globals['_DESCRIBEAPIRESPONSE']._serialized_start=419
   _globals['_DESCRIBEAPIRESPONSE']._serialized_end=476
-  _globals['_APISTATUS']._serialized_start=479
-  _globals['_APISTATUS']._serialized_end=709
-  _globals['_COMPUTE']._serialized_start=711
-  _globals['_COMPUTE']._serialized_end=772
-  _globals['_AUTOSCALING']._serialized_start=775
-  _globals['_AUTOSCALING']._serialized_end=1203
-  _globals['_APISPEC']._serialized_start=1206
-  _globals['_APISPEC']._serialized_end=1912
-  _globals['_APISPEC_ENVENTRY']._serialized_start=1870
-  _globals['_APISPEC_ENVENTRY']._serialized_end=1912
-  _globals['_GPUINFO']._serialized_start=1914
-  _globals['_GPUINFO']._serialized_end=1995
-  _globals['_REPLICASTATUS']._serialized_start=1998
-  _globals['_REPLICASTATUS']._serialized_end=2139
-  _globals['_EXECUTORINFO']._serialized_start=2142
-  _globals['_EXECUTORINFO']._serialized_end=2370
-  _globals['_REPLICAPLACEMENT']._serialized_start=2372
-  _globals['_REPLICAPLACEMENT']._serialized_end=2458
-  _globals['_EXECUTORPLACEMENTS']._serialized_start=2460
-  _globals['_EXECUTORPLACEMENTS']._serialized_end=2549
-  _globals['_GETINFOREQUEST']._serialized_start=2551
-  _globals['_GETINFOREQUEST']._serialized_end=2567
-  _globals['_GETINFORESPONSE']._serialized_start=2569
-  _globals['_GETINFORESPONSE']._serialized_end=2626
-  _globals['_SCHEDULER']._serialized_start=2917
-  _globals['_SCHEDULER']._serialized_end=3218
-  _globals['_EXECUTOR']._serialized_start=3220
-  _globals['_EXECUTOR']._serialized_end=3298
+  _globals['_STREAMLOGSREQUEST']._serialized_start=478
+  _globals['_STREAMLOGSREQUEST']._serialized_end=541
+  _globals['_STREAMLOGSRESPONSE']._serialized_start=543
+  _globals['_STREAMLOGSRESPONSE']._serialized_end=577
+  _globals['_APISTATUS']._serialized_start=580
+  _globals['_APISTATUS']._serialized_end=810
+  _globals['_COMPUTE']._serialized_start=812
+  _globals['_COMPUTE']._serialized_end=873
+  _globals['_AUTOSCALING']._serialized_start=876
+  _globals['_AUTOSCALING']._serialized_end=1304
+  _globals['_APISPEC']._serialized_start=1307
+  _globals['_APISPEC']._serialized_end=2013
+  _globals['_APISPEC_ENVENTRY']._serialized_start=1971
+  _globals['_APISPEC_ENVENTRY']._serialized_end=2013
+  _globals['_GPUINFO']._serialized_start=2015
+  _globals['_GPUINFO']._serialized_end=2096
+  _globals['_REPLICASTATUS']._serialized_start=2099
+  _globals['_REPLICASTATUS']._serialized_end=2240
+  _globals['_EXECUTORINFO']._serialized_start=2243
+  _globals['_EXECUTORINFO']._serialized_end=2471
+  _globals['_REPLICAPLACEMENT']._serialized_start=2473
+  _globals['_REPLICAPLACEMENT']._serialized_end=2559
+  _globals['_EXECUTORPLACEMENTS']._serialized_start=2561
+  _globals['_EXECUTORPLACEMENTS']._serialized_end=2650
+  _globals['_GETINFOREQUEST']._serialized_start=2652
+  _globals['_GETINFOREQUEST']._serialized_end=2668
+  _globals['_GETINFORESPONSE']._serialized_start=2670
+  _globals['_GETINFORESPONSE']._serialized_end=2727
+  _globals['_SCHEDULER']._serialized_start=3018
+  _globals['_SCHEDULER']._serialized_end=3398
+  _globals['_EXECUTOR']._serialized_start=3400
+  _globals['_EXECUTOR']._serialized_end=3478
 # @@protoc_insertion_point(module_scope)

@@ -279,6 +279,58 @@ class DescribeApiResponse(_message.Message):
 Global___DescribeApiResponse: _TypeAlias = DescribeApiResponse  # noqa: Y015
 
 @_typing.final
+class StreamLogsRequest(_message.Message):
+    """StreamLogsRequest says which lines to stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    tail: _builtins.int
+    """How many of the most recent lines to send first (of the last hour)."""
+    follow: _builtins.bool
+    """Keep streaming new lines until the client cancels."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tail: _builtins.int = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "name", b"name", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsRequest: _TypeAlias = StreamLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamLogsResponse(_message.Message):
+    """StreamLogsResponse is one log line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    line: _builtins.bytes
+    """One JSON log line, without its newline."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLogsResponse: _TypeAlias = StreamLogsResponse  # noqa: Y015
+
+@_typing.final
 class ApiStatus(_message.Message):
     """ApiStatus is what the registry says about one API."""
 

@@ -55,6 +55,11 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.DescribeApiRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.DescribeApiResponse.FromString,
                 _registered_method=True)
+        self.StreamLogs = channel.unary_stream(
+                '/cortado.v1.Scheduler/StreamLogs',
+                request_serializer=cortado_dot_v1_dot_control__pb2.StreamLogsRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.StreamLogsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -89,6 +94,14 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamLogs(self, request, context):
+        """StreamLogs streams an API's recent log lines, then, when asked to follow,
+        each new line as its handler processes write it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DescribeApi,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.DescribeApiRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.DescribeApiResponse.SerializeToString,
+            ),
+            'StreamLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLogs,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.StreamLogsRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.StreamLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class Scheduler:
             '/cortado.v1.Scheduler/DescribeApi',
             cortado_dot_v1_dot_control__pb2.DescribeApiRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.DescribeApiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cortado.v1.Scheduler/StreamLogs',
+            cortado_dot_v1_dot_control__pb2.StreamLogsRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.StreamLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class SchedulerStub:
     """ListApis answers every deployed API with its status."""
     DescribeApi: _grpc.UnaryUnaryMultiCallable[_control_pb2.DescribeApiRequest, _control_pb2.DescribeApiResponse]
     """DescribeApi answers one API with its status."""
+    StreamLogs: _grpc.UnaryStreamMultiCallable[_control_pb2.StreamLogsRequest, _control_pb2.StreamLogsResponse]
+    """StreamLogs streams an API's recent log lines, then, when asked to follow,
+    each new line as its handler processes write it.
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -58,6 +62,10 @@ class SchedulerAsyncStub(SchedulerStub):
     """ListApis answers every deployed API with its status."""
     DescribeApi: _aio.UnaryUnaryMultiCallable[_control_pb2.DescribeApiRequest, _control_pb2.DescribeApiResponse]  # type: ignore[assignment]
     """DescribeApi answers one API with its status."""
+    StreamLogs: _aio.UnaryStreamMultiCallable[_control_pb2.StreamLogsRequest, _control_pb2.StreamLogsResponse]  # type: ignore[assignment]
+    """StreamLogs streams an API's recent log lines, then, when asked to follow,
+    each new line as its handler processes write it.
+    """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Scheduler owns the API registry and places API replicas on executors."""
@@ -93,6 +101,16 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.DescribeApiResponse, _abc.Awaitable[_control_pb2.DescribeApiResponse]]:
         """DescribeApi answers one API with its status."""
+
+    @_abc_1.abstractmethod
+    def StreamLogs(
+        self,
+        request: _control_pb2.StreamLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.StreamLogsResponse], _abc.AsyncIterator[_control_pb2.StreamLogsResponse]]:
+        """StreamLogs streams an API's recent log lines, then, when asked to follow,
+        each new line as its handler processes write it.
+        """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -17,6 +17,7 @@ from nats.js.object_store import ObjectStore
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.v1 import control_pb2
+from services.executor.logship import READER_LIMIT, LogShipper
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Replica:
         bundles: ObjectStore,
         base_env: dict[str, str],
         on_change: asyncio.Event,
+        logs: LogShipper,
     ) -> None:
         self.placement = placement
         self.spec = spec
@@ -63,6 +65,7 @@ class Replica:
         self._bundles = bundles
         self._base_env = base_env
         self._on_change = on_change
+        self._logs = logs
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
@@ -186,9 +189,22 @@ class Replica:
                 env=env,
                 pass_fds=(write_fd,),
                 start_new_session=True,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=READER_LIMIT,
             )
         finally:
             os.close(write_fd)
+        labels = {"api": self.spec.name, "replica": str(self.placement.replica)}
+        assert self._process.stdout is not None and self._process.stderr is not None
+        pumps = [
+            asyncio.create_task(
+                self._logs.pump(self.spec.name, self._process.stdout, "INFO", self._process.pid, labels)
+            ),
+            asyncio.create_task(
+                self._logs.pump(self.spec.name, self._process.stderr, "ERROR", self._process.pid, labels)
+            ),
+        ]
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
@@ -210,6 +226,7 @@ class Replica:
         finally:
             transport.close()
         code = await self._process.wait()
+        await asyncio.gather(*pumps, return_exceptions=True)
         if failure:
             return "failed", failure, 0.0
         served = loop.time() - (ready_at or started)

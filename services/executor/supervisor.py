@@ -14,6 +14,7 @@ from cortado.mirror import KvMirror
 from cortado.records import now_timestamp
 from cortado.v1 import control_pb2
 from services.executor.config import ExecutorSettings
+from services.executor.logship import LogShipper
 from services.executor.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Supervisor:
         executors_kv: KeyValue,
         bundles: ObjectStore,
         address: str,
+        logs: LogShipper,
     ) -> None:
         self._settings = settings
         self._gpus = gpus
@@ -39,6 +41,7 @@ class Supervisor:
         self._executors_kv = executors_kv
         self._bundles = bundles
         self._address = address
+        self._logs = logs
         self.replicas: dict[tuple[str, int], Replica] = {}
         self._changed = asyncio.Event()
         self._stopping: set[asyncio.Task[None]] = set()
@@ -106,7 +109,9 @@ class Supervisor:
             spec = self._apis.get(placement.api)
             if spec is None or spec.version != placement.version:
                 continue  # The registry has not caught up yet; the next change retries.
-            replica = Replica(placement, spec, self._settings.workdir, self._bundles, self._base_env, self._changed)
+            replica = Replica(
+                placement, spec, self._settings.workdir, self._bundles, self._base_env, self._changed, self._logs
+            )
             self.replicas[key] = replica
             log.info("starting replica", extra={"api": key[0], "replica": key[1], "version": spec.version})
             replica.start()

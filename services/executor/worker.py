@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from nats.js.kv import KeyValue
 
 from cortado import names, natsutil, records
 from cortado.env import Env
-from cortado.logs import setup_logging
+from cortado.logs import PrintToLog, configure_handler_logging, request_id_var
 from cortado.metrics import MetricsClient
 from cortado.runtime import (
     HandlerInstance,
@@ -270,11 +271,16 @@ class Worker:
     ) -> records_pb2.RequestRecord:
         try:
             payload = decode_payload(item.content_type, await self._payload(item))
+            request_id_var.set(item.id)
             if self._handler.is_async:
                 value = await self._handler.call_async(payload, item.id)
             else:
+                # The thread runs in a copy of this task's context, so log lines carry the request id.
+                context = contextvars.copy_context()
                 loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._threads, self._handler.call_sync, payload, item.id)
+                value = await loop.run_in_executor(
+                    self._threads, context.run, self._handler.call_sync, payload, item.id
+                )
             result_json = encode_result(value)
         except InvalidResultError as exc:
             return self._failed(started, "InvalidResult", str(exc))
@@ -308,6 +314,10 @@ async def main() -> int:
     settings = WorkerSettings.from_env()
     status = StatusPipe(settings.status_fd)
     spec = control_pb2.ApiSpec.FromString(settings.spec_file.read_bytes())
+    labels = {"api": spec.name, "replica": os.environ.get("CORTADO_WORKER_REPLICA", "0")}
+    configure_handler_logging(labels, spec.log_level or "info")
+    # print() in a handler becomes a log line of its request.
+    sys.stdout = PrintToLog()
     try:
         handler = load_handler(spec)
     except BaseException:
@@ -327,5 +337,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    setup_logging("handler", os.environ.get("CORTADO_WORKER_LOG_LEVEL"))
     sys.exit(asyncio.run(main()))

@@ -11,6 +11,7 @@ from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
+from services.scheduler.logs import ensure_logs_stream
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import Registry
 from services.scheduler.servicer import SchedulerServicer
@@ -31,6 +32,7 @@ async def main() -> None:
     await natsutil.requests_bucket(js)
     await natsutil.object_store(js, names.PAYLOADS_STORE)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
+    await ensure_logs_stream(js)
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
     reconciler = Reconciler(apis, executors, placements, placements_kv, settings.reconcile_seconds)
@@ -38,7 +40,9 @@ async def main() -> None:
     runner = ServiceRunner(
         "scheduler", settings.address, ["cortado.v1.Scheduler"], settings.grace_seconds, interceptors
     )
-    control_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(registry, reconciler, executors), runner.server)
+    control_pb2_grpc.add_SchedulerServicer_to_server(
+        SchedulerServicer(registry, reconciler, executors, js), runner.server
+    )
     reconcile_task = asyncio.create_task(reconciler.run())
 
     async def stop_reconciling() -> None:

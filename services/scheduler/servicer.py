@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
+from nats.js import JetStreamContext
 
 from cortado.mirror import KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import DeployError, Registry, UnknownApiError
 
@@ -51,8 +55,13 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
     """Deploys, deletes, lists and describes APIs."""
 
     def __init__(
-        self, registry: Registry, reconciler: Reconciler, executors: KvMirror[control_pb2.ExecutorInfo]
+        self,
+        registry: Registry,
+        reconciler: Reconciler,
+        executors: KvMirror[control_pb2.ExecutorInfo],
+        js: JetStreamContext,
     ) -> None:
+        self._js = js
         self._registry = registry
         self._reconciler = reconciler
         self._executors = executors
@@ -101,3 +110,11 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         if spec is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
         return control_pb2.DescribeApiResponse(api=await self._status(spec))
+
+    async def StreamLogs(
+        self, request: control_pb2.StreamLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[control_pb2.StreamLogsResponse]:
+        if self._registry.apis.get(request.name) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        async for line in stream_logs(self._js, request.name, request.tail, request.follow):
+            yield control_pb2.StreamLogsResponse(line=line)

@@ -1,0 +1,1 @@
+"""Compatibility with Cortex projects: `cortex_internal.lib.log.logger`."""

@@ -1,0 +1,69 @@
+"""The logs stream: recent handler log lines of every API, kept for a day, streamed to `cortado logs`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from cortado import names
+
+LOGS_MAX_AGE_SECONDS = 24 * 3600.0
+LOGS_MAX_BYTES = 1024**3
+TAIL_WINDOW = timedelta(hours=1)
+CAUGHT_UP_SECONDS = 0.3
+
+
+async def ensure_logs_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the logs stream if it does not exist (oldest lines go first when it is full)."""
+    config = StreamConfig(
+        name=names.LOGS_STREAM,
+        subjects=[names.logs_subject("*")],
+        storage=StorageType.FILE,
+        max_age=LOGS_MAX_AGE_SECONDS,
+        max_bytes=LOGS_MAX_BYTES,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+    )
+    try:
+        await js.stream_info(names.LOGS_STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+async def stream_logs(js: JetStreamContext, api: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
+    """The last `tail` lines of the past hour, then (follow) every new line until the consumer stops iterating."""
+    start = datetime.now(UTC) - TAIL_WINDOW
+    sub = await js.subscribe(
+        names.logs_subject(api),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        config=ConsumerConfig(opt_start_time=start),
+    )
+    try:
+        recent: deque[bytes] = deque(maxlen=max(tail, 0))
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=CAUGHT_UP_SECONDS)
+            except TimeoutError:
+                break
+            recent.append(msg.data)
+            if msg.metadata.num_pending == 0:
+                break
+        for line in recent:
+            yield line
+        while follow:
+            try:
+                msg = await sub.next_msg(timeout=3600)
+            except TimeoutError:
+                continue
+            yield msg.data
+    finally:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await sub.unsubscribe()
