@@ -15,27 +15,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 
 HERE = Path(__file__).resolve().parent
+JSON = {"Content-Type": "application/json"}
 
 
-async def _round_trip(client: httpx.AsyncClient, api: str) -> float:
+def _session(base_url: str, connections: int) -> aiohttp.ClientSession:
+    # One keep-alive connection per client, as separate HTTP clients would have.
+    connector = aiohttp.TCPConnector(limit=connections)
+    return aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+
+
+async def _round_trip(client: aiohttp.ClientSession, api: str) -> float:
     started = time.perf_counter()
-    reply = await client.post(f"/{api}", json={"x": 1})
-    reply.raise_for_status()
-    request_id = reply.json()["id"]
+    async with client.post(f"/{api}", data=b'{"x":1}', headers=JSON) as reply:
+        reply.raise_for_status()
+        request_id = (await reply.json())["id"]
     while True:
-        got = await client.get(f"/{api}/{request_id}", params={"wait": 30})
-        got.raise_for_status()
-        status = got.json()["status"]
-        if status == "completed":
+        async with client.get(f"/{api}/{request_id}", params={"wait": "30"}) as got:
+            got.raise_for_status()
+            body = await got.json()
+        if body["status"] == "completed":
             return time.perf_counter() - started
-        if status == "failed":
-            raise RuntimeError(got.text)
+        if body["status"] == "failed":
+            raise RuntimeError(str(body))
 
 
 async def throughput(base_url: str, api: str, requests: int, concurrency: int) -> dict[str, Any]:
@@ -43,12 +50,11 @@ async def throughput(base_url: str, api: str, requests: int, concurrency: int) -
     remaining = iter(range(requests))
     latencies: list[float] = []
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: aiohttp.ClientSession) -> None:
         for _ in remaining:
             latencies.append(await _round_trip(client, api))
 
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with _session(base_url, concurrency) as client:
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -63,7 +69,7 @@ async def throughput(base_url: str, api: str, requests: int, concurrency: int) -
 
 async def sequential(base_url: str, api: str, requests: int) -> dict[str, Any]:
     """`requests` sequential round trips; latency percentiles."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+    async with _session(base_url, 1) as client:
         latencies = [await _round_trip(client, api) for _ in range(requests)]
     return {"requests": requests, **percentiles(latencies)}
 

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 from nats.js.object_store import ObjectStore
@@ -17,7 +16,8 @@ from nats.js.object_store import ObjectStore
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.v1 import control_pb2
-from services.executor.logship import READER_LIMIT, LogShipper
+from services.executor.environment import DependencyError, prepare_python
+from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Replica:
         self._base_env = base_env
         self._on_change = on_change
         self._logs = logs
+        self._shipping: set[asyncio.Task[None]] = set()
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
@@ -129,13 +130,30 @@ class Replica:
             try:
                 project = await prepare_project(self._workdir, self.spec, self._bundles)
                 env = self._environment(project)
-            except (ProjectError, OSError, Exception) as exc:
+                python = await prepare_python(
+                    project,
+                    self.spec.dependencies_shell or "dependencies.sh",
+                    self.spec.dependencies_pip or "requirements.txt",
+                    self._workdir / "cache",
+                    self._progress,
+                )
+            except (DependencyError, ProjectError) as exc:
+                message = str(exc)
+            except Exception as exc:
                 log.exception("replica cannot start", extra={"api": self.spec.name})
-                self._set(control_pb2.REPLICA_STATE_FAILED, f"the replica cannot start: {exc}")
-                await asyncio.sleep(INIT_RETRY_SECONDS[min(init_failures, len(INIT_RETRY_SECONDS) - 1)])
+                message = f"the replica cannot start: {exc!r}"
+            else:
+                message = ""
+            if message:
+                wait = INIT_RETRY_SECONDS[min(init_failures, len(INIT_RETRY_SECONDS) - 1)]
+                self._set(control_pb2.REPLICA_STATE_FAILED, message)
+                log.error(
+                    "replica cannot start", extra={"api": self.spec.name, "retry_in_seconds": wait, "why": message}
+                )
                 init_failures += 1
+                await asyncio.sleep(wait)
                 continue
-            outcome, detail, served = await self._run_process(project, env)
+            outcome, detail, served = await self._run_process(project, env, python)
             if self._stopping:
                 return
             if outcome == "failed":
@@ -168,7 +186,15 @@ class Replica:
         env["CORTADO_WORKER_REPLICA"] = str(self.placement.replica)
         return env
 
-    async def _run_process(self, project: Path, env: dict[str, str]) -> tuple[str, str, float]:
+    def _progress(self, line: str) -> None:
+        """A line of dependencies.sh or pip output: into the API's logs, and the latest one into its status."""
+        self._set(control_pb2.REPLICA_STATE_STARTING, f"installing dependencies: {line[:200]}")
+        record = wrap_line(line.encode(), "INFO", os.getpid(), {"api": self.spec.name, "step": "dependencies"})
+        task = asyncio.get_running_loop().create_task(self._logs.ship(self.spec.name, record))
+        self._shipping.add(task)
+        task.add_done_callback(self._shipping.discard)
+
+    async def _run_process(self, project: Path, env: dict[str, str], python: str) -> tuple[str, str, float]:
         """Run the handler process once.
 
         Returns ("failed", traceback, 0) when `__init__` raised, else ("exited", why, seconds it served).
@@ -181,7 +207,7 @@ class Replica:
         try:
             # -P: the project folder must not shadow Cortado's own modules; the worker adds it to sys.path itself.
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python,
                 "-P",
                 "-m",
                 "services.executor.worker",
