@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import signal
 import site
@@ -118,12 +117,26 @@ def _names_anything(content: bytes) -> bool:
     return any(line.strip() and not line.strip().startswith("#") for line in text.splitlines())
 
 
-_LOCAL_REFERENCE = re.compile(rb"^\s*(-e|--editable|-r|--requirement|-c|--constraint|-f|--find-links|\.|/|file:)", re.M)
+_PATH_OPTIONS = frozenset({"-e", "--editable", "-r", "--requirement", "-c", "--constraint", "-f", "--find-links"})
+
+
+def _is_relative_path(value: str) -> bool:
+    return "://" not in value and not value.startswith(("/", "~")) and not value.startswith("file:/")
 
 
 def _references_project_files(content: bytes) -> bool:
-    """Whether a requirements file names local paths (editable installs, other files, local wheels)."""
-    return bool(_LOCAL_REFERENCE.search(content))
+    """Whether a requirements file names paths relative to the project (`-e .`, `-f wheels`, `-r other.txt`)."""
+    for raw in content.decode("utf-8", "replace").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        option, _, rest = line.partition("=") if line.startswith("--") and "=" in line.split()[0] else ("", "", "")
+        tokens = [option, rest.strip()] if option else line.split()
+        if tokens[0] in _PATH_OPTIONS and len(tokens) > 1 and _is_relative_path(tokens[1]):
+            return True
+        if tokens[0].startswith((".", "file:.")):
+            return True
+    return False
 
 
 def executor_site_dirs() -> list[str]:

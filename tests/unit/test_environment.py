@@ -18,6 +18,14 @@ from services.executor.environment import READY_MARKER, DependencyError, env_key
 OFFLINE = "--no-index\n--find-links wheels\n"
 
 
+def shared_offline(root: Path) -> str:
+    """Requirements options naming one machine-wide wheel folder (an absolute path), as a shared env may."""
+    wheelhouse = root / "wheelhouse"
+    make_wheel(wheelhouse, "tinypkg", "1.0")
+    make_wheel(wheelhouse, "tinypkg", "2.0")
+    return f"--no-index\n--find-links {wheelhouse}\n"
+
+
 def make_wheel(folder: Path, name: str, version: str, module_files: dict[str, str] | None = None) -> Path:
     """Write a pure-Python wheel `<name>-<version>` into folder; by default its one module has VERSION = version."""
     files = module_files or {f"{name}.py": f'VERSION = "{version}"\n'}
@@ -115,8 +123,8 @@ async def test_a_pin_wins_over_the_executors_own_version_which_stays_untouched(t
 
 
 async def test_the_same_requirements_share_one_env_and_pip_runs_only_once(tmp_path: Path) -> None:
-    first = make_project(tmp_path, "first", OFFLINE + "tinypkg==2.0\n")
-    second = make_project(tmp_path, "second", OFFLINE + "tinypkg==2.0\n")
+    first = make_project(tmp_path, "first", shared_offline(tmp_path) + "tinypkg==2.0\n")
+    second = make_project(tmp_path, "second", shared_offline(tmp_path) + "tinypkg==2.0\n")
     python, lines = await prepare(first, tmp_path / "cache")
     marker = Path(python).parent.parent / READY_MARKER
     built_at = marker.stat().st_mtime_ns
@@ -128,7 +136,8 @@ async def test_the_same_requirements_share_one_env_and_pip_runs_only_once(tmp_pa
 
 
 async def test_concurrent_calls_for_the_same_requirements_build_the_env_once(tmp_path: Path) -> None:
-    projects = [make_project(tmp_path, name, OFFLINE + "tinypkg==1.0\n") for name in ("a", "b", "c")]
+    requirements = shared_offline(tmp_path) + "tinypkg==1.0\n"
+    projects = [make_project(tmp_path, name, requirements) for name in ("a", "b", "c")]
     results = await asyncio.gather(*(prepare(project, tmp_path / "cache") for project in projects))
     assert len({python for python, _ in results}) == 1
     installs = [lines for _, lines in results if any("Successfully installed" in line for line in lines)]
@@ -187,7 +196,7 @@ async def test_a_failing_dependencies_sh_fails_with_its_exit_code_and_output_and
 
 
 async def test_a_half_built_env_is_removed_and_rebuilt(tmp_path: Path) -> None:
-    project = make_project(tmp_path, "api", OFFLINE + "tinypkg==1.0\n")
+    project = make_project(tmp_path, "api", shared_offline(tmp_path) + "tinypkg==1.0\n")
     env = tmp_path / "cache" / "envs" / env_key((project / "requirements.txt").read_bytes())
     (env / "bin").mkdir(parents=True)
     (env / "leftover").write_text("from a build that died")
@@ -223,3 +232,12 @@ async def test_cancelling_stops_a_running_dependencies_sh_and_it_runs_again_next
 def test_the_env_key_depends_on_the_requirements_content_only_for_one_interpreter() -> None:
     assert env_key(b"tinypkg==1.0\n") == env_key(b"tinypkg==1.0\n")
     assert env_key(b"tinypkg==1.0\n") != env_key(b"tinypkg==2.0\n")
+
+
+async def test_projects_whose_requirements_name_their_own_files_do_not_share_an_env(tmp_path: Path) -> None:
+    first = make_project(tmp_path, "first", OFFLINE + "tinypkg==2.0\n")
+    second = make_project(tmp_path, "second", OFFLINE + "tinypkg==2.0\n")
+    (first_python, _), (second_python, _) = await asyncio.gather(
+        prepare(first, tmp_path / "cache"), prepare(second, tmp_path / "cache")
+    )
+    assert first_python != second_python
