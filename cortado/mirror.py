@@ -44,6 +44,16 @@ class KvMirror(Generic[T]):
         """The current value of key, or None."""
         return self._values.get(key)
 
+    async def wait_for(self, key: str, check: Callable[[T | None], bool], timeout: float = 10.0) -> bool:
+        """Wait until check(value of key) holds (after this process's own write, say); whether it did in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not check(self._values.get(key)):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     def items(self) -> list[tuple[str, T]]:
         """Every (key, value) currently in the bucket."""
         return list(self._values.items())

@@ -11,7 +11,6 @@ from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.executor.config import ExecutorSettings
-from services.executor.logship import LogShipper
 from services.executor.servicer import ExecutorServicer
 from services.executor.supervisor import Supervisor
 
@@ -33,9 +32,7 @@ async def main() -> None:
     executors_kv = await natsutil.executors_bucket(js)
 
     runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
-    supervisor = Supervisor(
-        settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address, LogShipper(nc)
-    )
+    supervisor = Supervisor(settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address, nc)
     control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
     loop_task = asyncio.create_task(supervisor.run())
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 from pathlib import Path
 
+from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from cortado.gpu import cuda_visible_devices
@@ -18,6 +19,7 @@ from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.v1 import control_pb2
 from services.executor.environment import DependencyError, prepare_python
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
+from services.executor.worker import EXIT_TIMED_OUT
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Replica:
         base_env: dict[str, str],
         on_change: asyncio.Event,
         logs: LogShipper,
+        nc: Client,
     ) -> None:
         self.placement = placement
         self.spec = spec
@@ -66,6 +69,7 @@ class Replica:
         self._base_env = base_env
         self._on_change = on_change
         self._logs = logs
+        self._nc = nc
         self._shipping: set[asyncio.Task[None]] = set()
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
@@ -167,6 +171,9 @@ class Replica:
                 await asyncio.sleep(wait)
                 continue
             init_failures = 0
+            if outcome == "timed_out":
+                log.warning("restarting the handler process", extra={"api": self.spec.name, "detail": detail})
+                continue
             crashes = 0 if served >= STABLE_AFTER_SECONDS else crashes + 1
             wait = CRASH_RETRY_SECONDS[min(crashes, len(CRASH_RETRY_SECONDS) - 1)]
             log.warning(
@@ -238,21 +245,39 @@ class Replica:
         started = loop.time()
         ready_at: float | None = None
         failure = ""
+        held: set[str] = set()
         try:
             while line := await reader.readline():
                 try:
                     event = json.loads(line)
                 except ValueError:
                     continue
-                if event.get("state") == "ready":
+                state = event.get("state")
+                if state == "taken":
+                    held.add(str(event.get("message")))
+                elif state == "done":
+                    held.discard(str(event.get("message")))
+                elif state == "ready":
                     ready_at = loop.time()
                     self._set(control_pb2.REPLICA_STATE_READY)
-                elif event.get("state") == "failed":
+                elif state == "failed":
                     failure = str(event.get("message", ""))
         finally:
             transport.close()
         code = await self._process.wait()
         await asyncio.gather(*pumps, return_exceptions=True)
+        if held:
+            # The process died holding these requests: hand them back now rather than after ack_wait.
+            log.warning(
+                "handing back requests of a dead handler process", extra={"api": self.spec.name, "count": len(held)}
+            )
+            for reply in held:
+                with contextlib.suppress(Exception):
+                    await self._nc.publish(reply, b"-NAK")
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=5)
+        if code == EXIT_TIMED_OUT:
+            return "timed_out", "a plain handler timed out and its process was restarted", 0.0
         if failure:
             return "failed", failure, 0.0
         served = loop.time() - (ready_at or started)

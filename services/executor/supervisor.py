@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 
+from nats.aio.client import Client
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -32,7 +33,7 @@ class Supervisor:
         executors_kv: KeyValue,
         bundles: ObjectStore,
         address: str,
-        logs: LogShipper,
+        nc: Client,
     ) -> None:
         self._settings = settings
         self._gpus = gpus
@@ -41,7 +42,8 @@ class Supervisor:
         self._executors_kv = executors_kv
         self._bundles = bundles
         self._address = address
-        self._logs = logs
+        self._nc = nc
+        self._logs = LogShipper(nc)
         self.replicas: dict[tuple[str, int], Replica] = {}
         self._changed = asyncio.Event()
         self._stopping: set[asyncio.Task[None]] = set()
@@ -110,7 +112,14 @@ class Supervisor:
             if spec is None or spec.version != placement.version:
                 continue  # The registry has not caught up yet; the next change retries.
             replica = Replica(
-                placement, spec, self._settings.workdir, self._bundles, self._base_env, self._changed, self._logs
+                placement,
+                spec,
+                self._settings.workdir,
+                self._bundles,
+                self._base_env,
+                self._changed,
+                self._logs,
+                self._nc,
             )
             self.replicas[key] = replica
             log.info("starting replica", extra={"api": key[0], "replica": key[1], "version": spec.version})

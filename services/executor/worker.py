@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from cortado.runtime import (
     load_handler_class,
 )
 from cortado.v1 import control_pb2, records_pb2
+from services.executor.pullfeed import PullFeed
 
 log = logging.getLogger("cortado.worker")
 
@@ -122,8 +124,22 @@ class RecordStore:
         raise RuntimeError(f"request {request_id}: too many concurrent writes")
 
 
+EXIT_TIMED_OUT = 75
+"""Exit code of a handler process that left a timed-out plain handler running in a thread: restart it at once."""
+
+
+class HandlerTimedOutError(Exception):
+    """A plain handler ran past the API's timeout; its thread cannot be stopped."""
+
+
 class Worker:
-    """Pulls an API's requests and runs each through the handler, up to max_concurrency at once."""
+    """Pulls an API's requests and runs each through the handler, up to max_concurrency at once.
+
+    A handler slot is busy only while the handler runs: recording the outcome and
+    acknowledging the message continue in the background, and the next request is
+    already fetched (prefetch) when a slot frees. Every held message is announced
+    to the executor, which hands it back to the queue if this process dies.
+    """
 
     def __init__(
         self,
@@ -132,59 +148,125 @@ class Worker:
         js: JetStreamContext,
         store: RecordStore,
         settings: WorkerSettings,
+        status: StatusPipe,
     ) -> None:
         self._spec = spec
         self._handler = handler
         self._js = js
         self._store = store
         self._settings = settings
+        self._status = status
         self._concurrency = max(1, spec.max_concurrency)
+        self._capacity = self._concurrency * 2
+        self._timeout = spec.timeout.ToTimedelta().total_seconds() if spec.HasField("timeout") else None
         self._threads = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="handler")
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._held: dict[str, tuple[Msg, float]] = {}
+        self._space = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._payloads: Any = None
+        self.exit_code = 0
 
     def stop(self) -> None:
-        """Stop pulling; in-flight requests finish (what SIGTERM does)."""
+        """Stop pulling; running requests get the grace period, the rest go back to the queue (SIGTERM)."""
         self._stopping.set()
+        self._space.set()
 
     async def run(self) -> None:
-        """Pull and handle until stopped, then wait for in-flight requests (bounded by the grace period)."""
-        psub = await self._js.pull_subscribe_bind(
-            durable=names.WORK_CONSUMER, stream=names.work_stream(self._spec.name)
-        )
-        while not self._stopping.is_set():
-            free = self._concurrency - len(self._inflight)
-            if free <= 0:
-                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                msgs = await psub.fetch(free, timeout=1.0)
-            except TimeoutError:
-                continue
-            except Exception as exc:
-                if self._stopping.is_set():
-                    break
-                log.warning("fetch failed", extra={"error": repr(exc)})
-                await asyncio.sleep(0.2)
-                continue
-            for msg in msgs:
-                task = asyncio.create_task(self._process(msg))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self._settings.grace_seconds)
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        """Pull and handle until stopped, then drain: finish, hand back, and record what is pending."""
+        feed = PullFeed(self._js._nc, names.work_stream(self._spec.name), names.WORK_CONSUMER, self._take)
+        await feed.start()
+        slots = [asyncio.create_task(self._slot()) for _ in range(self._concurrency)]
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._pull(feed)
+            # An open pull request may still deliver: wait for it to end, handing back what comes.
+            while feed.outstanding and not feed.expired():
+                feed.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.changed.wait(), 0.5)
+        finally:
+            await feed.stop()
+            # Not started yet: straight back to the queue.
+            while not self._queue.empty():
+                await self._release(self._queue.get_nowait(), nak=True)
+            running = [t for t in self._running if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=self._settings.grace_seconds)
+            for slot in slots:
+                slot.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+            if self._finishing:
+                await asyncio.wait(self._finishing, timeout=self._settings.grace_seconds)
+            for msg, _ in list(self._held.values()):
+                await self._release(msg, nak=True)
+            heartbeat.cancel()
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        # Tell JetStream the request is still being worked on, so a long handler is not redelivered.
+    def _take(self, msg: Msg) -> None:
+        self._held[msg.reply] = (msg, asyncio.get_running_loop().time())
+        self._status.send("taken", msg.reply)
+        self._queue.put_nowait(msg)
+
+    async def _pull(self, feed: PullFeed) -> None:
+        while not self._stopping.is_set():
+            if feed.expired():
+                feed.forget()
+            space = self._capacity - len(self._held) - feed.outstanding
+            if feed.outstanding == 0 and space > 0:
+                try:
+                    await feed.request(space)
+                except Exception as exc:
+                    log.warning("pull request failed", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.2)
+                    continue
+            feed.changed.clear()
+            self._space.clear()
+            waits = [asyncio.ensure_future(feed.changed.wait()), asyncio.ensure_future(self._space.wait())]
+            try:
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _slot(self) -> None:
+        while True:
+            msg = await self._queue.get()
+            if self._stopping.is_set():
+                await self._release(msg, nak=True)
+                continue
+            task = asyncio.create_task(self._process(msg))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            await asyncio.wait([task])
+
+    async def _release(self, msg: Msg, nak: bool = False) -> None:
+        """Stop holding msg; with nak, hand it back for immediate redelivery."""
+        if self._held.pop(msg.reply, None) is None:
+            return
+        if nak:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._status.send("done", msg.reply)
+        self._space.set()
+
+    async def _heartbeat(self) -> None:
+        # Tell JetStream every held request is still being worked on, so a long handler is not redelivered.
         interval = self._settings.ack_wait_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            now = asyncio.get_running_loop().time()
+            for msg, since in list(self._held.values()):
+                if now - since >= interval * 0.9:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    def _finish_later(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _payload(self, item: records_pb2.WorkItem) -> bytes:
         if not item.payload_object:
@@ -198,8 +280,8 @@ class Worker:
         try:
             await self._process_unsafe(msg)
         except Exception:
-            # Not acked: JetStream redelivers it after ack_wait.
-            log.exception("request could not be processed; it will be redelivered")
+            log.exception("request could not be processed; it goes back to the queue")
+            await self._release(msg, nak=True)
 
     async def _process_unsafe(self, msg: Msg) -> None:
         item = records_pb2.WorkItem.FromString(msg.data)
@@ -219,25 +301,52 @@ class Worker:
             stored, revision = await self._store.read(item.id)
             if stored is not None and records.is_final(stored.status):
                 # Finished by an earlier delivery whose ack was lost.
-                await msg.ack()
+                await self._ack(msg)
                 return
             if delivered > self._spec.max_retries + 1:
                 await self._give_up(msg, item, base, delivered - 1, revision)
                 return
             written, _, revision = await self._store.advance(item.id, started, revision)
             if not written:
-                await msg.ack()
+                await self._ack(msg)
                 return
             marked = asyncio.get_running_loop().create_future()
             marked.set_result(revision)
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
             outcome = await self._run_handler(item, started)
-        finally:
-            heartbeat.cancel()
-        await self._store.advance(item.id, outcome, await marked)
-        await msg.ack()
+        except HandlerTimedOutError:
+            # The thread cannot be stopped: record the failure, then let the executor restart this process.
+            outcome = self._failed(started, "TimedOut", self._timeout_message())
+            await self._record(msg, item, outcome, marked)
+            await self._js._nc.flush(timeout=5)
+            log.error("a plain handler timed out; restarting the handler process", extra={"id": item.id})
+            os._exit(EXIT_TIMED_OUT)
+        # The slot is free as soon as the handler returned; recording and acking continue meanwhile.
+        self._finish_later(self._record(msg, item, outcome, marked))
+
+    async def _record(
+        self,
+        msg: Msg,
+        item: records_pb2.WorkItem,
+        outcome: records_pb2.RequestRecord,
+        marked: asyncio.Future[int],
+    ) -> None:
+        try:
+            await self._store.advance(item.id, outcome, await marked)
+        except Exception:
+            log.exception("outcome not recorded; the request goes back to the queue", extra={"id": item.id})
+            await self._release(msg, nak=True)
+            return
+        await self._ack(msg)
         await self._drop_payload(item)
+
+    async def _ack(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.ack()
+        await self._release(msg)
+
+    def _timeout_message(self) -> str:
+        return f"timed out: the handler ran longer than the API's timeout of {self._timeout:g}s"
 
     async def _give_up(
         self, msg: Msg, item: records_pb2.WorkItem, base: records_pb2.RequestRecord, died: int, revision: int
@@ -250,7 +359,7 @@ class Worker:
             f"giving up after max_retries={self._spec.max_retries}"
         )
         await self._store.advance(item.id, failed, revision)
-        await msg.ack()
+        await self._ack(msg)
         await self._drop_payload(item)
 
     async def _drop_payload(self, item: records_pb2.WorkItem) -> None:
@@ -273,14 +382,19 @@ class Worker:
             payload = decode_payload(item.content_type, await self._payload(item))
             request_id_var.set(item.id)
             if self._handler.is_async:
-                value = await self._handler.call_async(payload, item.id)
+                try:
+                    value = await asyncio.wait_for(self._handler.call_async(payload, item.id), self._timeout)
+                except TimeoutError:
+                    return self._failed(started, "TimedOut", self._timeout_message())
             else:
                 # The thread runs in a copy of this task's context, so log lines carry the request id.
                 context = contextvars.copy_context()
                 loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(
-                    self._threads, context.run, self._handler.call_sync, payload, item.id
-                )
+                call = loop.run_in_executor(self._threads, context.run, self._handler.call_sync, payload, item.id)
+                try:
+                    value = await asyncio.wait_for(asyncio.shield(call), self._timeout)
+                except TimeoutError:
+                    raise HandlerTimedOutError from None
             result_json = encode_result(value)
         except InvalidResultError as exc:
             return self._failed(started, "InvalidResult", str(exc))
@@ -326,7 +440,7 @@ async def main() -> int:
     nc = await natsutil.connect(settings.nats_url, f"cortado-worker-{spec.name}")
     js = nc.jetstream()
     store = RecordStore(js, await js.key_value(names.REQUESTS_BUCKET), spec.retention.ToTimedelta().total_seconds())
-    worker = Worker(spec, handler, js, store, settings)
+    worker = Worker(spec, handler, js, store, settings, status)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

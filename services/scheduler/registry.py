@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from nats.js import JetStreamContext
@@ -65,6 +66,10 @@ def _check_project(parsed: ParsedConfig, config_name: str, bundle: bytes) -> Non
                 raise DeployError(f"{where}: handler.python_path {spec.python_path!r} is not a folder of the project")
 
 
+def _at_least(version: int) -> Callable[[control_pb2.ApiSpec | None], bool]:
+    return lambda spec: spec is not None and spec.version >= version
+
+
 class Registry:
     """Owns the apis bucket, the bundles store and every API's work stream and consumer."""
 
@@ -111,6 +116,9 @@ class Registry:
             await self._bundles.put(spec.bundle_object, bundle)
             await self._ensure_queue(spec)
             await self._apis_kv.put(spec.name, spec.SerializeToString())
+            version = spec.version
+            # Answer once this scheduler itself sees the new version, so a describe right after agrees.
+            await self.apis.wait_for(spec.name, _at_least(version))
             log.info("api deployed", extra={"api": spec.name, "version": spec.version})
             response.apis.add(name=spec.name, version=spec.version, deployed_at=spec.deployed_at)
         return response
@@ -150,6 +158,7 @@ class Registry:
         if spec is None:
             raise UnknownApiError(name)
         await self._apis_kv.delete(name)
+        await self.apis.wait_for(name, lambda s: s is None)
         with contextlib.suppress(NotFoundError):
             await self._js.delete_stream(names.work_stream(name))
         log.info("api deleted", extra={"api": name})
