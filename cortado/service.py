@@ -6,12 +6,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message a service takes or sends: above the 32 MiB body limit Envoy enforces,
@@ -91,6 +93,15 @@ class ServiceRunner:
         log.info("stopped")
 
 
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run main on uvloop (a faster event loop; every hop on the request path is Python) when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
     from cortado.env import SettingsError
@@ -98,7 +109,7 @@ def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> Non
 
     setup_logging(service)
     try:
-        asyncio.run(main())
+        run_event_loop(main())
     except SettingsError as exc:
         log.error("invalid setting: %s", exc)
         raise SystemExit(2) from None

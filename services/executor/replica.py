@@ -248,16 +248,18 @@ class Replica:
         held: set[str] = set()
         try:
             while line := await reader.readline():
+                if line[:1] == b"+":
+                    held.add(line[1:].rstrip(b"\n").decode())
+                    continue
+                if line[:1] == b"-":
+                    held.discard(line[1:].rstrip(b"\n").decode())
+                    continue
                 try:
                     event = json.loads(line)
                 except ValueError:
                     continue
                 state = event.get("state")
-                if state == "taken":
-                    held.add(str(event.get("message")))
-                elif state == "done":
-                    held.discard(str(event.get("message")))
-                elif state == "ready":
+                if state == "ready":
                     ready_at = loop.time()
                     self._set(control_pb2.REPLICA_STATE_READY)
                 elif state == "failed":

@@ -38,6 +38,7 @@ from cortado.runtime import (
     encode_result,
     load_handler_class,
 )
+from cortado.service import run_event_loop
 from cortado.v1 import control_pb2, records_pb2
 from services.executor.pullfeed import PullFeed
 
@@ -68,16 +69,45 @@ class WorkerSettings:
 
 
 class StatusPipe:
-    """Tells the executor where this process stands, one JSON line per event."""
+    """Tells the executor where this process stands, one line per event.
+
+    `ready` and `failed` are JSON lines written at once; which requests the process
+    holds goes as compact `+<ack subject>` / `-<ack subject>` lines, written together
+    once per event-loop turn, so the executor can hand them back if the process dies.
+    """
 
     def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "w", buffering=1) if fd >= 0 else None
+        self._fd = fd
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def _write(self, text: str) -> None:
+        if self._fd < 0:
+            return
+        data = text.encode()
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self._fd, data) :]
 
     def send(self, state: str, message: str = "") -> None:
-        """Write one event; a closed pipe (executor gone) is ignored."""
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.write(json.dumps({"state": state, "message": message}) + "\n")
+        """Write one state event now; a closed pipe (executor gone) is ignored."""
+        self.flush()
+        self._write(json.dumps({"state": state, "message": message}) + "\n")
+
+    def holding(self, ack_subject: str, held: bool) -> None:
+        """Record that the process took (held) or let go of a request."""
+        self._pending.append(("+" if held else "-") + ack_subject + "\n")
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the pending holding events."""
+        self._scheduled = False
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._write(text)
 
 
 class RecordStore:
@@ -207,7 +237,7 @@ class Worker:
 
     def _take(self, msg: Msg) -> None:
         self._held[msg.reply] = (msg, asyncio.get_running_loop().time())
-        self._status.send("taken", msg.reply)
+        self._status.holding(msg.reply, True)
         self._queue.put_nowait(msg)
 
     async def _pull(self, feed: PullFeed) -> None:
@@ -249,7 +279,7 @@ class Worker:
         if nak:
             with contextlib.suppress(Exception):
                 await msg.nak()
-        self._status.send("done", msg.reply)
+        self._status.holding(msg.reply, False)
         self._space.set()
 
     async def _heartbeat(self) -> None:
@@ -451,4 +481,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run_event_loop(main()))
