@@ -14,6 +14,9 @@ EXECUTORS_BUCKET = "cortado_executors"
 PLACEMENTS_BUCKET = "cortado_placements"
 """KV bucket of the replicas each executor must run, key = executor id."""
 
+IDEMPOTENCY_BUCKET = "cortado_idempotency"
+"""KV bucket mapping sha256(api, Idempotency-Key) to the request id it got; entries expire after a day."""
+
 BUNDLES_STORE = "cortado_bundles"
 """Object Store of project bundles, name = bundle_object(api, version)."""
 

@@ -89,6 +89,15 @@ async def executors_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     return await key_value(js, names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL, replicas=replicas)
 
 
+IDEMPOTENCY_TTL = 24 * 3600.0
+"""How long an Idempotency-Key keeps answering with the same request id."""
+
+
+async def idempotency_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """Idempotency-Key → request id, kept for a day."""
+    return await key_value(js, names.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL, replicas=replicas)
+
+
 async def placements_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     """The placements bucket, written by the scheduler and watched by executors."""
     return await key_value(js, names.PLACEMENTS_BUCKET, history=1, replicas=replicas)

@@ -21,12 +21,13 @@ async def main() -> None:
     js = nc.jetstream()
     apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
     await apis.start()
-    await natsutil.requests_bucket(js)
+    requests = await natsutil.requests_bucket(js)
+    idempotency = await natsutil.idempotency_bucket(js)
     payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
 
     runner = ServiceRunner("ingest", settings.address, ["cortado.v1.Submission"], settings.grace_seconds)
     public_pb2_grpc.add_SubmissionServicer_to_server(
-        SubmissionServicer(js, apis, payloads, settings.inline_payload_bytes), runner.server
+        SubmissionServicer(js, apis, payloads, settings.inline_payload_bytes, requests, idempotency), runner.server
     )
     runner.on_stop(apis.stop)
     runner.on_stop(lambda: natsutil.drain(nc))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 
 import grpc
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import names, natsutil
@@ -30,6 +32,17 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
+MAX_IDEMPOTENCY_KEY = 256
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == IDEMPOTENCY_HEADER:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
+
+
 class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     """Accepts requests for deployed APIs; answers only once they are durably queued."""
 
@@ -39,7 +52,11 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         apis: KvMirror[control_pb2.ApiSpec],
         payloads: ObjectStore,
         inline_payload_bytes: int,
+        requests: KeyValue,
+        idempotency: KeyValue,
     ) -> None:
+        self._requests = requests
+        self._idempotency = idempotency
         self._js = js
         self._apis = apis
         self._payloads = payloads
@@ -59,6 +76,18 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
         request_id = new_request_id()
+        key = _idempotency_key(context)
+        if key is not None:
+            if len(key) > MAX_IDEMPOTENCY_KEY:
+                await abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the Idempotency-Key header is {len(key)} characters long; "
+                    f"at most {MAX_IDEMPOTENCY_KEY} are allowed",
+                )
+            request_id, known = await self._claim(api, key, request_id)
+            if known:
+                return public_pb2.SubmitResponse(id=request_id)
         submitted_at = now_timestamp()
         item = records_pb2.WorkItem(id=request_id, api=api, content_type=content_type, submitted_at=submitted_at)
         if len(body) > self._inline_payload_bytes:
@@ -86,6 +115,28 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         if isinstance(created, BaseException) and not isinstance(created, KeyWrongLastSequenceError):
             log.warning("in_queue record not written", extra={"id": request_id, "error": repr(created)})
         return public_pb2.SubmitResponse(id=request_id)
+
+    async def _claim(self, api: str, key: str, request_id: str) -> tuple[str, bool]:
+        """The id a submit with this Idempotency-Key gets, and whether that request already exists.
+
+        The first submit with a key claims it for its new id; a retry gets that id back and
+        enqueues nothing, unless the first submit died before recording its request.
+        """
+        slot = hashlib.sha256(f"{api}\0{key}".encode()).hexdigest()
+        try:
+            await natsutil.kv_put_if(self._js, names.IDEMPOTENCY_BUCKET, slot, request_id.encode(), last=0)
+            return request_id, False
+        except KeyWrongLastSequenceError:
+            pass
+        entry = await self._idempotency.get(slot)
+        claimed = (entry.value or b"").decode() or request_id
+        try:
+            await self._requests.get(claimed)
+        except KeyNotFoundError:
+            # The first submit stopped before its request was recorded: enqueue it now, under the same id
+            # (Nats-Msg-Id deduplicates the work item if the first publish did land).
+            return claimed, False
+        return claimed, True
 
     async def _abort_enqueue(self, context: grpc.aio.ServicerContext, api: str, exc: BaseException) -> None:
         if isinstance(exc, APIError) and exc.err_code in _QUEUE_FULL_CODES:
