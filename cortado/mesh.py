@@ -243,7 +243,8 @@ class LocalMesh:
     def start(self) -> LocalMesh:
         """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        names = ["nats", "http", "admin", *SERVICES, *(f"executor{i}" for i in range(1, self.executors))]
+        executors = [f"executor{i}" for i in range(1, self.executors)]
+        names = ["nats", "http", "admin", *SERVICES, *executors, *(f"{s}-metrics" for s in (*SERVICES, *executors))]
         for name in names:
             self.ports.setdefault(name, free_port())
         if self.http_port:
@@ -278,6 +279,8 @@ class LocalMesh:
         """Start one service (`executor<N>` starts another executor) and wait for gRPC health SERVING."""
         module = "executor" if name.startswith("executor") else name
         env = self._service_env()
+        self.ports.setdefault(f"{name}-metrics", free_port())
+        env["CORTADO_METRICS_ADDRESS"] = self.address(f"{name}-metrics")
         if module == "executor":
             env["CORTADO_EXECUTOR_ADDRESS"] = self.address(name)
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"

@@ -50,7 +50,9 @@ class ServiceRunner:
         self.name = name
         self.address = address
         self.grace = grace
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=list(interceptors))
+        from cortado.telemetry import MetricsInterceptor
+
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MetricsInterceptor(), *interceptors])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = ["", *service_names]

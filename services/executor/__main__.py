@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 
 from cortado import names, natsutil
 from cortado.gpu import discover_gpus
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
+from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.executor.config import ExecutorSettings
 from services.executor.servicer import ExecutorServicer
@@ -21,6 +24,12 @@ async def main() -> None:
     settings.workdir.mkdir(parents=True, exist_ok=True)
     nc = await natsutil.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
     js = nc.jetstream()
+    watch_nats(nc)
+    # Handler processes write their metrics here; this endpoint serves them summed with the executor's own.
+    metrics_dir = settings.workdir / f"metrics-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    serve_metrics(settings.metrics_address, metrics_dir)
     apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
     placements = KvMirror(
         await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
@@ -32,7 +41,9 @@ async def main() -> None:
     executors_kv = await natsutil.executors_bucket(js)
 
     runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
-    supervisor = Supervisor(settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address, nc)
+    supervisor = Supervisor(
+        settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address, nc, metrics_dir
+    )
     control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
     loop_task = asyncio.create_task(supervisor.run())
 

@@ -23,6 +23,7 @@ class ExecutorSettings:
     mem_bytes: int
     heartbeat_seconds: float
     grace_seconds: float
+    metrics_address: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -40,4 +41,6 @@ class ExecutorSettings:
             mem_bytes=env.integer("EXECUTOR_MEM_BYTES", physical, minimum=0),
             heartbeat_seconds=env.number("HEARTBEAT_SECONDS", 2.0, minimum=0.1),
             grace_seconds=env.number("GRACE_SECONDS", 30.0, minimum=0),
+            # Prometheus metrics (host:port; empty: not served).
+            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9464"),
         )

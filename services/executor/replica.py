@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
+from prometheus_client.multiprocess import mark_process_dead
 
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
@@ -268,6 +269,10 @@ class Replica:
             transport.close()
         code = await self._process.wait()
         await asyncio.gather(*pumps, return_exceptions=True)
+        metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            # Its live gauges go; its counters and histograms stay in the sums.
+            mark_process_dead(self._process.pid, metrics_dir)  # type: ignore[no-untyped-call]
         if held:
             # The process died holding these requests: hand them back now rather than after ack_wait.
             log.warning(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
@@ -34,6 +35,7 @@ class Supervisor:
         bundles: ObjectStore,
         address: str,
         nc: Client,
+        metrics_dir: Path,
     ) -> None:
         self._settings = settings
         self._gpus = gpus
@@ -49,6 +51,7 @@ class Supervisor:
         self._stopping: set[asyncio.Task[None]] = set()
         self._base_env = {
             **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "CORTADO_NATS_URL": settings.nats_url,
             "CORTADO_GRACE_SECONDS": str(settings.grace_seconds),
         }

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cortado import names, natsutil, records
+from cortado import metrics, names, natsutil, records
 from cortado.env import Env
 from cortado.logs import PrintToLog, configure_handler_logging, request_id_var
 from cortado.metrics import MetricsClient
@@ -362,11 +364,13 @@ class Worker:
         marked: asyncio.Future[int],
     ) -> None:
         try:
-            await self._store.advance(item.id, outcome, await marked)
+            written, _, _ = await self._store.advance(item.id, outcome, await marked)
         except Exception:
             log.exception("outcome not recorded; the request goes back to the queue", extra={"id": item.id})
             await self._release(msg, nak=True)
             return
+        if written:
+            count_outcome(self._spec.name, outcome)
         await self._ack(msg)
         await self._drop_payload(item)
 
@@ -388,7 +392,9 @@ class Worker:
             f"the handler's process died while handling this request {died} times; "
             f"giving up after max_retries={self._spec.max_retries}"
         )
-        await self._store.advance(item.id, failed, revision)
+        written, _, _ = await self._store.advance(item.id, failed, revision)
+        if written:
+            count_outcome(self._spec.name, failed)
         await self._ack(msg)
         await self._drop_payload(item)
 
@@ -406,6 +412,18 @@ class Worker:
         return out
 
     async def _run_handler(
+        self, item: records_pb2.WorkItem, started: records_pb2.RequestRecord
+    ) -> records_pb2.RequestRecord:
+        api = self._spec.name
+        metrics.QUEUE_WAIT.labels(api).observe(_seconds_between(item.submitted_at, started.started_at))
+        began = time.perf_counter()
+        try:
+            outcome = await self._call_handler(item, started)
+        finally:
+            metrics.HANDLER_DURATION.labels(api).observe(time.perf_counter() - began)
+        return outcome
+
+    async def _call_handler(
         self, item: records_pb2.WorkItem, started: records_pb2.RequestRecord
     ) -> records_pb2.RequestRecord:
         try:
@@ -444,13 +462,26 @@ class Worker:
         return out
 
 
+def _seconds_between(start: Timestamp, end: Timestamp) -> float:
+    return max(0.0, (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9)
+
+
+def count_outcome(api: str, record: records_pb2.RequestRecord) -> None:
+    """Count a request's final record in the built-in metrics."""
+    status = records.STATUS_NAMES.get(record.status, "unknown")
+    metrics.REQUESTS_FINISHED.labels(api, status).inc()
+    metrics.END_TO_END.labels(api).observe(_seconds_between(record.submitted_at, record.finished_at))
+    if record.status == records_pb2.REQUEST_STATUS_FAILED:
+        metrics.FAILURES.labels(api, record.error.type).inc()
+
+
 def load_handler(spec: control_pb2.ApiSpec) -> HandlerInstance:
     """Import the project's handler and construct it; exceptions propagate for the caller to report."""
     root = Path.cwd()
     python_path = (root / spec.python_path) if spec.python_path else root
     handler_class = load_handler_class(root / spec.handler_path, python_path)
     config = json.loads(spec.handler_config_json or b"{}")
-    return HandlerInstance.create(handler_class, config, MetricsClient())
+    return HandlerInstance.create(handler_class, config, MetricsClient(spec.name))
 
 
 async def main() -> int:

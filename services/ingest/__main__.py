@@ -7,6 +7,7 @@ import logging
 from cortado import names, natsutil
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
+from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, public_pb2_grpc
 from services.ingest.config import IngestSettings
 from services.ingest.servicer import SubmissionServicer
@@ -19,6 +20,8 @@ async def main() -> None:
     settings = IngestSettings.from_env()
     nc = await natsutil.connect(settings.nats_url, "cortado-ingest")
     js = nc.jetstream()
+    watch_nats(nc)
+    serve_metrics(settings.metrics_address)
     apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
     await apis.start()
     requests = await natsutil.requests_bucket(js)

@@ -15,6 +15,7 @@ class IngestSettings:
     address: str
     inline_payload_bytes: int
     grace_seconds: float
+    metrics_address: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -27,4 +28,6 @@ class IngestSettings:
             # through the Object Store and the work item carries their name.
             inline_payload_bytes=env.integer("INLINE_PAYLOAD_BYTES", 512 * 1024, minimum=0),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+            # Prometheus metrics (host:port; empty: not served).
+            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9461"),
         )

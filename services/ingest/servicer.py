@@ -13,7 +13,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import names, natsutil
+from cortado import metrics, names, natsutil
 from cortado.mirror import KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import PayloadError, validate_payload
@@ -73,6 +73,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         try:
             validate_payload(content_type, body)
         except PayloadError as exc:
+            metrics.REQUESTS_REJECTED.labels(api, "invalid_payload").inc()
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
         request_id = new_request_id()
@@ -111,6 +112,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         )
         if isinstance(enqueue, BaseException):
             await self._abort_enqueue(context, api, enqueue)
+        metrics.REQUESTS_SUBMITTED.labels(api).inc()
         # A handler may already have written a newer state: then the record exists and is newer.
         if isinstance(created, BaseException) and not isinstance(created, KeyWrongLastSequenceError):
             log.warning("in_queue record not written", extra={"id": request_id, "error": repr(created)})
@@ -140,6 +142,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
 
     async def _abort_enqueue(self, context: grpc.aio.ServicerContext, api: str, exc: BaseException) -> None:
         if isinstance(exc, APIError) and exc.err_code in _QUEUE_FULL_CODES:
+            metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
             await context.send_initial_metadata((("retry-after", str(RETRY_AFTER_SECONDS)),))
             await abort(
                 context,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cortado import natsutil
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
+from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, public_pb2_grpc
 from services.results.config import ResultsSettings
 from services.results.servicer import ResultsServicer
@@ -16,6 +17,8 @@ async def main() -> None:
     settings = ResultsSettings.from_env()
     nc = await natsutil.connect(settings.nats_url, "cortado-results")
     js = nc.jetstream()
+    watch_nats(nc)
+    serve_metrics(settings.metrics_address)
     apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
     await apis.start()
     requests = await natsutil.requests_bucket(js)

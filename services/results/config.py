@@ -15,6 +15,7 @@ class ResultsSettings:
     address: str
     max_wait_seconds: float
     grace_seconds: float
+    metrics_address: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ResultsSettings:
@@ -25,4 +26,6 @@ class ResultsSettings:
             address=env.text("RESULTS_ADDRESS", "127.0.0.1:50052"),
             max_wait_seconds=env.number("MAX_WAIT_SECONDS", 60.0, minimum=0),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+            # Prometheus metrics (host:port; empty: not served).
+            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9462"),
         )

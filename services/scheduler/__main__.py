@@ -9,6 +9,7 @@ from cortado import names, natsutil
 from cortado.auth import TokenInterceptor
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
+from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.logs import ensure_logs_stream
@@ -22,6 +23,8 @@ async def main() -> None:
     settings = SchedulerSettings.from_env()
     nc = await natsutil.connect(settings.nats_url, "cortado-scheduler")
     js = nc.jetstream()
+    watch_nats(nc)
+    serve_metrics(settings.metrics_address)
     apis_kv = await natsutil.apis_bucket(js)
     placements_kv = await natsutil.placements_bucket(js)
     apis = KvMirror(apis_kv, control_pb2.ApiSpec.FromString)
@@ -35,7 +38,9 @@ async def main() -> None:
     await ensure_logs_stream(js)
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
-    reconciler = Reconciler(apis, executors, placements, placements_kv, settings.reconcile_seconds)
+    reconciler = Reconciler(
+        apis, executors, placements, placements_kv, settings.reconcile_seconds, registry.queue_depth
+    )
     interceptors = [TokenInterceptor(settings.token)] if settings.token else []
     runner = ServiceRunner(
         "scheduler", settings.address, ["cortado.v1.Scheduler"], settings.grace_seconds, interceptors

@@ -17,6 +17,7 @@ class SchedulerSettings:
     ack_wait_seconds: float
     reconcile_seconds: float
     grace_seconds: float
+    metrics_address: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
@@ -30,4 +31,6 @@ class SchedulerSettings:
             ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
             reconcile_seconds=env.number("RECONCILE_SECONDS", 1.0, minimum=0.05),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+            # Prometheus metrics (host:port; empty: not served).
+            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),
         )

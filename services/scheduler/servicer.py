@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 from nats.js import JetStreamContext
 
+from cortado import metrics
 from cortado.mirror import KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
@@ -68,6 +69,8 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
 
     async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
         queued, in_flight = await self._registry.queue_depth(spec.name)
+        metrics.QUEUE_LENGTH.labels(spec.name).set(queued)
+        metrics.IN_FLIGHT.labels(spec.name).set(in_flight)
         return api_status(
             spec,
             [info for _, info in self._executors.items()],
