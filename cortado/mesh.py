@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -141,8 +142,13 @@ def render_envoy_config(
     listen_address: str = "127.0.0.1",
     max_body_bytes: int = MAX_BODY_BYTES,
     results_timeout_seconds: int = 120,
+    otlp_endpoint: str | None = None,
 ) -> str:
-    """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port)."""
+    """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port).
+
+    With otlp_endpoint (an OTLP/gRPC URL such as http://jaeger:4317) Envoy's OpenTelemetry
+    tracer is on: it continues an incoming traceparent and starts a trace otherwise.
+    """
 
     def cluster(name: str, addresses: list[str]) -> str:
         endpoints = "\n".join(
@@ -174,8 +180,27 @@ def render_envoy_config(
         max_body_bytes=max_body_bytes,
         max_body_mib=max_body_bytes // (1024 * 1024),
         results_timeout=f"{results_timeout_seconds}s",
-        clusters=cluster("ingest", ingest) + cluster("results", results),
+        clusters=cluster("ingest", ingest)
+        + cluster("results", results)
+        + (cluster("otlp", [_host_port(otlp_endpoint)]) if otlp_endpoint else ""),
+        tracing=_ENVOY_TRACING if otlp_endpoint else "",
     )
+
+
+_ENVOY_TRACING = """\
+          tracing:
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: {envoy_grpc: {cluster_name: otlp}, timeout: 1s}
+                service_name: cortado-envoy
+"""
+
+
+def _host_port(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    return f"{parsed.hostname}:{parsed.port or 4317}"
 
 
 NATS_MAX_PAYLOAD = "8MB"
@@ -297,7 +322,11 @@ class LocalMesh:
         config = self.workdir / "envoy.yaml"
         config.write_text(
             render_envoy_config(
-                self.ports["http"], self.ports["admin"], [self.address("ingest")], [self.address("results")]
+                self.ports["http"],
+                self.ports["admin"],
+                [self.address("ingest")],
+                [self.address("results")],
+                otlp_endpoint=self._service_env().get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             )
         )
         argv = [

@@ -51,8 +51,12 @@ class ServiceRunner:
         self.address = address
         self.grace = grace
         from cortado.telemetry import MetricsInterceptor
+        from cortado.tracing import server_interceptors
 
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MetricsInterceptor(), *interceptors])
+        self.server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=[*server_interceptors(), MetricsInterceptor(), *interceptors],
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = ["", *service_names]
@@ -108,10 +112,14 @@ def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> Non
     """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
     from cortado.env import SettingsError
     from cortado.logs import setup_logging
+    from cortado.tracing import setup_tracing, shutdown_tracing
 
     setup_logging(service)
+    setup_tracing(service)
     try:
         run_event_loop(main())
     except SettingsError as exc:
         log.error("invalid setting: %s", exc)
         raise SystemExit(2) from None
+    finally:
+        shutdown_tracing()

@@ -64,7 +64,7 @@ Deploy = Callable[..., str]
 
 @pytest.fixture
 def deploy(scheduler: SchedulerClient, tmp_path: Path) -> Iterator[Deploy]:
-    """deploy(handler_source, api={...}, files={...}, wait=True) -> the new API's unique name; deleted after the test."""
+    """deploy(handler_source, api={...}, files={...}, wait=True) -> a new API's unique name, deleted after the test."""
     created: list[str] = []
 
     def _deploy(

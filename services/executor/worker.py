@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cortado import metrics, names, natsutil, records
+from cortado import metrics, names, natsutil, records, tracing
 from cortado.env import Env
 from cortado.logs import PrintToLog, configure_handler_logging, request_id_var
 from cortado.metrics import MetricsClient
@@ -200,6 +200,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._payloads: Any = None
         self.exit_code = 0
+        self._traced = tracing.enabled()
 
     def stop(self) -> None:
         """Stop pulling; running requests get the grace period, the rest go back to the queue (SIGTERM)."""
@@ -310,7 +311,12 @@ class Worker:
 
     async def _process(self, msg: Msg) -> None:
         try:
-            await self._process_unsafe(msg)
+            if self._traced:
+                # Continue the trace ingest started: queue wait, handler and result write become its spans.
+                with tracing.attached(tracing.extract(msg.headers)):
+                    await self._process_unsafe(msg)
+            else:
+                await self._process_unsafe(msg)
         except Exception:
             log.exception("request could not be processed; it goes back to the queue")
             await self._release(msg, nak=True)
@@ -344,8 +350,17 @@ class Worker:
                 return
             marked = asyncio.get_running_loop().create_future()
             marked.set_result(revision)
+        attributes: dict[str, str | int] = {
+            "cortado.api": item.api,
+            "cortado.request_id": item.id,
+            "cortado.attempt": delivered,
+        }
+        if self._traced:
+            wait = _tracer.start_span("queue wait", start_time=_nanos(item.submitted_at), attributes=attributes)
+            wait.end(end_time=_nanos(started.started_at))
         try:
-            outcome = await self._run_handler(item, started)
+            with _tracer.start_as_current_span("handler", attributes=attributes):
+                outcome = await self._run_handler(item, started)
         except HandlerTimedOutError:
             # The thread cannot be stopped: record the failure, then let the executor restart this process.
             outcome = self._failed(started, "TimedOut", self._timeout_message())
@@ -364,7 +379,8 @@ class Worker:
         marked: asyncio.Future[int],
     ) -> None:
         try:
-            written, _, _ = await self._store.advance(item.id, outcome, await marked)
+            with _tracer.start_as_current_span("result write", attributes={"cortado.request_id": item.id}):
+                written, _, _ = await self._store.advance(item.id, outcome, await marked)
         except Exception:
             log.exception("outcome not recorded; the request goes back to the queue", extra={"id": item.id})
             await self._release(msg, nak=True)
@@ -462,6 +478,13 @@ class Worker:
         return out
 
 
+_tracer = tracing.tracer(__name__)
+
+
+def _nanos(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
 def _seconds_between(start: Timestamp, end: Timestamp) -> float:
     return max(0.0, (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9)
 
@@ -490,6 +513,8 @@ async def main() -> int:
     status = StatusPipe(settings.status_fd)
     spec = control_pb2.ApiSpec.FromString(settings.spec_file.read_bytes())
     labels = {"api": spec.name, "replica": os.environ.get("CORTADO_WORKER_REPLICA", "0")}
+    tracing.setup_tracing(f"handler-{spec.name}")
+    tracing.instrument_outbound_http()
     configure_handler_logging(labels, spec.log_level or "info")
     # print() in a handler becomes a log line of its request.
     sys.stdout = PrintToLog()
@@ -508,6 +533,7 @@ async def main() -> int:
     status.send("ready")
     await worker.run()
     await natsutil.drain(nc)
+    tracing.shutdown_tracing()
     return 0
 
 

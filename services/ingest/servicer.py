@@ -13,7 +13,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import metrics, names, natsutil
+from cortado import metrics, names, natsutil, tracing
 from cortado.mirror import KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import PayloadError, validate_payload
@@ -105,7 +105,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
                 names.work_subject(api),
                 item.SerializeToString(),
                 stream=names.work_stream(api),
-                headers={"Nats-Msg-Id": request_id},
+                headers=tracing.inject_headers({"Nats-Msg-Id": request_id}),
             ),
             natsutil.kv_put_if(self._js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), last=0),
             return_exceptions=True,
