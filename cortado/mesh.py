@@ -143,11 +143,13 @@ def render_envoy_config(
     max_body_bytes: int = MAX_BODY_BYTES,
     results_timeout_seconds: int = 120,
     otlp_endpoint: str | None = None,
+    egress_port: int = 0,
 ) -> str:
     """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port).
 
     With otlp_endpoint (an OTLP/gRPC URL such as http://jaeger:4317) Envoy's OpenTelemetry
-    tracer is on: it continues an incoming traceparent and starts a trace otherwise.
+    tracer is on: it continues an incoming traceparent and starts a trace otherwise. With
+    egress_port, a second listener on 127.0.0.1 serves as the handlers' HTTP proxy.
     """
 
     def cluster(name: str, addresses: list[str]) -> str:
@@ -171,20 +173,68 @@ def render_envoy_config(
             f"{endpoints}\n"
         )
 
-    template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
-    return template.substitute(
-        admin_port=admin_port,
-        http_port=http_port,
-        listen_address=listen_address,
-        descriptor=str(ENVOY_DIR / "cortado.pb"),
-        max_body_bytes=max_body_bytes,
-        max_body_mib=max_body_bytes // (1024 * 1024),
-        results_timeout=f"{results_timeout_seconds}s",
-        clusters=cluster("ingest", ingest)
-        + cluster("results", results)
-        + (cluster("otlp", [_host_port(otlp_endpoint)]) if otlp_endpoint else ""),
-        tracing=_ENVOY_TRACING if otlp_endpoint else "",
+    listener = Template((ENVOY_DIR / "listener.yaml.tmpl").read_text())
+    common = {
+        "listen_address": listen_address,
+        "descriptor": str(ENVOY_DIR / "cortado.pb"),
+        "max_body_bytes": max_body_bytes,
+        "max_body_mib": max_body_bytes // (1024 * 1024),
+        "results_timeout": f"{results_timeout_seconds}s",
+        "tracing": _ENVOY_TRACING if otlp_endpoint else "",
+    }
+    listeners = listener.substitute(
+        common, name="public", port=http_port, api_domains='["*"]', other_hosts="", proxy_filter=""
     )
+    clusters = cluster("ingest", ingest) + cluster("results", results)
+    if egress_port:
+        # Handlers' outbound HTTP (HTTP_PROXY): api-<name> hosts reach the API, any other host is forwarded.
+        listeners += listener.substitute(
+            common,
+            listen_address="127.0.0.1",
+            name="egress",
+            port=egress_port,
+            api_domains='["api-*"]',
+            other_hosts=_EGRESS_OTHER_HOSTS,
+            proxy_filter=_EGRESS_PROXY_FILTER,
+        )
+        clusters += _EGRESS_CLUSTER
+    if otlp_endpoint:
+        clusters += cluster("otlp", [_host_port(otlp_endpoint)])
+    bootstrap = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
+    return bootstrap.substitute(admin_port=admin_port, listeners=listeners, clusters=clusters)
+
+
+_DNS_CACHE = "{name: egress_dns, dns_lookup_family: V4_PREFERRED}"
+
+_EGRESS_OTHER_HOSTS = """\
+            - name: outbound
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: egress_dynamic, timeout: 300s}
+                typed_per_filter_config:
+                  envoy.filters.http.grpc_json_transcoder:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+"""
+
+_EGRESS_PROXY_FILTER = f"""\
+          - name: envoy.filters.http.dynamic_forward_proxy
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig
+              dns_cache_config: {_DNS_CACHE}
+"""
+
+_EGRESS_CLUSTER = f"""\
+  - name: egress_dynamic
+    connect_timeout: 5s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.dynamic_forward_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+        dns_cache_config: {_DNS_CACHE}
+"""
 
 
 _ENVOY_TRACING = """\
@@ -269,7 +319,15 @@ class LocalMesh:
         """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         executors = [f"executor{i}" for i in range(1, self.executors)]
-        names = ["nats", "http", "admin", *SERVICES, *executors, *(f"{s}-metrics" for s in (*SERVICES, *executors))]
+        names = [
+            "nats",
+            "http",
+            "admin",
+            "egress",
+            *SERVICES,
+            *executors,
+            *(f"{s}-metrics" for s in (*SERVICES, *executors)),
+        ]
         for name in names:
             self.ports.setdefault(name, free_port())
         if self.http_port:
@@ -309,6 +367,7 @@ class LocalMesh:
         if module == "executor":
             env["CORTADO_EXECUTOR_ADDRESS"] = self.address(name)
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"
+            env["CORTADO_EGRESS_PROXY"] = f"http://127.0.0.1:{self.ports['egress']}"
             env.setdefault("CORTADO_EXECUTOR_WORKDIR", str(self.workdir / name))
         proc = ManagedProcess(
             name, [sys.executable, "-m", f"services.{module}"], env, self.workdir / "logs" / f"{name}.log"
@@ -327,6 +386,7 @@ class LocalMesh:
                 [self.address("ingest")],
                 [self.address("results")],
                 otlp_endpoint=self._service_env().get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                egress_port=self.ports["egress"],
             )
         )
         argv = [

@@ -24,6 +24,7 @@ class ExecutorSettings:
     heartbeat_seconds: float
     grace_seconds: float
     metrics_address: str
+    egress_proxy: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -43,4 +44,7 @@ class ExecutorSettings:
             grace_seconds=env.number("GRACE_SECONDS", 30.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9464"),
+            # HTTP proxy for handlers (Envoy's egress listener), so http://api-<name>:8888/ reaches the API
+            # without DNS; empty where DNS already resolves api-<name> (a Service per API in Kubernetes).
+            egress_proxy=env.text("EGRESS_PROXY", ""),
         )

@@ -55,6 +55,12 @@ class Supervisor:
             "CORTADO_NATS_URL": settings.nats_url,
             "CORTADO_GRACE_SECONDS": str(settings.grace_seconds),
         }
+        if settings.egress_proxy:
+            # urllib and requests read both spellings; loopback stays direct.
+            for name in ("HTTP_PROXY", "http_proxy"):
+                self._base_env[name] = settings.egress_proxy
+            for name in ("NO_PROXY", "no_proxy"):
+                self._base_env[name] = "127.0.0.1,::1"
 
     def info(self) -> control_pb2.ExecutorInfo:
         """The executor's inventory and replicas, as its heartbeat carries them."""
