@@ -12,6 +12,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import trace
+
 RESERVED_KEYS = frozenset({"asctime", "levelname", "message", "labels", "process"})
 """Keys of every line that `extra` may not replace."""
 
@@ -90,6 +92,10 @@ class JsonFormatter(logging.Formatter):
             "process": record.process,
             "labels": labels,
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+            line["span_id"] = format(span.span_id, "016x")
         extra = getattr(record, EXTRA_ATTR, None)
         if extra is None:
             # Records from the standard Logger carry extra as attributes.

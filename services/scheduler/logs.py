@@ -40,6 +40,8 @@ async def ensure_logs_stream(js: JetStreamContext, replicas: int = 1) -> None:
 async def stream_logs(js: JetStreamContext, api: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
     """The last `tail` lines of the past hour, then (follow) every new line until the consumer stops iterating."""
     start = datetime.now(UTC) - TAIL_WINDOW
+    # Lines stored up to now are history (subject to tail); anything later is new.
+    history_end = (await js.stream_info(names.LOGS_STREAM)).state.last_seq
     sub = await js.subscribe(
         names.logs_subject(api),
         ordered_consumer=True,
@@ -48,17 +50,25 @@ async def stream_logs(js: JetStreamContext, api: str, tail: int, follow: bool) -
     )
     try:
         recent: deque[bytes] = deque(maxlen=max(tail, 0))
+        fresh: list[bytes] = []
         while True:
             try:
                 msg = await sub.next_msg(timeout=CAUGHT_UP_SECONDS)
             except TimeoutError:
                 break
-            recent.append(msg.data)
+            if msg.metadata.sequence.stream <= history_end:
+                recent.append(msg.data)
+            else:
+                fresh.append(msg.data)
             if msg.metadata.num_pending == 0:
                 break
         for line in recent:
             yield line
-        while follow:
+        if not follow:
+            return
+        for line in fresh:
+            yield line
+        while True:
             try:
                 msg = await sub.next_msg(timeout=3600)
             except TimeoutError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,12 @@ from tests.helpers import eventually, write_project
 from tests.otlp import OtlpReceiver, Span, ancestors
 
 HANDLER = """
+from cortado import log
+
+
 class Handler:
     def handle_async(self, payload):
+        log.info("working")
         return {"ok": True}
 """
 
@@ -48,7 +53,7 @@ def _complete_trace(receiver: OtlpReceiver, trace_id: str) -> list[Span] | None:
 def test_an_incoming_traceparent_is_continued_through_every_hop(
     traced: tuple[LocalMesh, OtlpReceiver, httpx.Client, str],
 ) -> None:
-    _, receiver, http, api = traced
+    mesh, receiver, http, api = traced
     trace_id = secrets.token_hex(16)
     parent = secrets.token_hex(8)
     request_id = submit(http, api, json={"x": 1}, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
@@ -64,6 +69,14 @@ def test_an_incoming_traceparent_is_continued_through_every_hop(
         assert span.service == "cortado-handler-traced"
         assert ingest in ancestors(spans, span), name
         assert span.attributes["cortado.request_id"] == request_id
+
+    # The handler's log line carries the trace and the handler span.
+    handler = next(s for s in spans if s.name == "handler")
+    with SchedulerClient(mesh.scheduler_address) as scheduler:
+        logged = [json.loads(raw) for raw in scheduler.logs(api)]
+    line = next(x for x in logged if x["message"] == "working" and x["labels"]["request_id"] == request_id)
+    assert line["trace_id"] == trace_id
+    assert line["span_id"] == handler.span_id
 
 
 def test_a_request_without_traceparent_still_gets_one_trace(
