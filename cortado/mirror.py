@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
@@ -118,3 +118,18 @@ class KvMirror(Generic[T]):
         self.changed.set()
         if self._on_change is not None:
             self._on_change(key, value)
+
+
+class ApiIndex:
+    """Finds a deployed API by its name or by its endpoint (`networking.endpoint`, one path segment)."""
+
+    def __init__(self, apis: KvMirror[Any]) -> None:
+        self._apis = apis
+
+    def lookup(self, name: str) -> Any | None:
+        """The spec of the API answering at /<name>, or None."""
+        spec = self._apis.get(name)
+        if spec is not None:
+            return spec
+        endpoint = "/" + name
+        return next((s for _, s in self._apis.items() if s.endpoint == endpoint), None)

@@ -341,6 +341,9 @@ class _ApiParser:
                 "networking.endpoint",
                 f"must be a URL path of letters, digits, '-', '.', '_', '~' and '/' (got {value!r})",
             )
+        if endpoint == "/" or "/" in endpoint[1:]:
+            # The API answers POST /<endpoint> and GET /<endpoint>/<id>: one segment keeps the two apart.
+            self.fail("networking.endpoint", f"must be a single path segment such as /my-api (got {value!r})")
         return endpoint
 
     def parse_handler(self, api: Mapping[str, Any], spec: control_pb2.ApiSpec) -> None:

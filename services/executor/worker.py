@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
@@ -39,6 +39,7 @@ from cortado.runtime import (
     describe_exception,
     encode_result,
     load_handler_class,
+    split_batch_result,
 )
 from cortado.service import run_event_loop
 from cortado.v1 import control_pb2, records_pb2
@@ -189,7 +190,9 @@ class Worker:
         self._settings = settings
         self._status = status
         self._concurrency = max(1, spec.max_concurrency)
-        self._capacity = self._concurrency * 2
+        self._max_batch = max(1, spec.max_batch_size) if handler.has_batch else 1
+        self._batch_interval = spec.batch_interval.ToTimedelta().total_seconds()
+        self._capacity = self._concurrency * self._max_batch * 2
         self._timeout = spec.timeout.ToTimedelta().total_seconds() if spec.HasField("timeout") else None
         self._threads = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="handler")
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -265,12 +268,24 @@ class Worker:
                     w.cancel()
 
     async def _slot(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             msg = await self._queue.get()
             if self._stopping.is_set():
                 await self._release(msg, nak=True)
                 continue
-            task = asyncio.create_task(self._process(msg))
+            if self._max_batch > 1:
+                # Dynamic batching: up to max_batch_size requests, or whatever came within batch_interval.
+                batch = [msg]
+                deadline = loop.time() + self._batch_interval
+                while len(batch) < self._max_batch and (remaining := deadline - loop.time()) > 0:
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                task = asyncio.create_task(self._process_batch(batch))
+            else:
+                task = asyncio.create_task(self._process(msg))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             await asyncio.wait([task])
@@ -321,7 +336,8 @@ class Worker:
             log.exception("request could not be processed; it goes back to the queue")
             await self._release(msg, nak=True)
 
-    async def _process_unsafe(self, msg: Msg) -> None:
+    async def _prepare(self, msg: Msg) -> _Job | None:
+        """Mark the request in_progress; None when there is nothing to run (finished already, or given up)."""
         item = records_pb2.WorkItem.FromString(msg.data)
         delivered = int(msg.metadata.num_delivered or 1)
         base = records_pb2.RequestRecord(id=item.id, api=item.api, submitted_at=item.submitted_at)
@@ -340,36 +356,116 @@ class Worker:
             if stored is not None and records.is_final(stored.status):
                 # Finished by an earlier delivery whose ack was lost.
                 await self._ack(msg)
-                return
+                return None
             if delivered > self._spec.max_retries + 1:
                 await self._give_up(msg, item, base, delivered - 1, revision)
-                return
+                return None
             written, _, revision = await self._store.advance(item.id, started, revision)
             if not written:
                 await self._ack(msg)
-                return
+                return None
             marked = asyncio.get_running_loop().create_future()
             marked.set_result(revision)
-        attributes: dict[str, str | int] = {
-            "cortado.api": item.api,
-            "cortado.request_id": item.id,
-            "cortado.attempt": delivered,
-        }
         if self._traced:
-            wait = _tracer.start_span("queue wait", start_time=_nanos(item.submitted_at), attributes=attributes)
+            wait = _tracer.start_span("queue wait", start_time=_nanos(item.submitted_at), attributes=_attributes(item))
             wait.end(end_time=_nanos(started.started_at))
+        return _Job(msg, item, started, marked)
+
+    async def _process_unsafe(self, msg: Msg) -> None:
+        job = await self._prepare(msg)
+        if job is None:
+            return
         try:
-            with _tracer.start_as_current_span("handler", attributes=attributes):
-                outcome = await self._run_handler(item, started)
+            with _tracer.start_as_current_span("handler", attributes=_attributes(job.item)):
+                outcome = await self._run_handler(job.item, job.started)
         except HandlerTimedOutError:
-            # The thread cannot be stopped: record the failure, then let the executor restart this process.
-            outcome = self._failed(started, "TimedOut", self._timeout_message())
-            await self._record(msg, item, outcome, marked)
-            await self._js._nc.flush(timeout=5)
-            log.error("a plain handler timed out; restarting the handler process", extra={"id": item.id})
-            os._exit(EXIT_TIMED_OUT)
+            await self._restart_after_timeout([job])
         # The slot is free as soon as the handler returned; recording and acking continue meanwhile.
-        self._finish_later(self._record(msg, item, outcome, marked))
+        self._finish_later(self._record(job.msg, job.item, outcome, job.marked))
+
+    async def _restart_after_timeout(self, jobs: list[_Job]) -> NoReturn:
+        # The thread cannot be stopped: record the failure, then let the executor restart this process.
+        for job in jobs:
+            outcome = self._failed(job.started, "TimedOut", self._timeout_message())
+            await self._record(job.msg, job.item, outcome, job.marked)
+        await self._js._nc.flush(timeout=5)
+        log.error("a plain handler timed out; restarting the handler process", extra={"ids": [j.item.id for j in jobs]})
+        os._exit(EXIT_TIMED_OUT)
+
+    async def _process_batch(self, msgs: list[Msg]) -> None:
+        """Run up to max_batch_size requests through one handle_batch call; each still gets its own outcome."""
+        prepared = await asyncio.gather(*(self._prepare(m) for m in msgs), return_exceptions=True)
+        jobs: list[_Job] = []
+        for msg, job in zip(msgs, prepared, strict=True):
+            if isinstance(job, BaseException):
+                log.error("request could not be prepared; it goes back to the queue", exc_info=job)
+                await self._release(msg, nak=True)
+            elif job is not None:
+                jobs.append(job)
+        if not jobs:
+            return
+        with _tracer.start_as_current_span("handler batch", attributes={"cortado.batch_size": len(jobs)}):
+            try:
+                outcomes = await self._run_batch(jobs)
+            except HandlerTimedOutError:
+                await self._restart_after_timeout(jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self._finish_later(self._record(job.msg, job.item, outcome, job.marked))
+
+    async def _run_batch(self, jobs: list[_Job]) -> list[records_pb2.RequestRecord]:
+        api = self._spec.name
+        payloads: list[Any] = []
+        decodable: list[_Job] = []
+        outcomes: dict[str, records_pb2.RequestRecord] = {}
+        for job in jobs:
+            metrics.QUEUE_WAIT.labels(api).observe(_seconds_between(job.item.submitted_at, job.started.started_at))
+            try:
+                payloads.append(decode_payload(job.item.content_type, await self._payload(job.item)))
+                decodable.append(job)
+            except Exception as exc:
+                outcomes[job.item.id] = self._failed(job.started, *describe_exception(exc))
+        if decodable:
+            ids = [job.item.id for job in decodable]
+            began = time.perf_counter()
+            try:
+                if self._handler.batch_is_async:
+                    value = await asyncio.wait_for(self._handler.call_batch_async(payloads, ids), self._timeout)
+                else:
+                    loop = asyncio.get_running_loop()
+                    call = loop.run_in_executor(self._threads, self._handler.call_batch, payloads, ids)
+                    try:
+                        value = await asyncio.wait_for(asyncio.shield(call), self._timeout)
+                    except TimeoutError:
+                        raise HandlerTimedOutError from None
+                results = split_batch_result(value, len(decodable))
+            except HandlerTimedOutError:
+                raise
+            except TimeoutError:
+                results = None
+                failure = ("TimedOut", self._timeout_message())
+            except InvalidResultError as exc:
+                results = None
+                failure = ("InvalidResult", str(exc))
+            except Exception as exc:
+                results = None
+                failure = describe_exception(exc)
+            finally:
+                for _ in decodable:
+                    metrics.HANDLER_DURATION.labels(api).observe(time.perf_counter() - began)
+            for index, job in enumerate(decodable):
+                if results is None:
+                    outcomes[job.item.id] = self._failed(job.started, *failure)
+                    continue
+                try:
+                    encoded = encode_result(results[index], method="handle_batch", index=index)
+                except InvalidResultError as exc:
+                    outcomes[job.item.id] = self._failed(job.started, "InvalidResult", str(exc))
+                    continue
+                done = self._final(job.started, job.started.attempts)
+                done.status = records_pb2.REQUEST_STATUS_COMPLETED
+                done.result_json = encoded
+                outcomes[job.item.id] = done
+        return [outcomes[job.item.id] for job in jobs]
 
     async def _record(
         self,
@@ -479,6 +575,20 @@ class Worker:
 
 
 _tracer = tracing.tracer(__name__)
+
+
+@dataclass
+class _Job:
+    """A request marked in_progress and ready for the handler."""
+
+    msg: Msg
+    item: records_pb2.WorkItem
+    started: records_pb2.RequestRecord
+    marked: asyncio.Future[int]
+
+
+def _attributes(item: records_pb2.WorkItem) -> dict[str, str]:
+    return {"cortado.api": item.api, "cortado.request_id": item.id}
 
 
 def _nanos(ts: Timestamp) -> int:

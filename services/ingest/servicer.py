@@ -14,7 +14,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import metrics, names, natsutil, tracing
-from cortado.mirror import KvMirror
+from cortado.mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import PayloadError, validate_payload
 from cortado.service import abort
@@ -59,15 +59,17 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         self._idempotency = idempotency
         self._js = js
         self._apis = apis
+        self._index = ApiIndex(apis)
         self._payloads = payloads
         self._inline_payload_bytes = inline_payload_bytes
 
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> public_pb2.SubmitResponse:
-        api = request.api
-        if self._apis.get(api) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {api!r} is not deployed")
+        spec = self._index.lookup(request.api)
+        if spec is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.api!r} is not deployed")
+        api = spec.name
         content_type = request.body.content_type
         body = request.body.data
         try:

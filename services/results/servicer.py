@@ -13,7 +13,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from cortado import records
-from cortado.mirror import KvMirror
+from cortado.mirror import ApiIndex, KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
 from services.results.waiters import RecordWaiters
@@ -36,8 +36,16 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
     ) -> None:
         self._requests = requests
         self._apis = apis
+        self._index = ApiIndex(apis)
         self._waiters = waiters
         self._max_wait = max_wait_seconds
+
+    async def _api(self, requested: str, context: grpc.aio.ServicerContext) -> str:
+        """The name of the API answering at /<requested> (its name or endpoint); NOT_FOUND otherwise."""
+        spec = self._index.lookup(requested)
+        if spec is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {requested!r} is not deployed")
+        return str(spec.name)
 
     async def _read(self, api: str, request_id: str) -> records_pb2.RequestRecord | None:
         try:
@@ -71,25 +79,22 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
     async def GetResult(
         self, request: public_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        if self._apis.get(request.api) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.api!r} is not deployed")
-        v = await self._current_or_final(request.api, request.id, request.wait)
+        api = await self._api(request.api, context)
+        v = await self._current_or_final(api, request.id, request.wait)
         if v.status == records_pb2.REQUEST_STATUS_NOT_FOUND:
             await context.send_initial_metadata(((HTTP_STATUS_HEADER, "404"),))
         return httpbody_pb2.HttpBody(content_type="application/json", data=records.render_json(v, request.api))
 
     async def Get(self, request: public_pb2.GetRequest, context: grpc.aio.ServicerContext) -> public_pb2.GetResponse:
-        if self._apis.get(request.api) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.api!r} is not deployed")
-        return public_pb2.GetResponse(request=await self._current_or_final(request.api, request.id, 0))
+        api = await self._api(request.api, context)
+        return public_pb2.GetResponse(request=await self._current_or_final(api, request.id, 0))
 
     async def Watch(
         self, request: public_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[public_pb2.WatchResponse]:
-        if self._apis.get(request.api) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.api!r} is not deployed")
+        api = await self._api(request.api, context)
         async with self._waiters.watch(request.id) as updates:
-            record = await self._read(request.api, request.id)
+            record = await self._read(api, request.id)
             if record is None:
                 yield public_pb2.WatchResponse(request=records.not_found_view(request.id))
                 return

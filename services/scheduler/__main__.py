@@ -39,7 +39,14 @@ async def main() -> None:
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
     reconciler = Reconciler(
-        apis, executors, placements, placements_kv, settings.reconcile_seconds, registry.queue_depth
+        apis,
+        executors,
+        placements,
+        placements_kv,
+        settings.reconcile_seconds,
+        registry.queue_depth,
+        settings.autoscale_seconds,
+        nc=nc,
     )
     interceptors = [TokenInterceptor(settings.token)] if settings.token else []
     runner = ServiceRunner(

@@ -16,6 +16,7 @@ class SchedulerSettings:
     token: str
     ack_wait_seconds: float
     reconcile_seconds: float
+    autoscale_seconds: float
     grace_seconds: float
     metrics_address: str
 
@@ -30,6 +31,8 @@ class SchedulerSettings:
             token=env.text("SCHEDULER_TOKEN", ""),
             ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
             reconcile_seconds=env.number("RECONCILE_SECONDS", 1.0, minimum=0.05),
+            # Cortex evaluated every 10 s; an API at zero replicas wakes on its first request regardless.
+            autoscale_seconds=env.number("AUTOSCALE_SECONDS", 10.0, minimum=0.1),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),

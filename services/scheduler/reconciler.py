@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from cortado import metrics
+from cortado import metrics, names
 from cortado.mirror import KvMirror
 from cortado.v1 import control_pb2
+from services.scheduler.autoscaler import Autoscaler
 from services.scheduler.placement import place
 
 log = logging.getLogger(__name__)
@@ -28,8 +33,18 @@ class Reconciler:
         placements_kv: KeyValue,
         period_seconds: float,
         queue_depth: Callable[[str], Awaitable[tuple[int, int]]],
+        autoscale_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        nc: Client | None = None,
     ) -> None:
+        self._nc = nc
+        self._sleepers: dict[str, Subscription] = {}
         self._queue_depth = queue_depth
+        self._autoscaler = Autoscaler()
+        self._autoscale_period = autoscale_seconds
+        self._clock = clock
+        self._next_evaluation = 0.0
+        self._replicas: dict[str, int] = {}
         self._apis = apis
         self._executors = executors
         self._placements = placements
@@ -45,8 +60,58 @@ class Reconciler:
         self._wake.set()
 
     def desired_replicas(self, spec: control_pb2.ApiSpec) -> int:
-        """Replicas the API should have (its init_replicas until autoscaling adjusts it)."""
-        return int(spec.autoscaling.init_replicas)
+        """Replicas the API should have: what the autoscaler decided, init_replicas before its first decision."""
+        if spec.name not in self._replicas:
+            placed = sum(1 for _, p in self._placements.items() for r in p.replicas if r.api == spec.name)
+            # After a scheduler restart, carry on from what is placed rather than from init_replicas.
+            self._replicas[spec.name] = placed or int(spec.autoscaling.init_replicas)
+        return self._replicas[spec.name]
+
+    def wake_api(self, name: str) -> bool:
+        """Scale an API at zero replicas to its first replica now (work arrived); whether it did."""
+        spec = self._apis.get(name)
+        if spec is None or self.desired_replicas(spec) != 0:
+            return False
+        replicas = self._autoscaler.wake(name, spec.autoscaling, 0, self._clock()) or max(
+            1, spec.autoscaling.min_replicas
+        )
+        self._scale(name, 0, replicas, "a request arrived while the API had no replica")
+        self.wake()
+        return True
+
+    def _scale(self, name: str, current: int, desired: int, reason: str) -> None:
+        self._replicas[name] = desired
+        direction = "up" if desired > current else "down"
+        metrics.SCALING_DECISIONS.labels(name, direction).inc()
+        log.info(
+            "scaling",
+            extra={"api": name, "from_replicas": current, "to_replicas": desired, "reason": reason},
+        )
+
+    def autoscale(self, depths: dict[str, tuple[int, int]]) -> None:
+        """Feed the samples to the autoscaler; evaluate every autoscale period; wake APIs at zero at once."""
+        now = self._clock()
+        evaluate = now >= self._next_evaluation
+        if evaluate:
+            self._next_evaluation = now + self._autoscale_period
+        for name, spec in self._apis.items():
+            if name not in depths:
+                continue
+            queued, in_flight = depths[name]
+            self._autoscaler.observe(name, now, queued, in_flight)
+            current = self.desired_replicas(spec)
+            if current == 0:
+                woken = self._autoscaler.wake(name, spec.autoscaling, current, now)
+                if woken:
+                    self._scale(name, current, woken, "work is waiting and the API has no replica")
+                    continue
+            if evaluate:
+                decision = self._autoscaler.evaluate(name, spec.autoscaling, current, now)
+                if decision.changed:
+                    self._scale(name, current, decision.desired, decision.reason)
+        for gone in set(self._replicas) - {name for name, _ in self._apis.items()}:
+            del self._replicas[gone]
+            self._autoscaler.forget(gone)
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
@@ -83,7 +148,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         """Compute the plan and write the placements that changed."""
-        await self.sample_queues()
+        self.autoscale(await self.sample_queues())
         apis = dict(self._apis.items())
         executors = dict(self._executors.items())
         current = {eid: list(p.replicas) for eid, p in self._placements.items()}
@@ -120,3 +185,18 @@ class Reconciler:
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
         self._published = set(apis)
+        await self._watch_sleepers({name for name in apis if desired[name] == 0})
+
+    async def _watch_sleepers(self, sleeping: set[str]) -> None:
+        """Listen for the first request of every API at zero replicas, to wake it without waiting for a tick."""
+        if self._nc is None:
+            return
+        for name in set(self._sleepers) - sleeping:
+            with contextlib.suppress(Exception):
+                await self._sleepers.pop(name).unsubscribe()
+        for name in sleeping - set(self._sleepers):
+
+            async def arrived(msg: Msg, name: str = name) -> None:
+                self.wake_api(name)
+
+            self._sleepers[name] = await self._nc.subscribe(names.work_subject(name), cb=arrived)

@@ -17,7 +17,7 @@ from nats.js.object_store import ObjectStore
 
 from cortado import names
 from cortado.mirror import KvMirror
-from cortado.project import ConfigError, ParsedConfig, parse_config, unpack_bundle
+from cortado.project import ConfigError, ParsedConfig, ProjectError, parse_config, parse_dotenv, unpack_bundle
 from cortado.records import now_timestamp
 from cortado.runtime import HandlerDefinitionError, check_handler_source
 from cortado.v1 import control_pb2
@@ -50,6 +50,12 @@ def _check_project(parsed: ParsedConfig, config_name: str, bundle: bytes) -> Non
             unpack_bundle(bundle, root)
         except Exception as exc:
             raise DeployError(f"the project bundle cannot be read: {exc}") from exc
+        dotenv = root / ".env"
+        if dotenv.is_file():
+            try:
+                parse_dotenv(dotenv.read_text(encoding="utf-8"))
+            except (ProjectError, UnicodeDecodeError) as exc:
+                raise DeployError(str(exc)) from exc
         for spec in parsed.apis:
             where = f"{config_name}: api {spec.name!r}"
             relative = PurePosixPath(spec.handler_path)

@@ -238,8 +238,13 @@ def test_mem_accepts_binary_and_decimal_suffixes_and_plain_bytes(mem: str, size:
 
 
 def test_a_relative_endpoint_gets_a_leading_slash() -> None:
-    [api] = parse_config(with_api("  networking:\n    endpoint: v1/echo/\n"), "cortado.yaml").apis
-    assert api.endpoint == "/v1/echo"
+    [api] = parse_config(with_api("  networking:\n    endpoint: echo-v1/\n"), "cortado.yaml").apis
+    assert api.endpoint == "/echo-v1"
+
+
+def test_an_endpoint_of_several_path_segments_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"networking.endpoint must be a single path segment such as /my-api"):
+        parse_config(with_api("  networking:\n    endpoint: /v1/echo\n"), "cortado.yaml")
 
 
 @pytest.mark.parametrize(
