@@ -274,6 +274,10 @@ class LocalMesh:
     http_port: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     executors: int = 1
+    replicas: dict[str, int] = field(default_factory=dict)
+    """Instances of ingest, results and scheduler (default one each)."""
+    nats_cluster: int = 1
+    """NATS servers: 1, or a cluster of 3 or 5 on loopback."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -295,7 +299,7 @@ class LocalMesh:
     @property
     def nats_url(self) -> str:
         """URL of the NATS server."""
-        return f"nats://127.0.0.1:{self.ports['nats']}"
+        return ",".join(f"nats://127.0.0.1:{self.ports[n]}" for n in self.nats_names)
 
     def address(self, service: str) -> str:
         """host:port of a service's own gRPC server."""
@@ -315,57 +319,72 @@ class LocalMesh:
         env.update(self.env)
         return env
 
+    def instances(self, kind: str) -> list[str]:
+        """Process names of a service kind: `ingest`, then `ingest2`, `ingest3`, ... (executors: `executor1`...)."""
+        count = self.executors if kind == "executor" else self.replicas.get(kind, 1)
+        if kind == "executor":
+            return ["executor", *(f"executor{i}" for i in range(1, count))]
+        return [kind, *(f"{kind}{i}" for i in range(2, count + 1))]
+
+    @property
+    def nats_names(self) -> list[str]:
+        """Process names of the NATS servers: `nats`, then `nats2`, `nats3` in a cluster."""
+        return ["nats", *(f"nats{i}" for i in range(2, self.nats_cluster + 1))]
+
     def start(self) -> LocalMesh:
         """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        executors = [f"executor{i}" for i in range(1, self.executors)]
-        names = [
-            "nats",
-            "http",
-            "admin",
-            "egress",
-            *SERVICES,
-            *executors,
-            *(f"{s}-metrics" for s in (*SERVICES, *executors)),
-        ]
+        services = [name for kind in SERVICES for name in self.instances(kind)]
+        names = ["http", "admin", "egress", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
+        names += [f"{n}-cluster" for n in self.nats_names] if self.nats_cluster > 1 else []
         for name in names:
             self.ports.setdefault(name, free_port())
         if self.http_port:
             self.ports["http"] = self.http_port
         try:
-            self.start_nats()
-            for service in SERVICES:
-                self.start_service(service)
-            for i in range(1, self.executors):
-                self.start_service(f"executor{i}")
+            for name in self.nats_names:
+                self.start_nats(name)
+            for name in services:
+                self.start_service(name)
             self.start_envoy()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_nats(self) -> None:
-        """Start nats-server with JetStream on file storage under the workdir, and wait for it."""
-        config = self.workdir / "nats.conf"
-        config.write_text(nats_config(self.ports["nats"], self.workdir / "jetstream"))
+    def start_nats(self, name: str = "nats") -> None:
+        """Start one nats-server with JetStream on file storage under the workdir (in a cluster: with routes)."""
+        config = self.workdir / f"{name}.conf"
+        text = nats_config(self.ports[name], self.workdir / f"jetstream-{name}")
+        if self.nats_cluster > 1:
+            routes = ", ".join(f"nats-route://127.0.0.1:{self.ports[n + '-cluster']}" for n in self.nats_names)
+            text += (
+                f"server_name: {name}\n"
+                f"cluster {{\n  name: cortado\n  listen: 127.0.0.1:{self.ports[name + '-cluster']}\n"
+                f"  routes: [{routes}]\n}}\n"
+            )
+        config.write_text(text)
         proc = ManagedProcess(
-            "nats",
+            name,
             [find_binary("nats-server"), "-c", str(config)],
             dict(os.environ),
-            self.workdir / "logs" / "nats.log",
+            self.workdir / "logs" / f"{name}.log",
         )
-        self.processes["nats"] = proc
+        self.processes[name] = proc
         proc.start()
-        self._wait(proc, lambda: tcp_open(self.ports["nats"]), 20)
+        self._wait(proc, lambda: tcp_open(self.ports[name]), 20)
 
     def start_service(self, name: str) -> None:
-        """Start one service (`executor<N>` starts another executor) and wait for gRPC health SERVING."""
-        module = "executor" if name.startswith("executor") else name
+        """Start one service instance (`ingest2`, `executor1`, ...) and wait for gRPC health SERVING."""
+        module = name.rstrip("0123456789")
         env = self._service_env()
+        self.ports.setdefault(name, free_port())
         self.ports.setdefault(f"{name}-metrics", free_port())
         env["CORTADO_METRICS_ADDRESS"] = self.address(f"{name}-metrics")
+        env[f"CORTADO_{module.upper()}_ADDRESS"] = self.address(name)
+        if module == "scheduler":
+            env["CORTADO_SCHEDULER_ID"] = name
         if module == "executor":
-            env["CORTADO_EXECUTOR_ADDRESS"] = self.address(name)
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"
             env["CORTADO_EGRESS_PROXY"] = f"http://127.0.0.1:{self.ports['egress']}"
             env.setdefault("CORTADO_EXECUTOR_WORKDIR", str(self.workdir / name))
@@ -383,8 +402,8 @@ class LocalMesh:
             render_envoy_config(
                 self.ports["http"],
                 self.ports["admin"],
-                [self.address("ingest")],
-                [self.address("results")],
+                [self.address(n) for n in self.instances("ingest")],
+                [self.address(n) for n in self.instances("results")],
                 otlp_endpoint=self._service_env().get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 egress_port=self.ports["egress"],
             )

@@ -17,6 +17,9 @@ PLACEMENTS_BUCKET = "cortado_placements"
 IDEMPOTENCY_BUCKET = "cortado_idempotency"
 """KV bucket mapping sha256(api, Idempotency-Key) to the request id it got; entries expire after a day."""
 
+LEASES_BUCKET = "cortado_leases"
+"""KV bucket of leadership leases (the scheduler's), expiring unless renewed."""
+
 BUNDLES_STORE = "cortado_bundles"
 """Object Store of project bundles, name = bundle_object(api, version)."""
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
-from nats.js.errors import APIError, BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, BucketNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import names
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EXECUTOR_HEARTBEAT_TTL = 15.0
 """Seconds an executor stays in the pool after its last heartbeat."""
@@ -58,49 +61,88 @@ async def drain(nc: Client, timeout: float = 5.0) -> None:
             await nc.close()
 
 
+_replicas = 1
+
+
+def set_replicas(replicas: int) -> None:
+    """How many NATS servers keep a copy of each stream and bucket this process creates (1, 3 or 5)."""
+    global _replicas
+    _replicas = replicas
+
+
+def replicas() -> int:
+    """The replication factor streams and buckets are created with (CORTADO_NATS_REPLICAS)."""
+    return _replicas
+
+
+async def _while_jetstream_starts(what: str, attempt: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    # A JetStream cluster answers nothing until it has elected its leaders: retry rather than fail at start.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await attempt()
+        except (nats.errors.TimeoutError, ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("JetStream not ready; retrying", extra={"what": what, "error": repr(exc)})
+            await asyncio.sleep(0.5)
+
+
 async def key_value(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
-    """The KV bucket, created (file storage) if it does not exist yet."""
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, storage=StorageType.FILE, **config))
+    """The KV bucket, created (file storage, replicated) if it does not exist yet."""
+
+    async def attempt() -> KeyValue:
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            return await js.create_key_value(
+                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, replicas=_replicas, **config)
+            )
+
+    return await _while_jetstream_starts(bucket, attempt)
 
 
 async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
-    """The Object Store bucket, created (file storage) if it does not exist yet."""
-    try:
-        return await js.object_store(bucket)
-    except BucketNotFoundError:
-        return await js.create_object_store(bucket, ObjectStoreConfig(storage=StorageType.FILE))
+    """The Object Store bucket, created (file storage, replicated) if it does not exist yet."""
+
+    async def attempt() -> ObjectStore:
+        try:
+            return await js.object_store(bucket)
+        except BucketNotFoundError:
+            config = ObjectStoreConfig(storage=StorageType.FILE, replicas=_replicas)
+            return await js.create_object_store(bucket, config)
+
+    return await _while_jetstream_starts(bucket, attempt)
 
 
-async def requests_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def requests_bucket(js: JetStreamContext) -> KeyValue:
     """The request-state bucket: one revision per key, per-message TTL for retention."""
-    return await key_value(js, names.REQUESTS_BUCKET, history=1, replicas=replicas)
+    return await key_value(js, names.REQUESTS_BUCKET, history=1)
 
 
-async def apis_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def apis_bucket(js: JetStreamContext) -> KeyValue:
     """The API registry bucket."""
-    return await key_value(js, names.APIS_BUCKET, history=1, replicas=replicas)
+    return await key_value(js, names.APIS_BUCKET, history=1)
 
 
-async def executors_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def executors_bucket(js: JetStreamContext) -> KeyValue:
     """The executor heartbeat bucket: an executor that stops beating disappears."""
-    return await key_value(js, names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL, replicas=replicas)
+    return await key_value(js, names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL)
 
 
 IDEMPOTENCY_TTL = 24 * 3600.0
 """How long an Idempotency-Key keeps answering with the same request id."""
 
 
-async def idempotency_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def idempotency_bucket(js: JetStreamContext) -> KeyValue:
     """Idempotency-Key → request id, kept for a day."""
-    return await key_value(js, names.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL, replicas=replicas)
+    return await key_value(js, names.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL)
 
 
-async def placements_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+async def placements_bucket(js: JetStreamContext) -> KeyValue:
     """The placements bucket, written by the scheduler and watched by executors."""
-    return await key_value(js, names.PLACEMENTS_BUCKET, history=1, replicas=replicas)
+    return await key_value(js, names.PLACEMENTS_BUCKET, history=1)
 
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)

@@ -110,13 +110,15 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
-    from cortado.env import SettingsError
+    from cortado import natsutil
+    from cortado.env import Env, SettingsError
     from cortado.logs import setup_logging
     from cortado.tracing import setup_tracing, shutdown_tracing
 
     setup_logging(service)
     setup_tracing(service)
     try:
+        natsutil.set_replicas(Env().integer("NATS_REPLICAS", 1, minimum=1))
         run_event_loop(main())
     except SettingsError as exc:
         log.error("invalid setting: %s", exc)

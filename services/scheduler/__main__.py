@@ -12,6 +12,7 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
+from services.scheduler.lease import Lease
 from services.scheduler.logs import ensure_logs_stream
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import Registry
@@ -55,14 +56,18 @@ async def main() -> None:
     control_pb2_grpc.add_SchedulerServicer_to_server(
         SchedulerServicer(registry, reconciler, executors, js), runner.server
     )
-    reconcile_task = asyncio.create_task(reconciler.run())
+    lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
+    lease_task = asyncio.create_task(lease.run())
+    reconcile_task = asyncio.create_task(reconciler.run(lease.leading))
 
     async def stop_reconciling() -> None:
-        reconcile_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reconcile_task
+        for task in (reconcile_task, lease_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     runner.on_stop(stop_reconciling)
+    runner.on_stop(lease.release)
     for mirror in (apis, executors, placements):
         runner.on_stop(mirror.stop)
     runner.on_stop(lambda: natsutil.drain(nc))

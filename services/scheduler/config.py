@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from cortado.env import Env
@@ -17,6 +19,8 @@ class SchedulerSettings:
     ack_wait_seconds: float
     reconcile_seconds: float
     autoscale_seconds: float
+    lease_seconds: float
+    scheduler_id: str
     grace_seconds: float
     metrics_address: str
 
@@ -33,6 +37,9 @@ class SchedulerSettings:
             reconcile_seconds=env.number("RECONCILE_SECONDS", 1.0, minimum=0.05),
             # Cortex evaluated every 10 s; an API at zero replicas wakes on its first request regardless.
             autoscale_seconds=env.number("AUTOSCALE_SECONDS", 10.0, minimum=0.1),
+            # Several schedulers may run; the lease (held in NATS) picks the one that places and scales.
+            lease_seconds=env.number("LEASE_SECONDS", 10.0, minimum=1),
+            scheduler_id=env.text("SCHEDULER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),

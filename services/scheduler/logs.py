@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from cortado import names
+from cortado import names, natsutil
 
 LOGS_MAX_AGE_SECONDS = 24 * 3600.0
 LOGS_MAX_BYTES = 1024**3
@@ -20,7 +20,7 @@ TAIL_WINDOW = timedelta(hours=1)
 CAUGHT_UP_SECONDS = 0.3
 
 
-async def ensure_logs_stream(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_logs_stream(js: JetStreamContext) -> None:
     """Create the logs stream if it does not exist (oldest lines go first when it is full)."""
     config = StreamConfig(
         name=names.LOGS_STREAM,
@@ -29,7 +29,7 @@ async def ensure_logs_stream(js: JetStreamContext, replicas: int = 1) -> None:
         max_age=LOGS_MAX_AGE_SECONDS,
         max_bytes=LOGS_MAX_BYTES,
         discard=DiscardPolicy.OLD,
-        num_replicas=replicas,
+        num_replicas=natsutil.replicas(),
     )
     try:
         await js.stream_info(names.LOGS_STREAM)

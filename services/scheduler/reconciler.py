@@ -113,11 +113,15 @@ class Reconciler:
             del self._replicas[gone]
             self._autoscaler.forget(gone)
 
-    async def run(self) -> None:
-        """Reconcile until cancelled."""
+    async def run(self, leading: asyncio.Event | None = None) -> None:
+        """Reconcile until cancelled; with leading, only while that event is set (this scheduler holds the lease)."""
         for mirror in (self._apis, self._executors, self._placements):
             mirror.changed.clear()
         while True:
+            if leading is not None and not leading.is_set():
+                # A standby keeps no autoscaling history: the leader's decisions count.
+                self._replicas.clear()
+                await leading.wait()
             try:
                 await self.reconcile_once()
             except Exception:

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import names
+from cortado import names, natsutil
 from cortado.mirror import KvMirror
 from cortado.project import ConfigError, ParsedConfig, ProjectError, parse_config, parse_dotenv, unpack_bundle
 from cortado.records import now_timestamp
@@ -138,6 +138,7 @@ class Registry:
             max_msgs=int(spec.queue_max_length),
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=natsutil.replicas(),
         )
         try:
             await self._js.stream_info(stream.name or "")
