@@ -532,6 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     mesh = LocalMesh(options.workdir, http_port=options.port)
+    # The documented metrics ports, so deploy/prometheus/local.yml can scrape `make run` (free ports otherwise).
+    documented = {"ingest-metrics": 9461, "results-metrics": 9462, "scheduler-metrics": 9463}
+    documented |= {"executor-metrics": 9464, "admin": 9901}
+    for name, port in documented.items():
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+            mesh.ports[name] = port
     stop_requested = False
 
     def _interrupt(signum: int, frame: object) -> None:
