@@ -17,7 +17,7 @@ import grpc
 
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
-from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size
+from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size, pack_project
 from cortado.records import STATUS_NAMES, rfc3339
 from cortado.v1 import control_pb2, records_pb2
 
@@ -91,10 +91,15 @@ def cmd_deploy(options: argparse.Namespace) -> int:
         _fail(f"{options.dir} is not a folder")
     config = find_config(project)
     files = collect_files(project, config.name)
-    _progress(f"packaging {len(files)} files ({human_size(sum(size for _, size in files))}) from {project}")
+    count = len(files)
+    _progress(
+        f"packaging {count} file{'' if count == 1 else 's'} "
+        f"({human_size(sum(size for _, size in files))}) from {project}"
+    )
+    bundle = pack_project(project, config.name)
     with _scheduler(options) as scheduler:
-        _progress("uploading to the scheduler ...")
-        reply = scheduler.deploy(project)
+        _progress(f"uploading {human_size(len(bundle))} to the scheduler ...")
+        reply = scheduler.deploy_bundle(config.name, config.read_bytes(), bundle)
         for notice in reply.notices:
             _progress(f"notice: {notice}")
         names = [api.name for api in reply.apis]

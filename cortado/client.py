@@ -82,8 +82,11 @@ class SchedulerClient:
         grpc.RpcError (INVALID_ARGUMENT, with the reason) for one the scheduler refuses.
         """
         config = find_config(project_dir)
-        bundle = pack_project(project_dir, config.name)
-        request = control_pb2.DeployRequest(config_name=config.name, config_yaml=config.read_bytes(), bundle=bundle)
+        return self.deploy_bundle(config.name, config.read_bytes(), pack_project(project_dir, config.name))
+
+    def deploy_bundle(self, config_name: str, config_yaml: bytes, bundle: bytes) -> control_pb2.DeployResponse:
+        """Deploy an already packaged project (see deploy)."""
+        request = control_pb2.DeployRequest(config_name=config_name, config_yaml=config_yaml, bundle=bundle)
         reply: control_pb2.DeployResponse = self._stub.Deploy(request, timeout=120, metadata=self._metadata)
         return reply
 
