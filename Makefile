@@ -29,10 +29,10 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) ## The whole test suite: unit, integration and end-to-end (real NATS, real Envoy)
-	$(PY) -m pytest -q
+test: lint ## Lint, then the whole test suite: unit, integration, end-to-end, reliability (real NATS, real Envoy)
+	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP) ## Benchmarks, printed side by side with their baseline
+bench: $(STAMP) ## Cortado and Celery side by side on the same workloads (installs Redis if missing)
 	$(PY) -m bench
 
 clean: ## Remove the virtualenv, caches and local mesh state

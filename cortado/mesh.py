@@ -152,16 +152,25 @@ def render_envoy_config(
     egress_port, a second listener on 127.0.0.1 serves as the handlers' HTTP proxy.
     """
 
-    def cluster(name: str, addresses: list[str]) -> str:
+    def cluster(name: str, addresses: list[str], health_checked: bool = True) -> str:
         endpoints = "\n".join(
             f"          - endpoint: {{address: {{socket_address: {{address: {a.rsplit(':', 1)[0]}, "
             f"port_value: {a.rsplit(':', 1)[1]}}}}}}}"
             for a in addresses
         )
+        # A service that is stopping answers NOT_SERVING: Envoy stops sending it new calls.
+        checks = (
+            "    health_checks:\n"
+            "    - {timeout: 1s, interval: 0.5s, unhealthy_threshold: 1, healthy_threshold: 1,"
+            " no_traffic_interval: 0.5s, grpc_health_check: {}}\n"
+            if health_checked
+            else ""
+        )
         return (
             f"  - name: {name}\n"
             "    type: STATIC\n"
             "    connect_timeout: 1s\n"
+            f"{checks}"
             "    typed_extension_protocol_options:\n"
             "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
             '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
@@ -181,6 +190,9 @@ def render_envoy_config(
         "max_body_mib": max_body_bytes // (1024 * 1024),
         "results_timeout": f"{results_timeout_seconds}s",
         "tracing": _ENVOY_TRACING if otlp_endpoint else "",
+        # Retried only where ingest cannot have queued anything: no connection, a refused stream,
+        # or UNAVAILABLE (ingest's own "safe to retry").
+        "submit_retries": "{retry_on: 'connect-failure,refused-stream,unavailable', num_retries: 2}",
     }
     listeners = listener.substitute(
         common, name="public", port=http_port, api_domains='["*"]', other_hosts="", proxy_filter=""
@@ -199,7 +211,7 @@ def render_envoy_config(
         )
         clusters += _EGRESS_CLUSTER
     if otlp_endpoint:
-        clusters += cluster("otlp", [_host_port(otlp_endpoint)])
+        clusters += cluster("otlp", [_host_port(otlp_endpoint)], health_checked=False)
     bootstrap = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return bootstrap.substitute(admin_port=admin_port, listeners=listeners, clusters=clusters)
 
@@ -440,9 +452,17 @@ class LocalMesh:
         raise MeshError(f"{proc.name} was not ready after {timeout:.0f}s; its log ends:\n{proc.log_tail()}")
 
     def stop(self) -> None:
-        """Stop every process, newest first (Envoy, the services, then NATS)."""
-        for name in reversed(list(self.processes)):
-            self.processes[name].stop()
+        """Stop Envoy, then every service at once (each drains), then NATS."""
+        services = [p for name, p in self.processes.items() if name != "envoy" and not name.startswith("nats")]
+        if "envoy" in self.processes:
+            self.processes["envoy"].stop()
+        for process in services:
+            process.signal(signal.SIGTERM)
+        for process in services:
+            process.stop()
+        for name in reversed(self.nats_names):
+            if name in self.processes:
+                self.processes[name].stop()
 
     def __enter__(self) -> LocalMesh:
         return self.start()

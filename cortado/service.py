@@ -11,6 +11,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from cortado.env import Env
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -50,6 +52,7 @@ class ServiceRunner:
         self.name = name
         self.address = address
         self.grace = grace
+        self.drain_delay = Env().number("DRAIN_DELAY_SECONDS", 1.0, minimum=0)
         from cortado.telemetry import MetricsInterceptor
         from cortado.tracing import server_interceptors
 
@@ -90,6 +93,8 @@ class ServiceRunner:
         await self._stop.wait()
         log.info("stopping", extra={"grace_seconds": self.grace})
         await self.health.enter_graceful_shutdown()
+        # Envoy health-checks every half second: give it time to stop sending new calls here.
+        await asyncio.sleep(self.drain_delay)
         await self.server.stop(self.grace)
         for callback in self._on_stop:
             try:
@@ -111,7 +116,7 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
     from cortado import natsutil
-    from cortado.env import Env, SettingsError
+    from cortado.env import SettingsError
     from cortado.logs import setup_logging
     from cortado.tracing import setup_tracing, shutdown_tracing
 

@@ -210,7 +210,12 @@ class Replica:
         spec_file = project.parent / f"v{self.spec.version}.spec"
         spec_file.write_bytes(self.spec.SerializeToString())
         read_fd, write_fd = os.pipe()
-        env = {**env, "CORTADO_WORKER_SPEC_FILE": str(spec_file), "CORTADO_WORKER_STATUS_FD": str(write_fd)}
+        env = {
+            **env,
+            "CORTADO_WORKER_SPEC_FILE": str(spec_file),
+            "CORTADO_WORKER_STATUS_FD": str(write_fd),
+            "CORTADO_WORKER_PARENT_PID": str(os.getpid()),
+        }
         loop = asyncio.get_running_loop()
         try:
             # -P: the project folder must not shadow Cortado's own modules; the worker adds it to sys.path itself.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ctypes
 import json
 import logging
 import os
@@ -98,8 +99,15 @@ class StatusPipe:
         self._write(json.dumps({"state": state, "message": message}) + "\n")
 
     def holding(self, ack_subject: str, held: bool) -> None:
-        """Record that the process took (held) or let go of a request."""
+        """Record that the process took (held) or let go of a request.
+
+        A take is written at once (the executor must know it before the process can die);
+        releases are written together once per event-loop turn.
+        """
         self._pending.append(("+" if held else "-") + ack_subject + "\n")
+        if held:
+            self.flush()
+            return
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -344,22 +352,30 @@ class Worker:
         started = records_pb2.RequestRecord()
         started.CopyFrom(base)
         started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
-        started.attempts = delivered
+        started.attempts = 1
         started.started_at.CopyFrom(records.now_timestamp())
         marked: asyncio.Future[int]
         if delivered == 1:
-            # A first delivery can only find the request absent or in_queue, so the in_progress
-            # write needs no read before it and need not finish before the handler starts.
-            marked = asyncio.ensure_future(self._store.put(item.id, started))
+            # A first delivery can only find the request absent or in_queue, so the in_progress write
+            # needs no read before it. It lands before the handler starts: should the handler kill its
+            # process, the record says it started, and the retry count sees it.
+            marked = asyncio.get_running_loop().create_future()
+            marked.set_result(await self._store.put(item.id, started))
         else:
             stored, revision = await self._store.read(item.id)
             if stored is not None and records.is_final(stored.status):
                 # Finished by an earlier delivery whose ack was lost.
                 await self._ack(msg)
                 return None
-            if delivered > self._spec.max_retries + 1:
-                await self._give_up(msg, item, base, delivered - 1, revision)
+            # Deliveries also count hand-backs of requests that never started (prefetched by a process
+            # that died or drained): only an in_progress record says a handler started and died.
+            died = (
+                stored.attempts if stored is not None and stored.status == records_pb2.REQUEST_STATUS_IN_PROGRESS else 0
+            )
+            if died > self._spec.max_retries:
+                await self._give_up(msg, item, base, died, revision)
                 return None
+            started.attempts = died + 1
             written, _, revision = await self._store.advance(item.id, started, revision)
             if not written:
                 await self._ack(msg)
@@ -556,6 +572,8 @@ class Worker:
                 except TimeoutError:
                     raise HandlerTimedOutError from None
             result_json = encode_result(value)
+        except HandlerTimedOutError:
+            raise
         except InvalidResultError as exc:
             return self._failed(started, "InvalidResult", str(exc))
         except Exception as exc:
@@ -617,8 +635,23 @@ def load_handler(spec: control_pb2.ApiSpec) -> HandlerInstance:
     return HandlerInstance.create(handler_class, config, MetricsClient(spec.name))
 
 
+def _stop_with_executor() -> None:
+    """Have the kernel send SIGTERM (drain) when the executor dies, so no handler process outlives it."""
+    parent = os.environ.get("CORTADO_WORKER_PARENT_PID")
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The executor may have died before the request above took effect.
+    if parent and os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 async def main() -> int:
     """Load the handler, report ready or failed to the executor, then serve until SIGTERM."""
+    _stop_with_executor()
     settings = WorkerSettings.from_env()
     status = StatusPipe(settings.status_fd)
     spec = control_pb2.ApiSpec.FromString(settings.spec_file.read_bytes())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,6 +21,8 @@ from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
 from services.results.waiters import RecordWaiters
 
 log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 HTTP_STATUS_HEADER = "x-cortado-http-status"
 """Response metadata Envoy turns into the HTTP status (the transcoder alone would answer 200)."""
@@ -48,6 +52,9 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         return str(spec.name)
 
     async def _read(self, api: str, request_id: str) -> records_pb2.RequestRecord | None:
+        if not _REQUEST_ID.fullmatch(request_id):
+            # Ingest only hands out 32 hex digits: anything else is unknown (and may not even be a NATS key).
+            return None
         try:
             entry = await self._requests.get(request_id)
         except (KeyNotFoundError, ValueError):
@@ -59,7 +66,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         return record if record.api == api else None
 
     async def _current_or_final(self, api: str, request_id: str, wait: float) -> records_pb2.RequestView:
-        wait = min(max(wait, 0.0), self._max_wait)
+        wait = min(max(wait, 0.0), self._max_wait) if math.isfinite(wait) else (self._max_wait if wait > 0 else 0.0)
         if wait <= 0:
             record = await self._read(api, request_id)
             return records.view(record) if record else records.not_found_view(request_id)
