@@ -17,6 +17,8 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import names
+from cortado.mirror import KvMirror
+from cortado.v1 import control_pb2
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +169,10 @@ async def kv_put_if(
             raise KeyWrongLastSequenceError(description=err.description) from err
         raise
     return int(ack.seq)
+
+
+async def api_registry(js: JetStreamContext) -> KvMirror[control_pb2.ApiSpec]:
+    """A started live mirror of the deployed APIs (the apis bucket)."""
+    mirror = KvMirror(await apis_bucket(js), control_pb2.ApiSpec.FromString)
+    await mirror.start()
+    return mirror

@@ -128,3 +128,13 @@ def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
     if code is None:
         return default
     return str(getattr(code, "name", code))
+
+
+async def connect_observed(nats_url: str, name: str, metrics_address: str) -> Client:
+    """Connect a service to NATS and serve its metrics (the connection's counters included)."""
+    from cortado.natsutil import connect
+
+    nc = await connect(nats_url, name)
+    watch_nats(nc)
+    serve_metrics(metrics_address)
+    return nc

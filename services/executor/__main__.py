@@ -30,11 +30,10 @@ async def main() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     serve_metrics(settings.metrics_address, metrics_dir)
-    apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
+    apis = await natsutil.api_registry(js)
     placements = KvMirror(
         await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
     )
-    await apis.start()
     await placements.start()
     await natsutil.requests_bucket(js)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)

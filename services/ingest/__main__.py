@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 from cortado import names, natsutil
-from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import serve_metrics, watch_nats
-from cortado.v1 import control_pb2, public_pb2_grpc
+from cortado.telemetry import connect_observed
+from cortado.v1 import public_pb2_grpc
 from services.ingest.config import IngestSettings
 from services.ingest.servicer import SubmissionServicer
 
@@ -18,12 +17,9 @@ log = logging.getLogger("cortado.ingest")
 async def main() -> None:
     """Connect to NATS, load the API registry, serve Submission until SIGTERM."""
     settings = IngestSettings.from_env()
-    nc = await natsutil.connect(settings.nats_url, "cortado-ingest")
+    nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
     js = nc.jetstream()
-    watch_nats(nc)
-    serve_metrics(settings.metrics_address)
-    apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
-    await apis.start()
+    apis = await natsutil.api_registry(js)
     requests = await natsutil.requests_bucket(js)
     idempotency = await natsutil.idempotency_bucket(js)
     payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from cortado import natsutil
-from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import serve_metrics, watch_nats
-from cortado.v1 import control_pb2, public_pb2_grpc
+from cortado.telemetry import connect_observed
+from cortado.v1 import public_pb2_grpc
 from services.results.config import ResultsSettings
 from services.results.servicer import ResultsServicer
 from services.results.waiters import RecordWaiters
@@ -15,12 +14,9 @@ from services.results.waiters import RecordWaiters
 async def main() -> None:
     """Connect to NATS, follow the registry and the request writes, serve Results until SIGTERM."""
     settings = ResultsSettings.from_env()
-    nc = await natsutil.connect(settings.nats_url, "cortado-results")
+    nc = await connect_observed(settings.nats_url, "cortado-results", settings.metrics_address)
     js = nc.jetstream()
-    watch_nats(nc)
-    serve_metrics(settings.metrics_address)
-    apis = KvMirror(await natsutil.apis_bucket(js), control_pb2.ApiSpec.FromString)
-    await apis.start()
+    apis = await natsutil.api_registry(js)
     requests = await natsutil.requests_bucket(js)
     waiters = RecordWaiters(nc)
     await waiters.start()

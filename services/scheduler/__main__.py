@@ -9,7 +9,7 @@ from cortado import names, natsutil
 from cortado.auth import TokenInterceptor
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import serve_metrics, watch_nats
+from cortado.telemetry import connect_observed
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.lease import Lease
@@ -22,10 +22,8 @@ from services.scheduler.servicer import SchedulerServicer
 async def main() -> None:
     """Connect to NATS, follow the registry and the pool, serve Scheduler and reconcile until SIGTERM."""
     settings = SchedulerSettings.from_env()
-    nc = await natsutil.connect(settings.nats_url, "cortado-scheduler")
+    nc = await connect_observed(settings.nats_url, "cortado-scheduler", settings.metrics_address)
     js = nc.jetstream()
-    watch_nats(nc)
-    serve_metrics(settings.metrics_address)
     apis_kv = await natsutil.apis_bucket(js)
     placements_kv = await natsutil.placements_bucket(js)
     apis = KvMirror(apis_kv, control_pb2.ApiSpec.FromString)
