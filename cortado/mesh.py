@@ -191,8 +191,10 @@ def render_envoy_config(
         "results_timeout": f"{results_timeout_seconds}s",
         "tracing": _ENVOY_TRACING if otlp_endpoint else "",
         # Retried only where ingest cannot have queued anything: no connection, a refused stream,
-        # or UNAVAILABLE (ingest's own "safe to retry").
-        "submit_retries": "{retry_on: 'connect-failure,refused-stream,unavailable', num_retries: 2}",
+        # UNAVAILABLE (ingest's own "safe to retry") or CANCELLED (a call that reached a stopping server).
+        "submit_retries": "{retry_on: 'connect-failure,refused-stream,unavailable,cancelled', num_retries: 3}",
+        # Reads change nothing: retry them on any failure to reach a results instance.
+        "read_retries": "{retry_on: 'connect-failure,refused-stream,reset,unavailable,cancelled', num_retries: 3}",
     }
     listeners = listener.substitute(
         common, name="public", port=http_port, api_domains='["*"]', other_hosts="", proxy_filter=""
@@ -386,7 +388,7 @@ class LocalMesh:
         proc.start()
         self._wait(proc, lambda: tcp_open(self.ports[name]), 20)
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, retry_ports: bool = True) -> None:
         """Start one service instance (`ingest2`, `executor1`, ...) and wait for gRPC health SERVING."""
         module = name.rstrip("0123456789")
         env = self._service_env()
@@ -405,7 +407,15 @@ class LocalMesh:
         )
         self.processes[name] = proc
         proc.start()
-        self._wait(proc, lambda: grpc_serving(self.address(name)), 30)
+        try:
+            self._wait(proc, lambda: grpc_serving(self.address(name)), 30)
+        except MeshError:
+            # A port picked free at start may have been taken since: pick new ones, once.
+            if "Address already in use" not in proc.log_tail() or retry_ports is False:
+                raise
+            self.ports[name] = free_port()
+            self.ports[f"{name}-metrics"] = free_port()
+            self.start_service(name, retry_ports=False)
 
     def start_envoy(self) -> None:
         """Render Envoy's config, start it with one worker, and wait for /ready."""

@@ -34,6 +34,27 @@ async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messag
     raise AssertionError("context.abort returned")
 
 
+class _RefuseWhenStopping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Once the service is stopping, new calls (health checks aside) get UNAVAILABLE, which callers may retry."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+        async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "the service is stopping; it is safe to retry")
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(_refuse)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if self.stopping and not handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return self._refuse
+        return await continuation(handler_call_details)
+
+
 class ServiceRunner:
     """Owns a grpc.aio server with `grpc.health.v1` health and stops it in order on SIGTERM or SIGINT.
 
@@ -56,9 +77,10 @@ class ServiceRunner:
         from cortado.telemetry import MetricsInterceptor
         from cortado.tracing import server_interceptors
 
+        self._refusing = _RefuseWhenStopping()
         self.server = grpc.aio.server(
             options=SERVER_OPTIONS,
-            interceptors=[*server_interceptors(), MetricsInterceptor(), *interceptors],
+            interceptors=[self._refusing, *server_interceptors(), MetricsInterceptor(), *interceptors],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -79,7 +101,7 @@ class ServiceRunner:
         """Bind and start serving; health says SERVING for every registered service."""
         self.port = self.server.add_insecure_port(self.address)
         if self.port == 0:
-            raise RuntimeError(f"{self.name}: cannot listen on {self.address}")
+            raise RuntimeError(f"{self.name}: cannot listen on {self.address} (Address already in use, or not local)")
         await self.server.start()
         for service in self._service_names:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -93,7 +115,9 @@ class ServiceRunner:
         await self._stop.wait()
         log.info("stopping", extra={"grace_seconds": self.grace})
         await self.health.enter_graceful_shutdown()
-        # Envoy health-checks every half second: give it time to stop sending new calls here.
+        self._refusing.stopping = True
+        # Envoy health-checks every half second: give it time to stop sending new calls here (those that
+        # still come get UNAVAILABLE, which Envoy retries on another instance); calls in flight go on.
         await asyncio.sleep(self.drain_delay)
         await self.server.stop(self.grace)
         for callback in self._on_stop:

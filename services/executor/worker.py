@@ -165,6 +165,9 @@ class RecordStore:
         raise RuntimeError(f"request {request_id}: too many concurrent writes")
 
 
+RECORD_ATTEMPTS = 5
+"""Tries to write a request's outcome (over about 8 s) before it goes back to the queue."""
+
 EXIT_TIMED_OUT = 75
 """Exit code of a handler process that left a timed-out plain handler running in a thread: restart it at once."""
 
@@ -490,13 +493,19 @@ class Worker:
         outcome: records_pb2.RequestRecord,
         marked: asyncio.Future[int],
     ) -> None:
-        try:
-            with _tracer.start_as_current_span("result write", attributes={"cortado.request_id": item.id}):
-                written, _, _ = await self._store.advance(item.id, outcome, await marked)
-        except Exception:
-            log.exception("outcome not recorded; the request goes back to the queue", extra={"id": item.id})
-            await self._release(msg, nak=True)
-            return
+        written = False
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                with _tracer.start_as_current_span("result write", attributes={"cortado.request_id": item.id}):
+                    written, _, _ = await self._store.advance(item.id, outcome, await marked)
+                break
+            except Exception:
+                # A NATS fail-over takes seconds: retry before giving the request back (it would run again).
+                if attempt == RECORD_ATTEMPTS - 1:
+                    log.exception("outcome not recorded; the request goes back to the queue", extra={"id": item.id})
+                    await self._release(msg, nak=True)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
         if written:
             count_outcome(self._spec.name, outcome)
         await self._ack(msg)

@@ -34,31 +34,37 @@ class Lease:
         self._lost_at = 0.0
 
     async def run(self) -> None:
-        """Acquire and renew until cancelled."""
+        """Acquire and renew until cancelled.
+
+        A holder steps down half a TTL after its last successful renewal at the latest: each renewal is
+        bounded by that deadline, so a NATS server that stops answering cannot keep it leading while a
+        standby (which waits for the key to expire, a whole TTL) takes over.
+        """
         await natsutil.key_value(self._js, names.LEASES_BUCKET, history=1, ttl=self._ttl)
         loop = asyncio.get_running_loop()
         renewed_at = 0.0
         while True:
+            leading = self.leading.is_set()
+            budget = (renewed_at + self._ttl / 2 - loop.time()) if leading else self._ttl / 3
             try:
-                if self.leading.is_set():
-                    self._revision = await natsutil.kv_put_if(
-                        self._js, names.LEASES_BUCKET, LEASE_KEY, self.holder.encode(), self._revision
-                    )
-                else:
-                    self._revision = await natsutil.kv_put_if(
-                        self._js, names.LEASES_BUCKET, LEASE_KEY, self.holder.encode(), 0
-                    )
+                revision = await asyncio.wait_for(
+                    natsutil.kv_put_if(
+                        self._js, names.LEASES_BUCKET, LEASE_KEY, self.holder.encode(), self._revision if leading else 0
+                    ),
+                    timeout=max(budget, 0.05),
+                )
+                self._revision = revision
+                renewed_at = loop.time()
+                if not leading:
                     self.leading.set()
                     log.info("leading", extra={"holder": self.holder})
-                renewed_at = loop.time()
             except KeyWrongLastSequenceError:
-                if self.leading.is_set():
+                if leading:
                     self._step_down("another scheduler holds the lease")
             except Exception as exc:
-                # NATS unreachable: keep leading only while the lease cannot have expired yet.
-                if self.leading.is_set() and loop.time() - renewed_at > self._ttl / 2:
+                if leading and loop.time() - renewed_at >= self._ttl / 2:
                     self._step_down(f"the lease could not be renewed: {exc!r}")
-            await asyncio.sleep(self._ttl / 3)
+            await asyncio.sleep(self._ttl / 3 if self.leading.is_set() else self._ttl / 6)
 
     async def release(self) -> None:
         """Give the lease up (an orderly stop), so a standby takes over at once."""
