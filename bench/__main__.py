@@ -1,128 +1,127 @@
-"""`python -m bench`: Cortado's throughput and latency through Envoy, on a fresh local mesh.
+"""`python -m bench` (`make bench`): Cortado and Celery side by side, on the same machine, in the same run.
 
-Prints a table and writes the figures as JSON (`--json`).
+Cortado: a fresh local mesh as it ships (NATS JetStream on file storage, the four services, Envoy), measured
+through Envoy over HTTP. Celery: Celery 5 with an in-memory Redis, the prefork pool, and the Redis result
+backend, measured through its client API. Prints one table with the ratios and the issue's targets, and
+writes every figure as JSON. `--quick` runs a few hundred requests on Cortado's side only (`make test`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
+import datetime
+import importlib
 import json
-import statistics
+import os
+import platform
+import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import aiohttp
+from bench import cortado_side, report
+from bench.measure import Workloads
 
-from cortado.client import SchedulerClient
-from cortado.mesh import LocalMesh
-
-HERE = Path(__file__).resolve().parent
-JSON = {"Content-Type": "application/json"}
+DEFAULT_JSON = Path("bench-results") / "bench.json"
 
 
-def _session(base_url: str, connections: int) -> aiohttp.ClientSession:
-    # One keep-alive connection per client, as separate HTTP clients would have.
-    connector = aiohttp.TCPConnector(limit=connections)
-    return aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+def progress(message: str) -> None:
+    """A line on stderr while the benchmark runs (stdout has the table)."""
+    print(message, file=sys.stderr, flush=True)
 
 
-async def _round_trip(client: aiohttp.ClientSession, api: str) -> float:
-    started = time.perf_counter()
-    async with client.post(f"/{api}", data=b'{"x":1}', headers=JSON) as reply:
-        reply.raise_for_status()
-        request_id = (await reply.json())["id"]
-    while True:
-        async with client.get(f"/{api}/{request_id}", params={"wait": "30"}) as got:
-            got.raise_for_status()
-            body = await got.json()
-        if body["status"] == "completed":
-            return time.perf_counter() - started
-        if body["status"] == "failed":
-            raise RuntimeError(str(body))
-
-
-async def throughput(base_url: str, api: str, requests: int, concurrency: int) -> dict[str, Any]:
-    """`requests` submit-to-result round trips from `concurrency` clients; rate and latency percentiles."""
-    remaining = iter(range(requests))
-    latencies: list[float] = []
-
-    async def client_loop(client: aiohttp.ClientSession) -> None:
-        for _ in remaining:
-            latencies.append(await _round_trip(client, api))
-
-    async with _session(base_url, concurrency) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
     return {
-        "requests": len(latencies),
-        "concurrency": concurrency,
-        "seconds": round(elapsed, 3),
-        "requests_per_second": round(len(latencies) / elapsed, 1),
-        **percentiles(latencies),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
-async def sequential(base_url: str, api: str, requests: int) -> dict[str, Any]:
-    """`requests` sequential round trips; latency percentiles."""
-    async with _session(base_url, 1) as client:
-        latencies = [await _round_trip(client, api) for _ in range(requests)]
-    return {"requests": requests, **percentiles(latencies)}
+def describe(workloads: Workloads, with_celery: bool, on: dict[str, Any]) -> str:
+    """The lines above the table: what was sent, and on what."""
+    start, end = (", ".join(f"{x:.2f}" for x in on[key]) for key in ("load_average_at_start", "load_average_at_end"))
+    sides = "Cortado and Celery" if with_celery else "Cortado only"
+    return (
+        f"{sides} on {on['cpus']} CPUs; load average {start} at the start, {end} at the end\n"
+        f"throughput: {workloads.requests} no-op round trips from {workloads.concurrency} concurrent clients; "
+        f"latency: {workloads.sequential} sequential round trips;\n"
+        f"10 ms handler (8 at once): {workloads.slow_requests} round trips from {workloads.slow_concurrency} clients; "
+        "idle memory: every process, after the no-op runs\n"
+    )
 
 
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    """p50, p90 and p99 in milliseconds."""
-    if len(latencies) < 2:
-        return {"p50_ms": round(latencies[0] * 1000, 2) if latencies else 0.0, "p90_ms": 0.0, "p99_ms": 0.0}
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
-        "p50_ms": round(cuts[49] * 1000, 2),
-        "p90_ms": round(cuts[89] * 1000, 2),
-        "p99_ms": round(cuts[98] * 1000, 2),
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a few hundred requests, Cortado only (make test)")
+    parser.add_argument("--no-celery", action="store_true", help="measure Cortado only")
+    parser.add_argument("--requests", type=int, help="no-op round trips in the throughput run (5000)")
+    parser.add_argument("--concurrency", type=int, help="concurrent clients in the throughput runs (16)")
+    parser.add_argument("--sequential", type=int, help="round trips in the latency run (1000)")
+    parser.add_argument("--slow-requests", type=int, help="round trips of the 10 ms handler (2000)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"write the figures here ({DEFAULT_JSON})")
+    return parser.parse_args(argv)
+
+
+def workloads_for(options: argparse.Namespace) -> Workloads:
+    """The default (or quick) sizes, with what the command line overrides."""
+    base = Workloads.quick() if options.quick else Workloads()
+    overrides = {
+        "requests": options.requests,
+        "concurrency": options.concurrency,
+        "slow_concurrency": options.concurrency,
+        "sequential": options.sequential,
+        "slow_requests": options.slow_requests,
     }
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in chosen.items():
+        if value < 1:
+            raise SystemExit(f"python -m bench: --{key.replace('_', '-')} must be at least 1")
+    return dataclasses.replace(base, **chosen)
 
 
-def run(requests: int, concurrency: int, sequential_requests: int) -> dict[str, Any]:
-    """Start a mesh, deploy the no-op API, measure, stop."""
-    with tempfile.TemporaryDirectory(prefix="cortado-bench-") as tmp, LocalMesh(Path(tmp)) as mesh:
-        with SchedulerClient(mesh.scheduler_address) as scheduler:
-            scheduler.deploy(HERE / "noop")
-            deadline = time.monotonic() + 60
-            while not scheduler.describe("bench-noop").ready_replicas:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark API did not become ready")
-                time.sleep(0.1)
-        # Warm the connections and the handler process.
-        asyncio.run(throughput(mesh.http_url, "bench-noop", min(50, requests), min(4, concurrency)))
-        return {
-            "system": "cortado",
-            "throughput": asyncio.run(throughput(mesh.http_url, "bench-noop", requests, concurrency)),
-            "latency": asyncio.run(sequential(mesh.http_url, "bench-noop", sequential_requests)),
-        }
+def _terminate(signum: int, frame: object) -> None:
+    # Unwind like Ctrl-C, so every process the benchmark started is stopped.
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print its table."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000, help="round trips in the throughput run")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP clients")
-    parser.add_argument("--sequential", type=int, default=200, help="round trips in the latency run")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    options = parser.parse_args(argv)
-    figures = run(options.requests, options.concurrency, options.sequential)
-    t, lat = figures["throughput"], figures["latency"]
-    print(f"{'workload':<44} {'cortado':>12}")
-    print(f"{'throughput, no-op (req/s)':<44} {t['requests_per_second']:>12}")
-    print(f"{'  ' + str(t['requests']) + ' requests, ' + str(t['concurrency']) + ' clients, p50 ms':<44} {t['p50_ms']:>12}")
-    print(f"{'sequential round trip p50 ms':<44} {lat['p50_ms']:>12}")
-    print(f"{'sequential round trip p90 ms':<44} {lat['p90_ms']:>12}")
-    print(f"{'sequential round trip p99 ms':<44} {lat['p99_ms']:>12}")
-    if options.json:
-        options.json.write_text(json.dumps(figures, indent=2) + "\n")
+    """Run both sides, print the table, write the JSON; 0 whether or not the targets are met."""
+    options = parse(argv)
+    workloads = workloads_for(options)
+    with_celery = not (options.quick or options.no_celery)
+    signal.signal(signal.SIGTERM, _terminate)
+    on = machine()
+    try:
+        celery_side: ModuleType | None = None
+        redis_server = None
+        if with_celery:
+            try:  # Celery and Redis are needed only here
+                celery_side = importlib.import_module("bench.celery_side")
+                redis_server = celery_side.redis_server_binary(progress)
+            except (ImportError, RuntimeError) as exc:
+                progress(f"python -m bench: {exc}; `--no-celery` measures Cortado alone")
+                return 2
+        cortado = cortado_side.run(workloads, progress)
+        celery = None if celery_side is None else celery_side.run(workloads, progress, redis_server)
+    except KeyboardInterrupt:
+        progress("interrupted: everything the benchmark started is stopped")
+        return 130
+    on["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    figures = report.document(cortado, celery, workloads.as_dict(), on)
+    print(describe(workloads, with_celery, on))
+    print(report.table(cortado, celery))
+    options.json.parent.mkdir(parents=True, exist_ok=True)
+    options.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nfigures written to {options.json}")
     return 0
 
 

@@ -1,3 +1,6 @@
+from typing import Any
+
+
 class Handler:
-    def handle_async(self, payload):
+    def handle_async(self, payload: Any) -> dict[str, bool]:
         return {"ok": True}
