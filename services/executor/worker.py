@@ -476,7 +476,7 @@ class Worker:
                     outcomes[job.item.id] = self._failed(job.started, *failure)
                     continue
                 try:
-                    encoded = encode_result(results[index], method="handle_batch", index=index)
+                    encoded = _fitting(encode_result(results[index], method="handle_batch", index=index))
                 except InvalidResultError as exc:
                     outcomes[job.item.id] = self._failed(job.started, "InvalidResult", str(exc))
                     continue
@@ -580,7 +580,7 @@ class Worker:
                     value = await asyncio.wait_for(asyncio.shield(call), self._timeout)
                 except TimeoutError:
                     raise HandlerTimedOutError from None
-            result_json = encode_result(value)
+            result_json = _fitting(encode_result(value))
         except HandlerTimedOutError:
             raise
         except InvalidResultError as exc:
@@ -616,6 +616,19 @@ class _Job:
 
 def _attributes(item: records_pb2.WorkItem) -> dict[str, str]:
     return {"cortado.api": item.api, "cortado.request_id": item.id}
+
+
+MAX_RESULT_BYTES = 7 * 1024 * 1024
+"""Largest result JSON a request record holds (NATS's message limit in Cortado's deployments is 8 MB)."""
+
+
+def _fitting(result_json: bytes) -> bytes:
+    if len(result_json) > MAX_RESULT_BYTES:
+        raise InvalidResultError(
+            f"the result is {len(result_json) / 2**20:.1f} MiB of JSON; at most {MAX_RESULT_BYTES // 2**20} MiB "
+            "can be stored: return a reference (say, an object storage URL) instead"
+        )
+    return result_json
 
 
 def _nanos(ts: Timestamp) -> int:

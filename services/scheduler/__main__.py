@@ -12,11 +12,15 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
+from services.scheduler.kube import KubeServices
 from services.scheduler.lease import Lease
 from services.scheduler.logs import ensure_logs_stream
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import Registry
 from services.scheduler.servicer import SchedulerServicer
+
+ENVOY_SELECTOR = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/part-of": "cortado"}
+"""The labels of Envoy's pods in deploy/k8s: the api-<name> Services send chained calls there."""
 
 
 async def main() -> None:
@@ -46,6 +50,7 @@ async def main() -> None:
         registry.queue_depth,
         settings.autoscale_seconds,
         nc=nc,
+        services=KubeServices(settings.kubernetes_namespace, ENVOY_SELECTOR) if settings.kubernetes_namespace else None,
     )
     interceptors = [TokenInterceptor(settings.token)] if settings.token else []
     runner = ServiceRunner(

@@ -20,6 +20,7 @@ class SchedulerSettings:
     reconcile_seconds: float
     autoscale_seconds: float
     lease_seconds: float
+    kubernetes_namespace: str
     scheduler_id: str
     grace_seconds: float
     metrics_address: str
@@ -39,6 +40,8 @@ class SchedulerSettings:
             autoscale_seconds=env.number("AUTOSCALE_SECONDS", 10.0, minimum=0.1),
             # Several schedulers may run; the lease (held in NATS) picks the one that places and scales.
             lease_seconds=env.number("LEASE_SECONDS", 10.0, minimum=1),
+            # In Kubernetes: the namespace where the scheduler keeps a Service api-<name> per API (empty: off).
+            kubernetes_namespace=env.text("KUBERNETES_NAMESPACE", ""),
             scheduler_id=env.text("SCHEDULER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).

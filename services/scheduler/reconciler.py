@@ -17,6 +17,7 @@ from cortado import metrics, names
 from cortado.mirror import KvMirror
 from cortado.v1 import control_pb2
 from services.scheduler.autoscaler import Autoscaler
+from services.scheduler.kube import KubeServices
 from services.scheduler.placement import place
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class Reconciler:
         autoscale_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         nc: Client | None = None,
+        services: KubeServices | None = None,
     ) -> None:
         self._nc = nc
+        self._services = services
         self._sleepers: dict[str, Subscription] = {}
         self._queue_depth = queue_depth
         self._autoscaler = Autoscaler()
@@ -189,6 +192,11 @@ class Reconciler:
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
         self._published = set(apis)
+        if self._services is not None:
+            try:
+                await self._services.sync(set(apis))
+            except Exception:
+                log.warning("api-<name> Services not in sync", exc_info=True)
         await self._watch_sleepers({name for name in apis if desired[name] == 0})
 
     async def _watch_sleepers(self, sleeping: set[str]) -> None:
