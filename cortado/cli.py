@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -50,8 +51,20 @@ def _endpoints(options: argparse.Namespace) -> tuple[str, str]:
     return scheduler or "127.0.0.1:50053", public or "127.0.0.1:8888"
 
 
+TOKEN_FILE = "token"
+
+
+def _token() -> str:
+    """The control-plane token: $CORTADO_SCHEDULER_TOKEN, else the file $CORTADO_HOME/token (empty: none)."""
+    token = os.environ.get("CORTADO_SCHEDULER_TOKEN", "")
+    if not token:
+        with contextlib.suppress(OSError):
+            token = (cortado_home() / TOKEN_FILE).read_text().strip()
+    return token
+
+
 def _scheduler(options: argparse.Namespace) -> SchedulerClient:
-    return SchedulerClient(_endpoints(options)[0], os.environ.get("CORTADO_SCHEDULER_TOKEN", ""))
+    return SchedulerClient(_endpoints(options)[0], _token())
 
 
 def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
@@ -62,6 +75,8 @@ def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
         "replicas": {"ready": status.ready_replicas, "desired": status.desired_replicas},
         "queued": status.queued,
         "in_flight": status.in_flight,
+        "completed": status.completed,
+        "failed": status.failed,
         "message": status.message,
         "deployed_at": rfc3339(status.deployed_at) if status.HasField("deployed_at") else None,
     }
@@ -149,7 +164,9 @@ def cmd_get(options: argparse.Namespace) -> int:
         if not statuses:
             print("no APIs are deployed")
             return
-        rows: list[list[object]] = [["NAME", "STATUS", "REPLICAS", "QUEUED", "IN FLIGHT", "VERSION", "MESSAGE"]]
+        rows: list[list[object]] = [
+            ["NAME", "STATUS", "REPLICAS", "QUEUED", "IN FLIGHT", "COMPLETED", "FAILED", "VERSION", "MESSAGE"]
+        ]
         for s in statuses:
             message = s.message.strip().splitlines()[-1] if s.message.strip() else ""
             rows.append(
@@ -159,6 +176,8 @@ def cmd_get(options: argparse.Namespace) -> int:
                     f"{s.ready_replicas}/{s.desired_replicas}",
                     s.queued,
                     s.in_flight,
+                    s.completed,
+                    s.failed,
                     s.version,
                     message[:80],
                 ]
@@ -176,7 +195,7 @@ def cmd_describe(options: argparse.Namespace) -> int:
     data = _status_dict(status)
 
     def human() -> None:
-        for key in ("name", "status", "version", "deployed_at", "queued", "in_flight"):
+        for key in ("name", "status", "version", "deployed_at", "queued", "in_flight", "completed", "failed"):
             print(f"{key + ':':<13}{data[key]}")
         print(f"{'replicas:':<13}{status.ready_replicas} ready of {status.desired_replicas}")
         if status.message:
@@ -191,7 +210,7 @@ def cmd_describe(options: argparse.Namespace) -> int:
 def cmd_delete(options: argparse.Namespace) -> int:
     """Delete an API, its queue and its replicas."""
     with _scheduler(options) as scheduler:
-        scheduler.delete(options.api)
+        scheduler.delete(options.api, force=options.force)
     _print(options, {"deleted": options.api}, lambda: print(f"deleted {options.api}"))
     return 0
 
@@ -360,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete", parents=[common], help="delete an API")
     delete.add_argument("api", metavar="API")
+    delete.add_argument("--force", action="store_true", help="delete even while requests are queued (they are dropped)")
     delete.set_defaults(run=cmd_delete)
 
     submit = commands.add_parser("submit", parents=[common], help="submit a request; prints its id")
@@ -396,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code()
         if code == grpc.StatusCode.UNAVAILABLE:
             print("error: cannot reach Cortado (is the mesh running? `cortado up` starts it)", file=sys.stderr)
+        elif code == grpc.StatusCode.UNAUTHENTICATED:
+            print(
+                f"error: {exc.details()}: set CORTADO_SCHEDULER_TOKEN or write it to {cortado_home() / TOKEN_FILE}",
+                file=sys.stderr,
+            )
         else:
             print(f"error: {exc.details()}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -90,9 +90,10 @@ class SchedulerClient:
         reply: control_pb2.DeployResponse = self._stub.Deploy(request, timeout=120, metadata=self._metadata)
         return reply
 
-    def delete(self, name: str) -> None:
-        """Delete an API (grpc.RpcError NOT_FOUND if it is not deployed)."""
-        self._stub.DeleteApi(control_pb2.DeleteApiRequest(name=name), timeout=30, metadata=self._metadata)
+    def delete(self, name: str, force: bool = False) -> None:
+        """Delete an API (grpc.RpcError NOT_FOUND if it is not deployed, FAILED_PRECONDITION while it has work)."""
+        request = control_pb2.DeleteApiRequest(name=name, force=force)
+        self._stub.DeleteApi(request, timeout=30, metadata=self._metadata)
 
     def list(self) -> list[control_pb2.ApiStatus]:
         """Every deployed API's status."""

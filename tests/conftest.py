@@ -85,7 +85,7 @@ def deploy(scheduler: SchedulerClient, tmp_path: Path) -> Iterator[Deploy]:
     yield _deploy
     for name in created:
         with contextlib.suppress(grpc.RpcError):
-            scheduler.delete(name)
+            scheduler.delete(name, force=True)
 
 
 def submit(http: httpx.Client, api: str, **request: Any) -> str:

@@ -159,16 +159,20 @@ class DeleteApiRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
+    force: _builtins.bool
+    """Delete even while requests are queued or in flight (they are dropped)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +349,8 @@ class ApiStatus(_message.Message):
     QUEUED_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     DEPLOYED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -361,6 +367,10 @@ class ApiStatus(_message.Message):
     """Requests waiting in the API's queue."""
     in_flight: _builtins.int
     """Requests delivered to a handler and not yet acknowledged."""
+    completed: _builtins.int
+    """Requests its replicas completed since they started."""
+    failed: _builtins.int
+    """Requests its replicas failed since they started."""
     @_builtins.property
     def deployed_at(self) -> _timestamp_pb2.Timestamp:
         """When the API was last deployed."""
@@ -377,10 +387,12 @@ class ApiStatus(_message.Message):
         queued: _builtins.int = ...,
         in_flight: _builtins.int = ...,
         deployed_at: _timestamp_pb2.Timestamp | None = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployed_at", b"deployed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "in_flight", b"in_flight", "message", b"message", "name", b"name", "queued", b"queued", "ready_replicas", b"ready_replicas", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "failed", b"failed", "in_flight", b"in_flight", "message", b"message", "name", b"name", "queued", b"queued", "ready_replicas", b"ready_replicas", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -674,6 +686,8 @@ class ReplicaStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     GPU_INDICES_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     api: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -684,6 +698,10 @@ class ReplicaStatus(_message.Message):
     """Why it failed: the traceback of `__init__`, or the start error."""
     replica: _builtins.int
     """Replica number within the API."""
+    completed: _builtins.int
+    """Requests this replica completed since it started."""
+    failed: _builtins.int
+    """Requests this replica failed since it started."""
     @_builtins.property
     def gpu_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """GPUs given to it."""
@@ -697,10 +715,12 @@ class ReplicaStatus(_message.Message):
         message: _builtins.str = ...,
         gpu_indices: _abc.Iterable[_builtins.int] | None = ...,
         replica: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "gpu_indices", b"gpu_indices", "message", b"message", "replica", b"replica", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "completed", b"completed", "failed", b"failed", "gpu_indices", b"gpu_indices", "message", b"message", "replica", b"replica", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,6 +72,8 @@ class Replica:
         self._logs = logs
         self._nc = nc
         self._shipping: set[asyncio.Task[None]] = set()
+        self.completed = 0
+        self.failed = 0
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
@@ -97,6 +99,8 @@ class Replica:
             message=self.message,
             gpu_indices=self.placement.gpu_indices,
             replica=self.placement.replica,
+            completed=self.completed,
+            failed=self.failed,
         )
 
     def start(self) -> None:
@@ -259,6 +263,12 @@ class Replica:
                     continue
                 if line[:1] == b"-":
                     held.discard(line[1:].rstrip(b"\n").decode())
+                    continue
+                if line[:1] == b"=":
+                    if line[1:2] == b"c":
+                        self.completed += 1
+                    else:
+                        self.failed += 1
                     continue
                 try:
                     event = json.loads(line)

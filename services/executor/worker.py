@@ -112,6 +112,13 @@ class StatusPipe:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def outcome(self, completed: bool) -> None:
+        """Count one finished request (`=c` completed, `=f` failed), written with the next batch."""
+        self._pending.append("=c\n" if completed else "=f\n")
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
         """Write the pending holding events."""
         self._scheduled = False
@@ -508,6 +515,7 @@ class Worker:
                 await asyncio.sleep(0.5 * 2**attempt)
         if written:
             count_outcome(self._spec.name, outcome)
+            self._status.outcome(outcome.status == records_pb2.REQUEST_STATUS_COMPLETED)
         await self._ack(msg)
         await self._drop_payload(item)
 
@@ -532,6 +540,7 @@ class Worker:
         written, _, _ = await self._store.advance(item.id, failed, revision)
         if written:
             count_outcome(self._spec.name, failed)
+            self._status.outcome(False)
         await self._ack(msg)
         await self._drop_payload(item)
 

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
-from cortado.env import Env
+from cortado.env import Env, SettingsError
+
+
+def _token(env: Env) -> str:
+    token = env.text("SCHEDULER_TOKEN", "")
+    path = env.text("SCHEDULER_TOKEN_FILE", "")
+    if not token and path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"CORTADO_SCHEDULER_TOKEN_FILE {path!r} cannot be read: {exc.strerror}") from None
+    return token
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -27,13 +50,26 @@ class SchedulerSettings:
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
-        """Read `CORTADO_*` variables; SettingsError names a malformed one."""
+        """Read `CORTADO_*` variables; SettingsError names a malformed one.
+
+        Deploying runs code: listening anywhere but on loopback requires a token.
+        """
         env = env or Env()
+        settings = cls._read(env)
+        if not settings.token and not _is_loopback(settings.address):
+            raise SettingsError(
+                f"the scheduler listens on {settings.address}, not a loopback address: set CORTADO_SCHEDULER_TOKEN "
+                "(or CORTADO_SCHEDULER_TOKEN_FILE), which every control-plane call must then present"
+            )
+        return settings
+
+    @classmethod
+    def _read(cls, env: Env) -> SchedulerSettings:
         return cls(
             nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
             address=env.text("SCHEDULER_ADDRESS", "127.0.0.1:50053"),
             # Empty: no token needed (the default address is loopback only).
-            token=env.text("SCHEDULER_TOKEN", ""),
+            token=_token(env),
             ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
             reconcile_seconds=env.number("RECONCILE_SECONDS", 1.0, minimum=0.05),
             # Cortex evaluated every 10 s; an API at zero replicas wakes on its first request regardless.

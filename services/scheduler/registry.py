@@ -35,6 +35,10 @@ class UnknownApiError(Exception):
     """No API of that name is deployed."""
 
 
+class ApiBusyError(Exception):
+    """The API still has requests queued or in flight; the message says how many and how to force it."""
+
+
 def _spec_fingerprint(spec: control_pb2.ApiSpec) -> bytes:
     unversioned = control_pb2.ApiSpec()
     unversioned.CopyFrom(spec)
@@ -159,11 +163,20 @@ class Registry:
             ),
         )
 
-    async def delete(self, name: str) -> None:
-        """Remove the API's spec, queue and bundles; its replicas stop at the next reconcile."""
+    async def delete(self, name: str, force: bool = False) -> None:
+        """Remove the API's spec and queue; its replicas stop at the next reconcile.
+
+        Raises ApiBusyError while requests are queued or in flight, unless force.
+        """
         spec = self.apis.get(name)
         if spec is None:
             raise UnknownApiError(name)
+        queued, in_flight = await self.queue_depth(name)
+        if (queued or in_flight) and not force:
+            raise ApiBusyError(
+                f"API {name!r} has {queued} queued and {in_flight} in-flight requests; "
+                "delete it with force (cortado delete --force) to drop them"
+            )
         await self._apis_kv.delete(name)
         await self.apis.wait_for(name, lambda s: s is None)
         with contextlib.suppress(NotFoundError):

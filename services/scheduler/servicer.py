@@ -13,7 +13,7 @@ from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
-from services.scheduler.registry import DeployError, Registry, UnknownApiError
+from services.scheduler.registry import ApiBusyError, DeployError, Registry, UnknownApiError
 
 
 def api_status(
@@ -36,6 +36,8 @@ def api_status(
         queued=queued,
         in_flight=in_flight,
         deployed_at=spec.deployed_at,
+        completed=sum(r.completed for r in replicas),
+        failed=sum(r.failed for r in replicas),
     )
     if ready:
         status.state = control_pb2.API_STATE_LIVE
@@ -94,9 +96,11 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         self, request: control_pb2.DeleteApiRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.DeleteApiResponse:
         try:
-            await self._registry.delete(request.name)
+            await self._registry.delete(request.name, request.force)
         except UnknownApiError:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        except ApiBusyError as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         self._reconciler.wake()
         return control_pb2.DeleteApiResponse()
 

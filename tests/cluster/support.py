@@ -1,4 +1,4 @@
-"""Shared by the cluster tests: a mesh past one machine, a handler that logs its runs, clients that count requests."""
+"""Shared by the cluster tests: a mesh past one machine and a handler that logs its runs (clients: tests.faults)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,17 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh, ManagedProcess
 from cortado.v1 import control_pb2
-from tests.helpers import eventually, unique_name, write_project
+from tests.faults import HandlerFiles, deploy_handler, is_handler_process, new_handler_files
+from tests.helpers import eventually
 
 # Logs "start <id> <pid> <unix time>" when a run begins and "end ..." just before it returns, and its pid at start-up.
 HANDLER = """
@@ -58,27 +56,12 @@ class Run:
     """Unix time."""
 
 
-@dataclass
-class LoggingApi:
+class LoggingApi(HandlerFiles):
     """A deployed HANDLER API and the files it writes."""
-
-    name: str
-    root: Path
-
-    @property
-    def runs_file(self) -> Path:
-        return self.root / "runs.log"
 
     def events(self) -> list[Run]:
         """Every logged event, in order (a torn line is skipped)."""
-        if not self.runs_file.exists():
-            return []
-        out = []
-        for line in self.runs_file.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4 and parts[0] in ("start", "end") and parts[2].isdigit():
-                out.append(Run(parts[0], parts[1], int(parts[2]), float(parts[3])))
-        return out
+        return [Run(event, request_id, int(pid), float(at)) for event, request_id, pid, at in self.logged(4)]
 
     def starts(self) -> dict[str, list[Run]]:
         """Request id -> the runs of it that began, in order."""
@@ -88,24 +71,14 @@ class LoggingApi:
                 runs.setdefault(run.request_id, []).append(run)
         return runs
 
-    def handler_pids(self) -> list[int]:
-        """PIDs of the handler processes started so far (alive or not)."""
-        pids = self.root / "pids"
-        return [int(p.name) for p in pids.iterdir()] if pids.exists() else []
-
 
 def deploy_logging_api(
     scheduler: SchedulerClient, root: Path, api: dict[str, Any] | None = None, sleep: float = 0.02
 ) -> LoggingApi:
     """Deploy HANDLER under a fresh name (its files under root/<name>-files); not waited for."""
-    name = unique_name("cl")
-    files = root / f"{name}-files"
-    files.mkdir(parents=True)
-    config = {"runs": str(files / "runs.log"), "pids": str(files / "pids"), "sleep": sleep}
-    extra = dict(api or {})
-    extra["handler"] = {**extra.get("handler", {}), "config": config}
-    scheduler.deploy(write_project(root, name, HANDLER, extra))
-    return LoggingApi(name, files)
+    deployed = new_handler_files(LoggingApi, root, "cl")
+    deploy_handler(scheduler, root, deployed, HANDLER, api, sleep=sleep)
+    return deployed
 
 
 def wait_ready_replicas(scheduler: SchedulerClient, name: str, replicas: int, timeout: float = 60) -> None:
@@ -125,25 +98,6 @@ def parent_pid(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def is_handler_process(pid: int) -> bool:
-    """Whether pid is a live Cortado handler process (and not a PID reused by something else)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return b"services.executor.worker" in cmdline and state != "Z"
-
-
-def kill_handler_processes(apis: list[LoggingApi]) -> None:
-    """SIGKILL what is left of these APIs' handler processes (orphans of a killed executor outlive the mesh)."""
-    for api in apis:
-        for pid in api.handler_pids():
-            if is_handler_process(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
 
 def children(pid: int) -> list[int]:
@@ -192,161 +146,6 @@ def sigkill(process: ManagedProcess) -> float:
     assert process.popen is not None
     process.popen.wait(10)
     return time.monotonic()
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A refused or failed attempt: which call, when it began (monotonic), and what came back."""
-
-    call: str
-    """"post" or "get"."""
-    began: float
-    what: str
-
-
-class ClientLoop:
-    """Threads that POST {"n": i} to an API through Envoy until stopped, as clients of the contract do.
-
-    A 503, 429 or connection error is retried with the same payload (no id came back); with fetch, each
-    thread then reads its request through Envoy (GET ?wait=) until it is completed or failed, retrying
-    the same way. `accepted` maps every id answered 200 to its n; `failures` lists every retried attempt.
-    """
-
-    def __init__(self, base_url: str, api: str, threads: int = 4, fetch: bool = False) -> None:
-        self._base_url = base_url
-        self._api = api
-        self._fetch = fetch
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._next = 0
-        self.accepted: dict[str, int] = {}
-        self.fetched: dict[str, dict[str, Any]] = {}
-        self.failures: list[Failure] = []
-        self.answered: list[tuple[str, float]] = []
-        """(call, when it began) of every attempt answered 200."""
-        self.unexpected: list[tuple[str, int, str]] = []
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-        self._errors: list[BaseException] = []
-
-    def __enter__(self) -> ClientLoop:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(120)
-        assert not self._errors, self._errors
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.accepted)
-
-    def reach(self, accepted: int, timeout: float = 60) -> None:
-        """Wait until at least `accepted` submissions were accepted in all."""
-        assert not self._errors, self._errors
-        eventually(lambda: self.count() >= accepted, timeout, what=f"{accepted} requests accepted")
-
-    def succeeded(self, call: str, after: float) -> int:
-        """How many attempts of one call that began after a (monotonic) time were answered 200."""
-        with self._lock:
-            return sum(1 for c, began in self.answered if c == call and began > after)
-
-    def failed(self, call: str, after: float = 0.0) -> list[Failure]:
-        """The failed attempts of one call that began after a (monotonic) time."""
-        with self._lock:
-            return [f for f in self.failures if f.call == call and f.began > after]
-
-    def _run(self) -> None:
-        try:
-            with httpx.Client(base_url=self._base_url, timeout=60) as http:
-                while not self._stop.is_set():
-                    with self._lock:
-                        self._next += 1
-                        n = self._next
-                    request_id = self._retrying(self._post, http, n)
-                    if request_id is None or not self._fetch:
-                        continue
-                    body = self._retrying(self._get, http, request_id)
-                    if body is not None:
-                        with self._lock:
-                            self.fetched[request_id] = body
-        except BaseException as exc:  # reported by stop()
-            self._errors.append(exc)
-
-    def _retrying(self, attempt: Any, *args: Any) -> Any:
-        while not self._stop.is_set():
-            value = attempt(*args)
-            if value is not None:
-                return value
-            self._stop.wait(0.05)  # a client's back-off before it retries
-        return None
-
-    def _call(self, http: httpx.Client, call: str, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
-        began = time.monotonic()
-        try:
-            reply = http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            with self._lock:
-                self.failures.append(Failure(call, began, type(exc).__name__))
-            return None
-        if reply.status_code in (429, 503):
-            with self._lock:
-                self.failures.append(Failure(call, began, f"{reply.status_code} {reply.text[:200]}"))
-            return None
-        if reply.status_code != 200:
-            self.unexpected.append((call, reply.status_code, reply.text))
-            return None
-        with self._lock:
-            self.answered.append((call, began))
-        return reply
-
-    def _post(self, http: httpx.Client, n: int) -> str | None:
-        reply = self._call(http, "post", "POST", f"/{self._api}", json={"n": n})
-        if reply is None:
-            return None
-        request_id = str(reply.json()["id"])
-        with self._lock:
-            self.accepted[request_id] = n
-        return request_id
-
-    def _get(self, http: httpx.Client, request_id: str) -> dict[str, Any] | None:
-        reply = self._call(http, "get", "GET", f"/{self._api}/{request_id}", params={"wait": 10})
-        if reply is None:
-            return None
-        body: dict[str, Any] = reply.json()
-        return body if body["status"] in ("completed", "failed") else None
-
-
-def final(http: httpx.Client, api: str, request_id: str, timeout: float = 60) -> dict[str, Any]:
-    """The request's final state through Envoy, waiting with ?wait= and retrying what a client may retry."""
-
-    def check() -> dict[str, Any] | None:
-        try:
-            reply = http.get(f"/{api}/{request_id}", params={"wait": 10})
-        except httpx.TransportError:
-            return None
-        if reply.status_code == 503:
-            return None
-        assert reply.status_code == 200, (reply.status_code, reply.text)
-        body: dict[str, Any] = reply.json()
-        return body if body["status"] in ("completed", "failed") else None
-
-    return eventually(check, timeout=timeout, interval=0.1, what=f"request {request_id} of {api} finished")
-
-
-def assert_all_completed(http: httpx.Client, api: str, accepted: dict[str, int]) -> None:
-    """Every accepted request ends completed with its own result."""
-    wrong = {}
-    for request_id, n in list(accepted.items()):
-        body = final(http, api, request_id)
-        if body["status"] != "completed" or body.get("result") != {"n": n}:
-            wrong[request_id] = body
-    assert not wrong, f"{len(wrong)} of {len(accepted)} accepted requests did not complete right: {wrong}"
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,10 @@ from cortado import names
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from tests.cluster.support import (
-    ClientLoop,
     Leadership,
     LoggingApi,
-    assert_all_completed,
     connected_ports,
     deploy_logging_api,
-    final,
-    kill_handler_processes,
     log_records,
     parent_pid,
     sigkill,
@@ -41,6 +37,7 @@ from tests.cluster.support import (
     wait_ready_replicas,
 )
 from tests.conftest import MESH_ENV
+from tests.faults import ClientLoop, assert_all_completed, final, kill_handler_processes
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.reliability
@@ -173,7 +170,7 @@ def test_work_and_state_are_replicated_three_times_and_survive_a_nats_server_and
 
     began = datetime.now()
     try:
-        with ClientLoop(mesh.http_url, api.name) as clients:
+        with ClientLoop(mesh.http_url, api.name, threads=4) as clients:
             clients.reach(100)
             # One NATS server dies, and one node: its executor and the handler processes it runs.
             sigkill(mesh.processes["nats2"])
@@ -243,7 +240,7 @@ def test_a_replicated_service_killed_under_load_leaves_its_twin_serving_every_re
     call = "post" if service == "ingest" else "get"
     assert mesh.processes[twin].alive()
     try:
-        with ClientLoop(mesh.http_url, api.name, fetch=True) as clients:
+        with ClientLoop(mesh.http_url, api.name, threads=4, fetch=True) as clients:
             clients.reach(40)
             dead_at = sigkill(mesh.processes[service])
             mark = clients.count()

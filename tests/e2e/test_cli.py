@@ -111,7 +111,7 @@ def apis(
     finally:
         for deployed in made.values():
             with contextlib.suppress(grpc.RpcError):
-                scheduler.delete(deployed.name)
+                scheduler.delete(deployed.name, force=True)
 
 
 def echo(apis: dict[str, Deployed]) -> str:
@@ -472,3 +472,34 @@ def test_up_starts_a_local_mesh_that_get_finds_and_down_stops(tmp_path: Path) ->
                 time.sleep(0.2)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+HOLDING = """
+import time
+
+
+class Handler:
+    def handle_async(self, payload):
+        time.sleep(30)
+        return {}
+"""
+
+
+def test_delete_refuses_an_api_with_queued_requests_unless_forced(deploy, http, mesh, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cortado.cli import main
+    from tests.conftest import submit
+    from tests.helpers import eventually
+
+    api = deploy(HOLDING)
+    for _ in range(3):
+        submit(http, api, json={})
+    flags = ["--scheduler", mesh.scheduler_address]
+    eventually(
+        lambda: main(["get", api, "-o", "json", *flags]) == 0 and '"in_flight": 2' in capsys.readouterr().out, 20
+    )
+    assert main(["delete", api, *flags]) == 1
+    err = capsys.readouterr().err
+    assert f"error: API {api!r} has 1 queued and 2 in-flight requests" in err
+    assert "--force" in err
+    assert main(["delete", api, "--force", *flags]) == 0
+    assert f"deleted {api}" in capsys.readouterr().out

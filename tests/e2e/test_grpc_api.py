@@ -45,7 +45,7 @@ def api(scheduler: SchedulerClient, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         deployed.release_all()
         with contextlib.suppress(grpc.RpcError):
-            scheduler.delete(name)
+            scheduler.delete(name, force=True)
 
 
 @pytest.fixture

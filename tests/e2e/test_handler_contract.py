@@ -149,7 +149,7 @@ def apis(scheduler: SchedulerClient, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         for name in names.values():
             with contextlib.suppress(grpc.RpcError):
-                scheduler.delete(name)
+                scheduler.delete(name, force=True)
 
 
 def raw_result(http: httpx.Client, api: str, request_id: str) -> str:

@@ -110,7 +110,7 @@ def deploy_module(scheduler: SchedulerClient, tmp_path_factory: pytest.TempPathF
     for deployed in created:
         deployed.release_all()
         with contextlib.suppress(grpc.RpcError):
-            scheduler.delete(deployed.name)
+            scheduler.delete(deployed.name, force=True)
 
 
 @pytest.fixture(scope="module")

@@ -275,7 +275,7 @@ def projects(
     finally:
         for deployment in made.values():
             with contextlib.suppress(grpc.RpcError):
-                scheduler.delete(deployment.name)
+                scheduler.delete(deployment.name, force=True)
 
 
 def deployed(deployment: Deployment) -> str:

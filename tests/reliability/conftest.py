@@ -31,4 +31,4 @@ def deploy_recording_api(scheduler: SchedulerClient, tmp_path: Path) -> Iterator
         for request in deployed.starts():
             deployed.release(request[0])
         with contextlib.suppress(grpc.RpcError):
-            scheduler.delete(deployed.name)
+            scheduler.delete(deployed.name, force=True)

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from tests.conftest import Deploy, submit
+from tests.faults import final
 from tests.helpers import eventually
 from tests.reliability.conftest import DeployRecording
-from tests.reliability.support import final, status_of
+from tests.reliability.support import status_of
 
 pytestmark = pytest.mark.reliability
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from cortado.client import SchedulerClient
 from tests.conftest import wait_ready
+from tests.faults import final
 from tests.helpers import unique_name, write_project
-from tests.reliability.support import final
 
 pytestmark = pytest.mark.reliability
 
@@ -44,7 +44,7 @@ def echo_api(scheduler: SchedulerClient, tmp_path_factory: pytest.TempPathFactor
     wait_ready(scheduler, name)
     yield name
     with contextlib.suppress(grpc.RpcError):
-        scheduler.delete(name)
+        scheduler.delete(name, force=True)
 
 
 CHARSETS = [

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from cortado.client import SchedulerClient
+from tests.faults import final
 from tests.reliability.conftest import DeployRecording
-from tests.reliability.support import RecordingApi, final
+from tests.reliability.support import RecordingApi
 
 pytestmark = pytest.mark.reliability
 

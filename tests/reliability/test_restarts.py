@@ -13,17 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import submit
+from tests.faults import ClientLoop, assert_all_completed, final, is_handler_process
 from tests.helpers import eventually
-from tests.reliability.support import (
-    ClientLoop,
-    Private,
-    RecordingApi,
-    assert_all_completed,
-    final,
-    is_handler_process,
-    private_mesh,
-    status_of,
-)
+from tests.reliability.support import Private, RecordingApi, private_mesh, status_of
 
 pytestmark = pytest.mark.reliability
 

@@ -1,0 +1,77 @@
+"""The control plane is not public: a token guards it, and it refuses to listen openly without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cortado.cli import main
+from cortado.mesh import ROOT, LocalMesh, free_port
+from tests.conftest import MESH_ENV
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    """A private mesh whose scheduler requires TOKEN."""
+    env = {**MESH_ENV, "CORTADO_SCHEDULER_TOKEN": TOKEN}
+    with LocalMesh(tmp_path_factory.mktemp("guarded") / "mesh", env=env) as mesh:
+        yield mesh
+
+
+def test_a_call_without_the_token_is_refused_with_a_clear_error(
+    guarded: LocalMesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CORTADO_HOME", str(tmp_path))
+    monkeypatch.delenv("CORTADO_SCHEDULER_TOKEN", raising=False)
+    assert main(["get", "--scheduler", guarded.scheduler_address]) == 1
+    err = capsys.readouterr().err
+    assert "error: a valid scheduler token is required: set CORTADO_SCHEDULER_TOKEN" in err
+
+
+def test_a_wrong_token_is_refused(
+    guarded: LocalMesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CORTADO_HOME", str(tmp_path))
+    monkeypatch.setenv("CORTADO_SCHEDULER_TOKEN", "guess")
+    assert main(["get", "--scheduler", guarded.scheduler_address]) == 1
+    assert "a valid scheduler token is required" in capsys.readouterr().err
+
+
+def test_the_token_from_the_environment_or_the_token_file_is_accepted(
+    guarded: LocalMesh, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CORTADO_HOME", str(tmp_path))
+    monkeypatch.setenv("CORTADO_SCHEDULER_TOKEN", TOKEN)
+    assert main(["get", "-o", "json", "--scheduler", guarded.scheduler_address]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    monkeypatch.delenv("CORTADO_SCHEDULER_TOKEN")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    assert main(["get", "-o", "json", "--scheduler", guarded.scheduler_address]) == 0
+
+
+def test_the_public_port_serves_no_control_plane_call(guarded: LocalMesh) -> None:
+    import httpx
+
+    for path in ("/cortado.v1.Scheduler/Deploy", "/cortado.v1.Scheduler/DeleteApi"):
+        reply = httpx.post(guarded.http_url + path, headers={"content-type": "application/grpc"}, content=b"")
+        assert reply.headers.get("grpc-status") != "0"
+        assert "cortado.v1.Scheduler" not in reply.text
+
+
+def test_a_scheduler_listening_beyond_loopback_without_a_token_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+    env |= {"CORTADO_SCHEDULER_ADDRESS": f"0.0.0.0:{free_port()}", "CORTADO_NATS_URL": "nats://127.0.0.1:1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "services.scheduler"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    message = json.loads(run.stderr.strip().splitlines()[-1])["message"]
+    assert "not a loopback address: set CORTADO_SCHEDULER_TOKEN" in message
