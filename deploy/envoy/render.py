@@ -122,6 +122,10 @@ def _admin_cluster() -> dict[str, Any]:
     }
 
 
+OTLP_ENDPOINT = "http://jaeger:4317"
+"""Where Envoy's OpenTelemetry tracer sends spans in Compose and Kubernetes (Jaeger's OTLP/gRPC port)."""
+
+
 def _set_descriptor(node: Any) -> None:
     """Point every grpc_json_transcoder at the descriptor's path in the image."""
     if isinstance(node, dict):
@@ -139,11 +143,15 @@ def render() -> str:
     sys.path.insert(0, str(ROOT))
     from cortado.mesh import render_envoy_config
 
-    config = yaml.safe_load(render_envoy_config(HTTP_PORT, ADMIN_PORT, [INGEST], [RESULTS], listen_address="0.0.0.0"))
+    config = yaml.safe_load(
+        render_envoy_config(
+            HTTP_PORT, ADMIN_PORT, [INGEST], [RESULTS], listen_address="0.0.0.0", otlp_endpoint=OTLP_ENDPOINT
+        )
+    )
     _set_descriptor(config)
     resources = config["static_resources"]
     for cluster in resources["clusters"]:
-        if cluster["name"] in ("ingest", "results"):
+        if cluster["name"] in ("ingest", "results", "otlp"):
             cluster["type"] = "STRICT_DNS"
             cluster["dns_lookup_family"] = "V4_PREFERRED"
     resources["clusters"].append(_admin_cluster())
