@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -172,6 +173,12 @@ class Registry:
         if spec is None:
             raise UnknownApiError(name)
         queued, in_flight = await self.queue_depth(name)
+        # A request whose result was just written is acknowledged a moment later: give those a moment.
+        for _ in range(20):
+            if queued or not in_flight or force:
+                break
+            await asyncio.sleep(0.1)
+            queued, in_flight = await self.queue_depth(name)
         if (queued or in_flight) and not force:
             raise ApiBusyError(
                 f"API {name!r} has {queued} queued and {in_flight} in-flight requests; "

@@ -30,4 +30,4 @@ def test_iris_example_predicts_the_species_of_its_sample(scheduler: SchedulerCli
         )
         assert result(http, "iris", virginica)["result"]["prediction"] == "virginica"
     finally:
-        scheduler.delete("iris")
+        scheduler.delete("iris", force=True)
