@@ -14,12 +14,12 @@ import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,11 @@ def setup_tracing(service: str) -> None:
     global _provider
     if not enabled() or _provider is not None:
         return
+    # The SDK and exporter load only where traces are exported: an idle service stays smaller.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     _provider = TracerProvider(resource=Resource.create({"service.name": f"cortado-{service}"}))
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -19,8 +19,8 @@ from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.v1 import control_pb2
 from services.executor.environment import DependencyError, prepare_python
+from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
-from services.executor.worker import EXIT_TIMED_OUT
 
 log = logging.getLogger(__name__)
 

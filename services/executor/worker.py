@@ -44,6 +44,7 @@ from cortado.runtime import (
 )
 from cortado.service import run_event_loop
 from cortado.v1 import control_pb2, records_pb2
+from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.pullfeed import PullFeed
 
 log = logging.getLogger("cortado.worker")
@@ -174,9 +175,6 @@ class RecordStore:
 
 RECORD_ATTEMPTS = 5
 """Tries to write a request's outcome (over about 8 s) before it goes back to the queue."""
-
-EXIT_TIMED_OUT = 75
-"""Exit code of a handler process that left a timed-out plain handler running in a thread: restart it at once."""
 
 
 class HandlerTimedOutError(Exception):
