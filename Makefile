@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run proto lint test bench clean
+.PHONY: help install run proto lint test bench gpu-check clean
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint ## Lint, then the whole test suite: unit, integration, end-to-end, re
 
 bench: $(STAMP) ## Cortado and Celery side by side on the same workloads (installs Redis if missing)
 	$(PY) -m bench
+
+gpu-check: ## On a machine with an NVIDIA GPU: ResNet-50 requests/s without and with batching, and GPU use (examples/resnet)
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean: ## Remove the virtualenv, caches and local mesh state
 	rm -rf $(VENV) .cortado .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
