@@ -218,7 +218,6 @@ class Worker:
         self._finishing: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._payloads: Any = None
-        self.exit_code = 0
         self._traced = tracing.enabled()
 
     def stop(self) -> None:
