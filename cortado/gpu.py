@@ -48,3 +48,11 @@ def discover_gpus() -> list[control_pb2.GpuInfo]:
 def cuda_visible_devices(gpu_indices: list[int]) -> str:
     """The CUDA_VISIBLE_DEVICES value that shows a handler exactly these GPUs (none: empty)."""
     return ",".join(str(i) for i in gpu_indices)
+
+
+def simulated_gpus(count: int) -> list[control_pb2.GpuInfo]:
+    """An inventory of count fake GPUs (80 GiB each), for exercising placement on machines without any."""
+    return [
+        control_pb2.GpuInfo(index=i, name="simulated GPU", memory_total=80 * 2**30, memory_free=80 * 2**30)
+        for i in range(count)
+    ]

@@ -8,7 +8,7 @@ import os
 import shutil
 
 from cortado import names, natsutil
-from cortado.gpu import discover_gpus
+from cortado.gpu import discover_gpus, simulated_gpus
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import serve_metrics, watch_nats
@@ -41,7 +41,15 @@ async def main() -> None:
 
     runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
     supervisor = Supervisor(
-        settings, discover_gpus(), apis, placements, executors_kv, bundles, settings.address, nc, metrics_dir
+        settings,
+        simulated_gpus(settings.simulated_gpus) or discover_gpus(),
+        apis,
+        placements,
+        executors_kv,
+        bundles,
+        settings.address,
+        nc,
+        metrics_dir,
     )
     control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
     loop_task = asyncio.create_task(supervisor.run())

@@ -25,6 +25,7 @@ class ExecutorSettings:
     grace_seconds: float
     metrics_address: str
     egress_proxy: str
+    simulated_gpus: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -47,4 +48,6 @@ class ExecutorSettings:
             # HTTP proxy for handlers (Envoy's egress listener), so http://api-<name>:8888/ reaches the API
             # without DNS; empty where DNS already resolves api-<name> (a Service per API in Kubernetes).
             egress_proxy=env.text("EGRESS_PROXY", ""),
+            # Testing placement without GPUs: report this many simulated GPUs instead of NVML's (0: real ones).
+            simulated_gpus=env.integer("EXECUTOR_SIMULATED_GPUS", 0, minimum=0),
         )
