@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -417,7 +418,7 @@ class LocalMesh:
             self.ports[f"{name}-metrics"] = free_port()
             self.start_service(name, retry_ports=False)
 
-    def start_envoy(self) -> None:
+    def start_envoy(self, retry_ports: bool = True) -> None:
         """Render Envoy's config, start it with one worker, and wait for /ready."""
         config = self.workdir / "envoy.yaml"
         config.write_text(
@@ -448,7 +449,17 @@ class LocalMesh:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/ready", timeout=1) as reply:
                 return bool(reply.status == 200)
 
-        self._wait(proc, ready, 30)
+        try:
+            self._wait(proc, ready, 30)
+        except MeshError:
+            # A port picked free at start may have been taken since; the public and admin ones can move (once).
+            taken = re.search(r"cannot bind '[^']*:(\d+)'", proc.log_tail())
+            movable = {"admin"} | (set() if self.http_port else {"http"})
+            names = [n for n in movable if taken and self.ports[n] == int(taken.group(1))]
+            if not retry_ports or not names:
+                raise
+            self.ports[names[0]] = free_port()
+            self.start_envoy(retry_ports=False)
 
     def _wait(self, proc: ManagedProcess, check: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
