@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -71,12 +71,17 @@ def tracer(name: str) -> trace.Tracer:
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """Add the current trace context (traceparent, tracestate) to NATS message headers."""
     if enabled():
+        from opentelemetry import propagate
+
         propagate.inject(headers)
     return headers
 
 
 def extract(headers: Mapping[str, str] | None) -> context.Context:
     """The trace context NATS message headers carry."""
+    # Loaded on first use: the propagators' entry points cost memory every idle process would pay.
+    from opentelemetry import propagate
+
     return propagate.extract(dict(headers or {}))
 
 
