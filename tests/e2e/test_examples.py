@@ -10,14 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
 from cortado.client import SchedulerClient
 from services.executor.environment import prepare_python
 from tests.conftest import result, submit, wait_ready
-from tests.helpers import eventually
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -54,20 +52,6 @@ def answer(http: httpx.Client, api: str, payload: dict[str, Any]) -> dict[str, A
     return result(http, api, submit(http, api, json=payload))
 
 
-def delete(scheduler: SchedulerClient, name: str) -> None:
-    """Delete the API once its last request is acknowledged (a result can be read a moment before its ack)."""
-
-    def deleted() -> bool:
-        try:
-            scheduler.delete(name)
-        except grpc.RpcError as exc:
-            assert exc.code() != grpc.StatusCode.FAILED_PRECONDITION, exc.details()
-            raise
-        return True
-
-    eventually(deleted, timeout=10, what=f"API {name} deleted")
-
-
 @pytest.mark.timeout(INSTALL_TIMEOUT + 120)
 def test_onnx_example_classifies_with_onnx_runtime(scheduler: SchedulerClient, http: httpx.Client) -> None:
     scheduler.deploy(EXAMPLES / "onnx-iris")
@@ -83,7 +67,7 @@ def test_onnx_example_classifies_with_onnx_runtime(scheduler: SchedulerClient, h
         assert answer(http, "onnx-iris", SETOSA)["result"]["prediction"] == "setosa"
         assert answer(http, "onnx-iris", VIRGINICA)["result"]["prediction"] == "virginica"
     finally:
-        delete(scheduler, "onnx-iris")
+        scheduler.delete("onnx-iris")
 
 
 @pytest.mark.timeout(INSTALL_TIMEOUT + 120)
@@ -101,7 +85,7 @@ def test_xgboost_example_predicts_progression(scheduler: SchedulerClient, http: 
         assert partial["error"]["type"] == "ValueError"
         assert "missing measurements: sex, bp, tc" in partial["error"]["message"]
     finally:
-        delete(scheduler, "xgboost-diabetes")
+        scheduler.delete("xgboost-diabetes")
 
 
 Rows = list[dict[str, float]]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 import yaml
@@ -24,7 +23,7 @@ from cortado.client import SchedulerClient
 from cortado.gpu import discover_gpus
 from cortado.project import pack_project
 from tests.conftest import result, submit, wait_ready
-from tests.helpers import eventually, unique_name
+from tests.helpers import unique_name
 
 
 def _torch_problem() -> str | None:
@@ -65,20 +64,6 @@ def png(width: int = 40, height: int = 30) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def delete(scheduler: SchedulerClient, name: str) -> None:
-    """Delete the API once its last request is acknowledged (a result can be read a moment before its ack)."""
-
-    def deleted() -> bool:
-        try:
-            scheduler.delete(name)
-        except grpc.RpcError as exc:
-            assert exc.code() != grpc.StatusCode.FAILED_PRECONDITION, exc.details()
-            raise
-        return True
-
-    eventually(deleted, timeout=15, what=f"API {name} deleted")
-
-
 def check_prediction(body: dict[str, Any]) -> dict[str, Any]:
     """The result of a completed classification, checked for shape."""
     assert body["status"] == "completed", body
@@ -100,7 +85,7 @@ def cpu_apis(scheduler: SchedulerClient) -> Iterator[None]:
         yield
     finally:
         for name in APIS:
-            delete(scheduler, name)
+            scheduler.delete(name)
 
 
 @pytest.mark.timeout(START_TIMEOUT + 120)
@@ -159,4 +144,4 @@ def test_with_a_gpu_the_example_runs_on_it(scheduler: SchedulerClient, http: htt
         assert answer["gpu"]["cuda_visible_devices"] != ""
         check_prediction(result(http, name, submit(http, name, content=png()), wait=60))
     finally:
-        delete(scheduler, name)
+        scheduler.delete(name)
