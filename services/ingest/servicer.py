@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -113,6 +114,12 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
             return_exceptions=True,
         )
         if isinstance(enqueue, BaseException):
+            # Nothing was queued: take back the record (and body) written beside it, so a refusal changes nothing.
+            with contextlib.suppress(Exception):
+                await self._requests.purge(request_id)
+            if item.payload_object:
+                with contextlib.suppress(Exception):
+                    await self._payloads.delete(request_id)
             await self._abort_enqueue(context, api, enqueue)
         metrics.REQUESTS_SUBMITTED.labels(api).inc()
         # A handler may already have written a newer state: then the record exists and is newer.
