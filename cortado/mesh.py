@@ -272,13 +272,17 @@ NATS_MAX_PAYLOAD = "8MB"
 """NATS's message limit in Cortado's deployments: log lines up to 5 MB and results up to ~8 MB travel whole."""
 
 
-def nats_config(port: int, store: Path, listen: str = "127.0.0.1") -> str:
-    """nats-server configuration: JetStream on file storage, and Cortado's message limit."""
-    return (
+def nats_config(port: int, store: Path, listen: str = "127.0.0.1", monitor_port: int = 0) -> str:
+    """nats-server configuration: JetStream on file storage, Cortado's message limit, and (when a port is
+    given) the HTTP monitoring endpoint (`/varz`, `/jsz`) on loopback."""
+    text = (
         f"listen: {listen}:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
         f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
     )
+    if monitor_port:
+        text += f"http: 127.0.0.1:{monitor_port}\n"
+    return text
 
 
 @dataclass
@@ -351,6 +355,7 @@ class LocalMesh:
         self.workdir.mkdir(parents=True, exist_ok=True)
         services = [name for kind in SERVICES for name in self.instances(kind)]
         names = ["http", "admin", "egress", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
+        names += [f"{n}-monitor" for n in self.nats_names]
         names += [f"{n}-cluster" for n in self.nats_names] if self.nats_cluster > 1 else []
         for name in names:
             self.ports.setdefault(name, free_port())
@@ -370,7 +375,9 @@ class LocalMesh:
     def start_nats(self, name: str = "nats") -> None:
         """Start one nats-server with JetStream on file storage under the workdir (in a cluster: with routes)."""
         config = self.workdir / f"{name}.conf"
-        text = nats_config(self.ports[name], self.workdir / f"jetstream-{name}")
+        text = nats_config(
+            self.ports[name], self.workdir / f"jetstream-{name}", monitor_port=self.ports.get(f"{name}-monitor", 0)
+        )
         if self.nats_cluster > 1:
             routes = ", ".join(f"nats-route://127.0.0.1:{self.ports[n + '-cluster']}" for n in self.nats_names)
             text += (
