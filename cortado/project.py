@@ -844,30 +844,102 @@ def pack_project(project_dir: Path, config_name: str) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_bundle(data: bytes, dest: Path, max_bytes: int = MAX_PROJECT_BYTES) -> None:
+MAX_BUNDLE_MEMBERS = 10_000
+"""Most entries (files and folders) a bundle may hold: the scheduler and every executor unpack it."""
+
+_MEMBER_KINDS = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a sparse file",
+}
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_COPY_CHUNK = 1024 * 1024
+
+
+def _member_path(member: tarfile.TarInfo) -> PurePosixPath:
+    """The member's path relative to the destination; ProjectError for anything that could land outside it."""
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if not name or name.startswith(("/", "\\")) or "\\" in name or "\0" in name or ".." in parts:
+        raise ProjectError(f"bundle holds an unsafe path: {name!r}")
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def _check_member(member: tarfile.TarInfo) -> PurePosixPath:
+    """The relative path of a regular file or folder; ProjectError naming any other kind of entry."""
+    path = _member_path(member)
+    if member.type not in _FILE_TYPES and member.type != tarfile.DIRTYPE:
+        kind = _MEMBER_KINDS.get(member.type, f"an entry of unknown type {member.type!r}")
+        raise ProjectError(f"bundle holds {kind}, {member.name!r}: only regular files and folders are allowed")
+    if member.type in _FILE_TYPES and path == PurePosixPath("."):
+        raise ProjectError(f"bundle holds an unsafe path: {member.name!r}")
+    return path
+
+
+def unpack_bundle(
+    data: bytes, dest: Path, max_bytes: int = MAX_PROJECT_BYTES, max_members: int = MAX_BUNDLE_MEMBERS
+) -> None:
     """Extract a bundle made by pack_project into `dest` (created if missing).
 
-    Refuses, with ProjectError, archives that are corrupt, hold absolute paths, `..`, links leading outside
-    `dest` or special files, or whose files total more than `max_bytes`.
+    Every entry is checked here before anything is written (tarfile's extraction filters are not relied on):
+    only regular files and folders are accepted, with relative paths free of `..`, each at most once. Refuses,
+    with ProjectError naming the entry, archives that are corrupt, hold anything else (links, devices, FIFOs),
+    hold more than `max_members` entries, or whose files total more than `max_bytes`. Files are written with
+    mode 0644, or 0755 when the archive marks them executable; owners and other mode bits are not kept.
+    Blocking: run it in a thread from async code.
     """
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            members = tar.getmembers()
+            entries: list[tuple[tarfile.TarInfo, PurePosixPath]] = []
+            seen: set[PurePosixPath] = set()
             total = 0
-            for member in members:
-                parts = PurePosixPath(member.name).parts
-                if member.name.startswith(("/", "\\")) or ".." in parts or "\\" in member.name:
-                    raise ProjectError(f"bundle holds an unsafe path: {member.name!r}")
-                total += member.size
-            if total > max_bytes:
-                raise ProjectError(f"bundle unpacks to {human_size(total)}, over the {human_size(max_bytes)} limit")
+            for member in tar:
+                if len(entries) >= max_members:
+                    raise ProjectError(f"bundle holds more than {max_members} entries, over the limit")
+                path = _check_member(member)
+                if member.type in _FILE_TYPES:
+                    if path in seen:
+                        raise ProjectError(f"bundle holds the file {member.name!r} twice")
+                    seen.add(path)
+                    total += member.size
+                    if total > max_bytes:
+                        raise ProjectError(
+                            f"bundle unpacks to more than {human_size(max_bytes)}, over the limit "
+                            f"(reached at {member.name!r})"
+                        )
+                entries.append((member, path))
             dest.mkdir(parents=True, exist_ok=True)
-            # The "data" filter also refuses links pointing outside dest and device files.
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.FilterError as e:
-        raise ProjectError(f"bundle holds an unsafe entry: {e}") from e
+            for member, path in entries:
+                _extract(tar, member, dest, path)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise ProjectError(f"cannot unpack bundle: {e}") from e
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, path: PurePosixPath) -> None:
+    """Write one checked member; only folders and regular files are ever created, so no link can redirect a write."""
+    target = dest.joinpath(path)
+    if member.type == tarfile.DIRTYPE:
+        target.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:  # not reached for regular files
+        raise ProjectError(f"cannot read {member.name!r} from the bundle")
+    mode = 0o755 if member.mode & 0o111 else 0o644
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with source, os.fdopen(os.open(target, flags, mode), "wb") as out:
+        remaining = member.size
+        while remaining > 0:
+            chunk = source.read(min(_COPY_CHUNK, remaining))
+            if not chunk:
+                raise ProjectError(f"bundle is truncated in {member.name!r}")
+            out.write(chunk)
+            remaining -= len(chunk)
+    os.chmod(target, mode)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def _spec_fingerprint(spec: control_pb2.ApiSpec) -> bytes:
 
 
 def _check_project(parsed: ParsedConfig, config_name: str, bundle: bytes) -> None:
+    """Unpack the bundle into a temporary folder and check its `.env` and handlers (blocking: run it in a thread)."""
     with tempfile.TemporaryDirectory(prefix="cortado-deploy-") as tmp:
         root = Path(tmp)
         try:
@@ -104,10 +105,11 @@ class Registry:
         Raises DeployError, before changing anything, when the configuration or a handler is invalid.
         """
         try:
-            parsed = parse_config(config_yaml, config_name)
+            parsed = await asyncio.to_thread(parse_config, config_yaml, config_name)
         except ConfigError as exc:
             raise DeployError(str(exc)) from exc
-        _check_project(parsed, config_name, bundle)
+        # Unpacking and reading the project are blocking work: keep them off the event loop.
+        await asyncio.to_thread(_check_project, parsed, config_name, bundle)
         digest = hashlib.sha256(bundle).hexdigest()
         response = control_pb2.DeployResponse(notices=parsed.notices)
         for spec in parsed.apis:

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from cortado.project import (
+    MAX_BUNDLE_MEMBERS,
     MAX_PROJECT_BYTES,
     ConfigError,
     ParsedConfig,
@@ -732,12 +733,93 @@ def test_unpack_refuses_an_absolute_path(tmp_path: Path) -> None:
     assert not (tmp_path / "abs").exists()
 
 
-def test_unpack_refuses_a_link_leading_outside(tmp_path: Path) -> None:
-    link = tarfile.TarInfo("link")
-    link.type = tarfile.SYMTYPE
-    link.linkname = str(tmp_path / "outside")
-    with pytest.raises(ProjectError, match="unsafe entry"):
-        unpack_bundle(tar_with((link, b"")), tmp_path / "dest")
+def special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info, b""
+
+
+def file_member(name: str, content: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    return info, content
+
+
+@pytest.mark.parametrize(
+    ("member", "kind"),
+    [
+        (special("link", tarfile.SYMTYPE, "/etc/passwd"), "a symbolic link"),
+        # Links that stay inside the destination are refused too: a bundle never needs one.
+        (special("inside", tarfile.SYMTYPE, "handler.py"), "a symbolic link"),
+        (special("hard", tarfile.LNKTYPE, "handler.py"), "a hard link"),
+        (special("tty", tarfile.CHRTYPE), "a character device"),
+        (special("disk", tarfile.BLKTYPE), "a block device"),
+        (special("pipe", tarfile.FIFOTYPE), "a FIFO"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else value[0].name,
+)
+def test_unpack_accepts_regular_files_and_folders_only_naming_the_member(
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes], kind: str
+) -> None:
+    name = member[0].name
+    bundle = tar_with(file_member("handler.py"), member)
+    with pytest.raises(ProjectError) as caught:
+        unpack_bundle(bundle, tmp_path / "dest")
+    assert str(caught.value) == f"bundle holds {kind}, {name!r}: only regular files and folders are allowed"
+    # Every member is checked before anything is written.
+    assert not (tmp_path / "dest").exists()
+
+
+def test_unpack_caps_the_number_of_members(tmp_path: Path) -> None:
+    bundle = tar_with(*(file_member(f"f{i}") for i in range(4)))
+    with pytest.raises(ProjectError) as caught:
+        unpack_bundle(bundle, tmp_path / "dest", max_members=3)
+    assert str(caught.value) == "bundle holds more than 3 entries, over the limit"
+    assert not (tmp_path / "dest").exists()
+    unpack_bundle(bundle, tmp_path / "dest", max_members=4)
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["f0", "f1", "f2", "f3"]
+
+
+def test_the_default_member_cap_is_the_documented_constant(tmp_path: Path) -> None:
+    bundle = tar_with(*(file_member(f"f{i}", b"") for i in range(MAX_BUNDLE_MEMBERS + 1)))
+    with pytest.raises(ProjectError, match=f"^bundle holds more than {MAX_BUNDLE_MEMBERS} entries"):
+        unpack_bundle(bundle, tmp_path / "dest")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert f"| {MAX_BUNDLE_MEMBERS:,} |" in docs
+
+
+def test_unpack_caps_the_unpacked_size(tmp_path: Path) -> None:
+    bundle = tar_with(file_member("a", b"x" * 600), file_member("b", b"x" * 600))
+    with pytest.raises(ProjectError) as caught:
+        unpack_bundle(bundle, tmp_path / "dest", max_bytes=1024)
+    assert str(caught.value) == "bundle unpacks to more than 1.0 KiB, over the limit (reached at 'b')"
+
+
+@pytest.mark.parametrize("name", ["a\\b", "a/../../b", "/etc/x", "."])
+def test_unpack_refuses_paths_that_could_land_outside(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ProjectError) as caught:
+        unpack_bundle(tar_with(file_member(name)), tmp_path / "dest")
+    assert str(caught.value) == f"bundle holds an unsafe path: {name!r}"
+
+
+def test_unpack_refuses_a_file_given_twice(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError) as caught:
+        unpack_bundle(tar_with(file_member("a", b"1"), file_member("./a", b"2")), tmp_path / "dest")
+    assert str(caught.value) == "bundle holds the file './a' twice"
+
+
+def test_unpack_writes_folders_files_and_the_executable_bit_only(tmp_path: Path) -> None:
+    folder = tarfile.TarInfo("pkg")
+    folder.type = tarfile.DIRTYPE
+    folder.mode = 0o777
+    bundle = tar_with(
+        (folder, b""), file_member("pkg/run.sh", b"#!/bin/sh\n", 0o4777), file_member("pkg/data", b"d", 0o666)
+    )
+    unpack_bundle(bundle, tmp_path / "dest")
+    assert (tmp_path / "dest/pkg/run.sh").read_bytes() == b"#!/bin/sh\n"
+    assert (tmp_path / "dest/pkg/run.sh").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "dest/pkg/data").stat().st_mode & 0o7777 == 0o644
 
 
 def test_unpack_refuses_garbage(tmp_path: Path) -> None:
