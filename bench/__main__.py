@@ -1,9 +1,11 @@
-"""`python -m bench` (`make bench`): Cortado and Celery side by side, on the same machine, in the same run.
+"""`python -m bench` (`make bench`): Cortado, the floor and Celery side by side, on the same machine, in one run.
 
 Cortado: a fresh local mesh as it ships (NATS JetStream on file storage, the four services, Envoy), measured
-through Envoy over HTTP. Celery: Celery 5 with an in-memory Redis, the prefork pool, and the Redis result
-backend, measured through its client API. Prints one table with the ratios and the issue's targets, and
-writes every figure as JSON. `--quick` runs a few hundred requests on Cortado's side only (`make test`).
+through Envoy over HTTP. The floor: a minimal skeleton of the same stack (Envoy, one ingest, one results
+server, one worker, NATS; bench/floor/), measured with the same client on the no-op workloads. Celery:
+Celery 5 with an in-memory Redis, the prefork pool, and the Redis result backend, measured through its
+client API. Prints one table with the ratios, CPU per request by process and the issue's targets, and
+writes every figure as JSON. `--quick` runs a few hundred requests on Cortado and the floor (`make test`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from bench import cortado_side, report
+from bench.floor import side as floor_side
 from bench.measure import Workloads
 
 DEFAULT_JSON = Path("bench-results") / "bench.json"
@@ -43,14 +46,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def describe(workloads: Workloads, with_celery: bool, on: dict[str, Any]) -> str:
+def describe(workloads: Workloads, with_celery: bool, on: dict[str, Any], with_floor: bool = True) -> str:
     """The lines above the table: what was sent, and on what."""
     start, end = (", ".join(f"{x:.2f}" for x in on[key]) for key in ("load_average_at_start", "load_average_at_end"))
-    sides = "Cortado and Celery" if with_celery else "Cortado only"
+    sides = ", ".join(["Cortado", *(["the floor"] if with_floor else []), *(["Celery"] if with_celery else [])])
     return (
         f"{sides} on {on['cpus']} CPUs; load average {start} at the start, {end} at the end\n"
         f"throughput: {workloads.requests} no-op round trips from {workloads.concurrency} concurrent clients; "
         f"latency: {workloads.sequential} sequential round trips;\n"
+        f"one call: {workloads.requests} POST ?wait= from {workloads.concurrency} clients (where served);\n"
         f"10 ms handler (8 at once): {workloads.slow_requests} round trips from {workloads.slow_concurrency} clients; "
         "idle memory: every process, after the no-op runs\n"
     )
@@ -61,8 +65,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a few hundred requests, Cortado only (make test)")
-    parser.add_argument("--no-celery", action="store_true", help="measure Cortado only")
+    parser.add_argument("--quick", action="store_true", help="a few hundred requests, no Celery (make test)")
+    parser.add_argument("--no-celery", action="store_true", help="leave Celery out")
+    parser.add_argument("--no-floor", action="store_true", help="leave the floor out")
     parser.add_argument("--requests", type=int, help="no-op round trips in the throughput run (5000)")
     parser.add_argument("--concurrency", type=int, help="concurrent clients in the throughput runs (16)")
     parser.add_argument("--sequential", type=int, help="round trips in the latency run (1000)")
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     workloads = workloads_for(options)
     with_celery = not (options.quick or options.no_celery)
+    with_floor = not options.no_floor
     signal.signal(signal.SIGTERM, _terminate)
     on = machine()
     try:
@@ -108,17 +114,18 @@ def main(argv: list[str] | None = None) -> int:
                 celery_side = importlib.import_module("bench.celery_side")
                 redis_server = celery_side.redis_server_binary(progress)
             except (ImportError, RuntimeError) as exc:
-                progress(f"python -m bench: {exc}; `--no-celery` measures Cortado alone")
+                progress(f"python -m bench: {exc}; `--no-celery` leaves Celery out")
                 return 2
         cortado = cortado_side.run(workloads, progress)
+        floor = floor_side.run(workloads, progress) if with_floor else None
         celery = None if celery_side is None else celery_side.run(workloads, progress, redis_server)
     except KeyboardInterrupt:
         progress("interrupted: everything the benchmark started is stopped")
         return 130
     on["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    figures = report.document(cortado, celery, workloads.as_dict(), on)
-    print(describe(workloads, with_celery, on))
-    print(report.table(cortado, celery))
+    figures = report.document(cortado, celery, workloads.as_dict(), on, floor)
+    print(describe(workloads, with_celery, on, with_floor))
+    print(report.table(cortado, celery, floor))
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nfigures written to {options.json}")

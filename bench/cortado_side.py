@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 import time
@@ -10,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import uvloop
-
-from bench.measure import Workloads, memory, run_figures, with_cpu
+from bench.http_client import Trip, concurrent_run, measured_run, one_call, round_trip, run_async, supports_one_call
+from bench.measure import Workloads, memory, with_cpu
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
@@ -22,72 +19,6 @@ HERE = Path(__file__).resolve().parent
 NOOP = "bench-noop"
 SLOW = "bench-sleep10"
 PROJECTS = {NOOP: HERE / "noop", SLOW: HERE / "sleep10"}
-JSON = {"Content-Type": "application/json"}
-PAYLOAD = b'{"x":1}'
-WAIT_SECONDS = 30
-"""`?wait=` of each fetch: the longest a fetch waits for the result."""
-
-
-def _session(base_url: str, connections: int) -> aiohttp.ClientSession:
-    # One keep-alive connection per client, as separate HTTP clients would have.
-    connector = aiohttp.TCPConnector(limit=connections)
-    return aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120))
-
-
-async def round_trip(client: aiohttp.ClientSession, api: str) -> tuple[float, int]:
-    """Submit one request and fetch its result (long-polling with `?wait=`); seconds it took, and the fetches."""
-    started = time.perf_counter()
-    async with client.post(f"/{api}", data=PAYLOAD, headers=JSON) as reply:
-        reply.raise_for_status()
-        request_id = (await reply.json())["id"]
-    fetches = 0
-    while True:
-        fetches += 1
-        async with client.get(f"/{api}/{request_id}", params={"wait": str(WAIT_SECONDS)}) as got:
-            got.raise_for_status()
-            body = await got.json()
-        if body["status"] == "completed":
-            return time.perf_counter() - started, fetches
-        if body["status"] == "failed":
-            raise RuntimeError(f"request {request_id} failed: {body}")
-
-
-def _figures(timings: list[tuple[float, int]], seconds: float, concurrency: int) -> dict[str, Any]:
-    figures = run_figures([t for t, _ in timings], seconds, concurrency)
-    # A fetch that returns without the result means a whole ?wait= ran out first: worth seeing on its own.
-    figures["expired_waits"] = sum(1 for _, fetches in timings if fetches > 1)
-    return figures
-
-
-async def concurrent_run(base_url: str, api: str, requests: int, concurrency: int) -> dict[str, Any]:
-    """`requests` round trips from `concurrency` clients at once, until every result is fetched."""
-    remaining = iter(range(requests))
-    timings: list[tuple[float, int]] = []
-
-    async def client_loop(client: aiohttp.ClientSession) -> None:
-        for _ in remaining:
-            timings.append(await round_trip(client, api))
-
-    async with _session(base_url, concurrency) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return _figures(timings, elapsed, concurrency)
-
-
-async def sequential_run(base_url: str, api: str, requests: int) -> dict[str, Any]:
-    """`requests` round trips one after the other, from one client."""
-    async with _session(base_url, 1) as client:
-        started = time.perf_counter()
-        timings = [await round_trip(client, api) for _ in range(requests)]
-        elapsed = time.perf_counter() - started
-    return _figures(timings, elapsed, 1)
-
-
-def _run_async(coro: Any) -> dict[str, Any]:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result: dict[str, Any] = runner.run(coro)
-        return result
 
 
 def deploy(mesh: LocalMesh, api: str, timeout: float = 120.0) -> None:
@@ -124,25 +55,30 @@ def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
     progress("cortado: starting the mesh (NATS, scheduler, ingest, results, executor, Envoy)")
     with started_mesh() as mesh:
         url = mesh.http_url
+        varz = f"http://127.0.0.1:{mesh.ports['nats-monitor']}/varz"
 
         def pids() -> dict[str, int]:
             return {name: proc.pid for name, proc in mesh.processes.items()}
 
-        def measured(api: str, requests: int, concurrency: int) -> dict[str, Any]:
-            if concurrency == 1:
-                return with_cpu(lambda: _run_async(sequential_run(url, api, requests)), pids)
-            return with_cpu(lambda: _run_async(concurrent_run(url, api, requests, concurrency)), pids)
+        def measured(api: str, requests: int, concurrency: int, trip: Trip = round_trip) -> dict[str, Any]:
+            return with_cpu(measured_run(url, api, requests, concurrency, trip), pids, varz)
 
         deploy(mesh, NOOP)
-        _run_async(concurrent_run(url, NOOP, workloads.warmup, min(4, workloads.concurrency)))
+        run_async(concurrent_run(url, NOOP, workloads.warmup, min(4, workloads.concurrency)))
         progress(f"cortado: throughput, {workloads.requests} no-op requests from {workloads.concurrency} clients")
         figures["throughput"] = measured(NOOP, workloads.requests, workloads.concurrency)
         progress(f"cortado: latency, {workloads.sequential} sequential round trips")
         figures["latency"] = measured(NOOP, workloads.sequential, 1)
+        figures["one_call_available"] = run_async(supports_one_call(url, NOOP))
+        if figures["one_call_available"]:
+            progress(f"cortado: one-call throughput (POST ?wait=), {workloads.requests} no-op requests")
+            figures["one_call"] = measured(NOOP, workloads.requests, workloads.concurrency, trip=one_call)
+        else:
+            progress("cortado: POST ?wait= answers only an id: no one-call run")
         time.sleep(workloads.idle_seconds)
         figures["idle_memory"] = mesh_memory(mesh)
         progress(f"cortado: 10 ms handler (max_concurrency 8), {workloads.slow_requests} requests")
         deploy(mesh, SLOW)
-        _run_async(concurrent_run(url, SLOW, workloads.warmup, min(4, workloads.slow_concurrency)))
+        run_async(concurrent_run(url, SLOW, workloads.warmup, min(4, workloads.slow_concurrency)))
         figures["slow"] = measured(SLOW, workloads.slow_requests, workloads.slow_concurrency)
     return figures

@@ -1,10 +1,13 @@
-"""What both sides share: the workloads' sizes, latency percentiles, and the memory of process trees."""
+"""What every side shares: the workloads' sizes, latency percentiles, the memory and CPU of process trees,
+and NATS's message counters."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -114,14 +117,33 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def with_cpu(run: Callable[[], dict[str, Any]], server: Callable[[], dict[str, int]]) -> dict[str, Any]:
+def nats_messages(varz_url: str) -> dict[str, int]:
+    """NATS's message counters so far, from its monitoring endpoint's `/varz`: received (in) and sent (out)."""
+    with urllib.request.urlopen(varz_url, timeout=5) as reply:
+        varz = json.loads(reply.read())
+    return {"in": int(varz["in_msgs"]), "out": int(varz["out_msgs"])}
+
+
+def per_request(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
+    """Messages per request between two readings of nats_messages(), and their total (rounded to 0.01)."""
+    count = max(1, requests)
+    spent = {key: (after[key] - before[key]) / count for key in ("in", "out")}
+    return {"in": round(spent["in"], 2), "out": round(spent["out"], 2), "total": round(sum(spent.values()), 2)}
+
+
+def with_cpu(
+    run: Callable[[], dict[str, Any]], server: Callable[[], dict[str, int]], nats_varz: str | None = None
+) -> dict[str, Any]:
     """run()'s figures, plus the CPU each request cost the server's processes (by name) and this client process.
 
     server() names the server's top processes (their descendants count with them). CPU per request
-    depends far less than rates do on what else the machine is doing.
+    depends far less than rates do on what else the machine is doing. With nats_varz (the URL of NATS's
+    `/varz`), also the messages NATS received and sent per request (`nats_msgs_per_request`); whatever
+    else talks to NATS during the run counts too.
     """
     pids = server()
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    messages_before = None if nats_varz is None else nats_messages(nats_varz)
     client_before = time.process_time()
     figures = run()
     client = time.process_time() - client_before
@@ -130,4 +152,6 @@ def with_cpu(run: Callable[[], dict[str, Any]], server: Callable[[], dict[str, i
     figures["server_cpu_ms_per_request"] = round(sum(spent.values()) * 1000 / count, 3)
     figures["client_cpu_ms_per_request"] = round(client * 1000 / count, 3)
     figures["cpu_ms_per_request_by_process"] = {name: round(s * 1000 / count, 3) for name, s in spent.items()}
+    if nats_varz is not None and messages_before is not None:
+        figures["nats_msgs_per_request"] = per_request(messages_before, nats_messages(nats_varz), count)
     return figures

@@ -1,4 +1,8 @@
-"""The side-by-side table, the ratios, and the issue's targets, from the figures of both sides."""
+"""The side-by-side table, the ratios, and the issue's targets, from the figures of each side.
+
+Sides: Cortado, the floor (a minimal skeleton of the same stack, bench/floor/) and Celery; the ratios are
+Cortado / floor (what Cortado's design costs over the stack's least) and Cortado / Celery.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,21 @@ IDLE_RSS_LIMIT_MB = 400.0
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: its label, and where its figure is in each side's figures."""
+    """One line of the table: its label, and where its figure is in each side's figures.
+
+    With processes, path leads to a run's CPU per request by process, and the figure is the sum over the
+    processes with those names (a trailing instance number ignored: `executor1` counts as `executor`).
+    """
 
     label: str
     path: tuple[str, ...]
+    processes: tuple[str, ...] = ()
+
+    def value(self, side: dict[str, Any] | None) -> float | None:
+        """This row's figure in one side's figures, or None."""
+        if not self.processes:
+            return figure(side, self.path)
+        return process_figure(side, self.path, self.processes)
 
 
 ROWS = (
@@ -28,14 +43,32 @@ ROWS = (
     Row("  under that load: round trip p99 (ms)", ("throughput", "p99_ms")),
     Row("  server CPU per request (ms)", ("throughput", "server_cpu_ms_per_request")),
     Row("  client CPU per request (ms)", ("throughput", "client_cpu_ms_per_request")),
+    Row("  NATS messages per request, in", ("throughput", "nats_msgs_per_request", "in")),
+    Row("  NATS messages per request, out", ("throughput", "nats_msgs_per_request", "out")),
     Row("sequential round trip p50 (ms)", ("latency", "p50_ms")),
     Row("sequential round trip p90 (ms)", ("latency", "p90_ms")),
     Row("sequential round trip p99 (ms)", ("latency", "p99_ms")),
+    Row("one call (POST ?wait=): throughput (req/s)", ("one_call", "requests_per_second")),
+    Row("  under that load: p50 (ms)", ("one_call", "p50_ms")),
+    Row("  server CPU per request (ms)", ("one_call", "server_cpu_ms_per_request")),
     Row("10 ms handler, 8-way: throughput (req/s)", ("slow", "requests_per_second")),
     Row("10 ms handler, 8-way: round trip p50 (ms)", ("slow", "p50_ms")),
     Row("idle memory, RSS (MB)", ("idle_memory", "rss_mb")),
     Row("idle memory, PSS (MB)", ("idle_memory", "pss_mb")),
 )
+
+BY_PROCESS = ("throughput", "cpu_ms_per_request_by_process")
+PROCESS_HEADING = "no-op throughput run: CPU per request (ms)"
+PROCESS_ROWS = (
+    Row("  envoy", BY_PROCESS, ("envoy",)),
+    Row("  nats", BY_PROCESS, ("nats",)),
+    Row("  ingest", BY_PROCESS, ("ingest",)),
+    Row("  results", BY_PROCESS, ("results",)),
+    Row("  executor (+ handler) / worker", BY_PROCESS, ("executor", "worker", "celery worker")),
+    Row("  scheduler", BY_PROCESS, ("scheduler",)),
+    Row("  redis", BY_PROCESS, ("redis",)),
+)
+"""CPU per request of each kind of process: Cortado's executor, the floor's and Celery's workers share a row."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,19 @@ def figure(side: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def process_figure(side: dict[str, Any] | None, path: tuple[str, ...], names: tuple[str, ...]) -> float | None:
+    """The sum of the per-process figures at path of the processes called one of names (None: none of them)."""
+    value: Any = side
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if not isinstance(value, dict):
+        return None
+    found = [float(v) for k, v in value.items() if k.rstrip("0123456789") in names and isinstance(v, int | float)]
+    return round(sum(found), 3) if found else None
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """numerator / denominator, rounded to 0.01; None where either is missing or the denominator is 0."""
     if numerator is None or denominator is None or denominator == 0:
@@ -75,6 +121,9 @@ RATIOS = {
     "latency_p50": ("latency", "p50_ms"),
     "latency_p90": ("latency", "p90_ms"),
     "latency_p99": ("latency", "p99_ms"),
+    "one_call_throughput": ("one_call", "requests_per_second"),
+    "one_call_server_cpu_per_request": ("one_call", "server_cpu_ms_per_request"),
+    "nats_msgs_per_request": ("throughput", "nats_msgs_per_request", "total"),
     "slow_throughput": ("slow", "requests_per_second"),
     "slow_p50": ("slow", "p50_ms"),
     "idle_rss": ("idle_memory", "rss_mb"),
@@ -82,9 +131,14 @@ RATIOS = {
 """The ratios written to the JSON file, by name: where the figure is in each side's figures."""
 
 
-def ratios(cortado: dict[str, Any], celery: dict[str, Any] | None) -> dict[str, float | None]:
-    """Cortado / Celery of the main figures (higher is better for throughput, lower for latency and memory)."""
-    return {name: ratio(figure(cortado, path), figure(celery, path)) for name, path in RATIOS.items()}
+def ratios(cortado: dict[str, Any], other: dict[str, Any] | None) -> dict[str, float | None]:
+    """Cortado / the other side (Celery or the floor) of the main figures, and of each kind of process's CPU per
+    request in the throughput run (`cpu_<process>`); higher is better for throughput, lower for the rest."""
+    main = {name: ratio(figure(cortado, path), figure(other, path)) for name, path in RATIOS.items()}
+    for row in PROCESS_ROWS:
+        key = "cpu_" + row.processes[0]
+        main[key] = ratio(row.value(cortado), row.value(other))
+    return main
 
 
 def _check(value: float | None, test: Callable[[float], bool]) -> bool | None:
@@ -126,20 +180,38 @@ def _ratio_cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def table(cortado: dict[str, Any], celery: dict[str, Any] | None) -> str:
-    """The side-by-side table with the Cortado / Celery ratio of each row, then the targets."""
-    width = max(len(r.label) for r in ROWS) + 2
-    header = f"{'':<{width}}{'cortado':>12}{'celery':>12}{'cortado/celery':>16}"
+def _side_note(name: str, side: dict[str, Any] | None) -> list[str]:
+    expired = {
+        run: int(figure(side, (run, "expired_waits")) or 0) for run in ("throughput", "latency", "one_call", "slow")
+    }
+    if not any(expired.values()):
+        return []
+    counts = ", ".join(f"{n} in the {run} run" for run, n in expired.items() if n)
+    return [f"note: {counts}: {name} round trips whose result came only after a whole ?wait= ran out"]
+
+
+def table(cortado: dict[str, Any], celery: dict[str, Any] | None, floor: dict[str, Any] | None = None) -> str:
+    """The side-by-side table (Cortado, the floor, Celery) with the Cortado / floor and Cortado / Celery ratio
+    of each row, CPU per request by process, then the targets."""
+    width = max(len(r.label) for r in (*ROWS, *PROCESS_ROWS, Row(PROCESS_HEADING, ()))) + 2
+    columns = f"{'cortado':>10}{'floor':>10}{'celery':>10}{'cortado/floor':>15}{'cortado/celery':>16}"
+    header = f"{'':<{width}}{columns}"
     lines = [header, "-" * len(header)]
-    for row in ROWS:
-        ours, theirs = figure(cortado, row.path), figure(celery, row.path)
-        lines.append(f"{row.label:<{width}}{_cell(ours):>12}{_cell(theirs):>12}{_ratio_cell(ratio(ours, theirs)):>16}")
+
+    def line(row: Row) -> str:
+        ours, low, theirs = row.value(cortado), row.value(floor), row.value(celery)
+        cells = f"{_cell(ours):>10}{_cell(low):>10}{_cell(theirs):>10}"
+        return f"{row.label:<{width}}{cells}{_ratio_cell(ratio(ours, low)):>15}{_ratio_cell(ratio(ours, theirs)):>16}"
+
+    lines += [line(row) for row in ROWS]
+    lines.append(PROCESS_HEADING)
+    lines += [line(row) for row in PROCESS_ROWS]
     lines.append("-" * len(header))
-    lines.append("ratio: cortado / celery; higher is better for throughput, lower for latency, CPU and memory")
-    expired = {run: int(figure(cortado, (run, "expired_waits")) or 0) for run in ("throughput", "latency", "slow")}
-    if any(expired.values()):
-        counts = ", ".join(f"{n} in the {run} run" for run, n in expired.items() if n)
-        lines.append(f"note: {counts}: Cortado round trips whose result came only after a whole ?wait= ran out")
+    lines.append("ratios: cortado / floor, cortado / celery; higher is better for throughput, lower for the rest")
+    lines.append("floor: Envoy, one ingest, one results server and one worker on NATS, nothing else (bench/floor/)")
+    if cortado.get("one_call_available") is False:
+        lines.append("note: Cortado's POST ?wait= answers only an id here: no one-call run for Cortado")
+    lines += _side_note("Cortado", cortado) + _side_note("floor", floor)
     lines.append("")
     lines.append("targets")
     for target in targets(cortado, celery):
@@ -148,14 +220,20 @@ def table(cortado: dict[str, Any], celery: dict[str, Any] | None) -> str:
 
 
 def document(
-    cortado: dict[str, Any], celery: dict[str, Any] | None, settings: dict[str, Any], machine: dict[str, Any]
+    cortado: dict[str, Any],
+    celery: dict[str, Any] | None,
+    settings: dict[str, Any],
+    machine: dict[str, Any],
+    floor: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the run measured, as written to the JSON file."""
+    """Everything the run measured, as written to the JSON file (`ratios`: Cortado / Celery)."""
     return {
         "machine": machine,
         "workloads": settings,
         "cortado": cortado,
+        "floor": floor,
         "celery": celery,
         "ratios": ratios(cortado, celery),
+        "ratios_to_floor": ratios(cortado, floor),
         "targets": [{**asdict(t), "mark": t.mark} for t in targets(cortado, celery)],
     }

@@ -1,4 +1,4 @@
-"""The benchmark (`make bench`): its pure helpers, and a short run of Cortado's side that checks only its output."""
+"""The benchmark (`make bench`): its pure helpers, and a short run (Cortado and the floor) that checks its output."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bench import report
-from bench.__main__ import parse, workloads_for
-from bench.measure import Workloads, cpu_seconds, memory, percentiles, run_figures, with_cpu
+from bench.__main__ import describe, parse, workloads_for
+from bench.floor.rig import render_envoy_config
+from bench.http_client import figures_of
+from bench.measure import Workloads, cpu_seconds, memory, per_request, percentiles, run_figures, with_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +27,29 @@ def side(rps: float, p50: float, p99: float, rss: float) -> dict[str, Any]:
         return {"requests_per_second": rps, "p50_ms": p50, "p90_ms": p50, "p99_ms": p99}
 
     return {"throughput": run(), "latency": run(), "slow": run(), "idle_memory": {"rss_mb": rss, "pss_mb": rss}}
+
+
+def measured_side(rps: float, by_process: dict[str, float], messages: float | None = None) -> dict[str, Any]:
+    """A side whose throughput run has CPU per request by process (and NATS messages per request)."""
+    figures = side(rps, 4, 12, 300)
+    figures["throughput"]["cpu_ms_per_request_by_process"] = by_process
+    figures["throughput"]["server_cpu_ms_per_request"] = sum(by_process.values())
+    if messages is not None:
+        figures["throughput"]["nats_msgs_per_request"] = {"in": messages / 2, "out": messages / 2, "total": messages}
+    return figures
+
+
+CORTADO_CPU = {
+    "nats": 1.2,
+    "scheduler": 0.1,
+    "ingest": 1.0,
+    "results": 1.5,
+    "executor": 1.4,
+    "executor1": 0.6,
+    "envoy": 0.8,
+}
+FLOOR_CPU = {"nats": 0.5, "ingest": 0.5, "results": 0.6, "worker": 0.2, "envoy": 0.4}
+CELERY_CPU = {"redis": 0.4, "celery worker": 2.0}
 
 
 def test_percentiles_of_a_uniform_spread() -> None:
@@ -113,15 +139,122 @@ def test_table_has_every_row_and_target() -> None:
 
 def test_table_notes_expired_waits() -> None:
     cortado = side(1200, 4, 12, 300)
-    assert "?wait=" not in report.table(cortado, None)
+    assert "note:" not in report.table(cortado, None)
     cortado["slow"]["expired_waits"] = 2
     assert "note: 2 in the slow run: Cortado round trips" in report.table(cortado, None)
+    floor = side(2000, 2, 5, 200)
+    floor["one_call"] = {"requests_per_second": 3000, "expired_waits": 1}
+    assert "note: 1 in the one_call run: floor round trips" in report.table(cortado, None, floor)
+
+
+def test_per_request_nats_messages() -> None:
+    assert per_request({"in": 100, "out": 50}, {"in": 500, "out": 950}, 100) == {"in": 4.0, "out": 9.0, "total": 13.0}
+    assert per_request({"in": 0, "out": 0}, {"in": 1, "out": 2}, 3) == {"in": 0.33, "out": 0.67, "total": 1.0}
+    assert per_request({"in": 0, "out": 0}, {"in": 5, "out": 5}, 0)["total"] == 10.0  # no division by zero
+
+
+def test_process_rows_sum_instances_and_share_the_worker_row() -> None:
+    rows = {row.label.strip(): row for row in report.PROCESS_ROWS}
+    worker = rows["executor (+ handler) / worker"]
+    cortado, floor = measured_side(300, CORTADO_CPU), measured_side(700, FLOOR_CPU)
+    celery = measured_side(500, CELERY_CPU)
+    assert worker.value(cortado) == 2.0  # executor and executor1
+    assert worker.value(floor) == 0.2
+    assert worker.value(celery) == 2.0
+    assert rows["scheduler"].value(floor) is None
+    assert rows["redis"].value(celery) == 0.4 and rows["redis"].value(cortado) is None
+    assert rows["envoy"].value(None) is None
+    assert (
+        report.process_figure({"throughput": {"cpu_ms_per_request_by_process": 3}}, report.BY_PROCESS, ("x",)) is None
+    )
+
+
+def test_ratios_to_the_floor() -> None:
+    cortado, floor = measured_side(300, CORTADO_CPU, 20.0), measured_side(750, FLOOR_CPU, 9.0)
+    cortado["one_call"] = {"requests_per_second": 400.0}
+    floor["one_call"] = {"requests_per_second": 1000.0}
+    ratios = report.ratios(cortado, floor)
+    assert ratios["throughput"] == 0.4
+    assert ratios["one_call_throughput"] == 0.4
+    assert ratios["nats_msgs_per_request"] == 2.22
+    assert ratios["cpu_results"] == 2.5
+    assert ratios["cpu_executor"] == 10.0
+    assert ratios["cpu_scheduler"] is None  # the floor has none
+    del floor["slow"]  # the floor has no 10 ms handler run
+    assert report.ratios(cortado, floor)["slow_throughput"] is None
+
+
+def test_table_has_the_floor_column_ratios_and_cpu_by_process() -> None:
+    cortado, floor = measured_side(300, CORTADO_CPU, 20.0), measured_side(750, FLOOR_CPU, 9.0)
+    celery = measured_side(100, CELERY_CPU)
+    floor["one_call"] = {"requests_per_second": 1100.0, "p50_ms": 14.0, "server_cpu_ms_per_request": 1.2}
+    lines = report.table(cortado, celery, floor).splitlines()
+    assert lines[0].split() == ["cortado", "floor", "celery", "cortado/floor", "cortado/celery"]
+    for row in (*report.ROWS, *report.PROCESS_ROWS):
+        assert any(line.startswith(row.label) for line in lines), row.label
+    assert report.PROCESS_HEADING in lines
+
+    def cells(label: str) -> list[str]:
+        found = [line for line in lines if line.startswith(label)]
+        return found[0][len(label) :].split()
+
+    assert cells("no-op throughput (req/s)") == ["300.0", "750.0", "100.0", "0.40x", "3.00x"]
+    assert cells("  NATS messages per request, in") == ["10.00", "4.50", "-", "2.22x", "-"]
+    assert cells("one call (POST ?wait=): throughput (req/s)") == ["-", "1,100.0", "-", "-", "-"]
+    assert cells("  executor (+ handler) / worker") == ["2.00", "0.20", "2.00", "10.00x", "1.00x"]
+    assert cells("  redis") == ["-", "-", "0.40", "-", "-"]
+    assert cells("  scheduler") == ["0.10", "-", "-", "-", "-"]
+
+
+def test_table_without_floor_or_celery_and_one_call_note() -> None:
+    cortado = side(300, 4, 12, 300)
+    text = report.table(cortado, None)
+    assert "cortado/floor" in text.splitlines()[0]
+    assert text.splitlines()[2].split()[-5:] == ["300.0", "-", "-", "-", "-"]
+    assert "answers only an id" not in text
+    cortado["one_call_available"] = False
+    assert "note: Cortado's POST ?wait= answers only an id here" in report.table(cortado, None)
+
+
+def test_figures_count_expired_waits() -> None:
+    figures = figures_of([(0.01, 1), (0.02, 2), (0.03, 1), (0.04, 3)], 0.1, 2)
+    assert figures["requests"] == 4
+    assert figures["expired_waits"] == 2
+
+
+def test_floor_envoy_config_routes_by_method_and_wait(tmp_path: Path) -> None:
+    config = yaml.safe_load(render_envoy_config(8080, 9901, tmp_path / "floor.pb", "127.0.0.1:1", "127.0.0.1:2"))
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    # POST with ?wait= goes to results (publish and wait), a plain POST to ingest, GET to results.
+    assert [r["route"]["cluster"] for r in routes] == ["results", "ingest", "results"]
+    assert routes[0]["match"]["query_parameters"] == [{"name": "wait", "present_match": True}]
+    assert "query_parameters" not in routes[1]["match"]
+    transcoder = manager["http_filters"][0]["typed_config"]
+    assert transcoder["proto_descriptor"] == str(tmp_path / "floor.pb")
+    assert transcoder["match_incoming_request_route"] is True
+    assert transcoder["services"] == ["benchfloor.Floor"]
+    assert [f["name"] for f in manager["http_filters"]] == [
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoint = clusters["results"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 2}
 
 
 def test_document_is_json() -> None:
     doc = report.document(side(1200, 4, 12, 300), None, Workloads.quick().as_dict(), {"cpus": 2})
     again = json.loads(json.dumps(doc))
     assert again["celery"] is None
+    assert again["floor"] is None
+    assert all(v is None for v in again["ratios_to_floor"].values())
+    floor = side(2400, 2, 6, 200)
+    with_floor = report.document(side(1200, 4, 12, 300), None, {}, {}, floor)
+    assert with_floor["floor"] is floor
+    assert with_floor["ratios_to_floor"]["throughput"] == 0.5
     assert again["targets"][2] == {"name": "sequential p99 < 20 ms", "value": "12 ms", "met": True, "mark": "met"}
 
 
@@ -132,6 +265,14 @@ def test_command_line_sizes() -> None:
     assert (chosen.requests, chosen.concurrency, chosen.slow_concurrency) == (10, 2, 2)
     with pytest.raises(SystemExit):
         workloads_for(parse(["--sequential", "0"]))
+    assert parse(["--no-floor"]).no_floor and not parse([]).no_floor
+
+
+def test_describe_names_the_sides() -> None:
+    on = {"cpus": 2, "load_average_at_start": [0.1, 0.2, 0.3], "load_average_at_end": [1.0, 1.0, 1.0]}
+    assert describe(Workloads(), True, on).startswith("Cortado, the floor, Celery on 2 CPUs")
+    assert describe(Workloads(), False, on, with_floor=False).startswith("Cortado on 2 CPUs")
+    assert "one call: 5000 POST ?wait= from 16 clients" in describe(Workloads(), True, on)
 
 
 def test_redis_argv_keeps_everything_in_memory(tmp_path: Path) -> None:
@@ -172,11 +313,28 @@ def test_quick_run_writes_well_formed_figures(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sequential round trip p99 (ms)" in done.stdout
+    assert "cortado/floor" in done.stdout
     figures = json.loads(out.read_text())
-    assert set(figures) == {"machine", "workloads", "cortado", "celery", "ratios", "targets"}
+    assert set(figures) == {
+        "machine",
+        "workloads",
+        "cortado",
+        "floor",
+        "celery",
+        "ratios",
+        "ratios_to_floor",
+        "targets",
+    }
     assert figures["celery"] is None
     cortado = figures["cortado"]
     quick = Workloads.quick()
+    floor = figures["floor"]
+    for run in ("throughput", "latency", "one_call"):
+        assert floor[run]["requests"] == (quick.sequential if run == "latency" else quick.requests)
+        assert floor[run]["nats_msgs_per_request"]["total"] > 0
+    assert figures["ratios_to_floor"]["throughput"] > 0
+    assert figures["ratios_to_floor"]["nats_msgs_per_request"] > 0
+    assert isinstance(cortado["one_call_available"], bool)
     assert cortado["throughput"]["requests"] == quick.requests
     assert cortado["latency"]["requests"] == quick.sequential
     assert cortado["slow"]["requests"] == quick.slow_requests
@@ -184,6 +342,9 @@ def test_quick_run_writes_well_formed_figures(tmp_path: Path) -> None:
         keys = ("requests_per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds")
         for key in (*keys, "server_cpu_ms_per_request", "client_cpu_ms_per_request"):
             assert cortado[run][key] > 0, (run, key)
+        assert cortado[run]["nats_msgs_per_request"]["in"] > 0, run
+        assert cortado[run]["nats_msgs_per_request"]["out"] > 0, run
+        assert {"nats", "envoy", "ingest", "results", "executor"} <= set(cortado[run]["cpu_ms_per_request_by_process"])
         assert cortado[run]["expired_waits"] >= 0
         assert cortado[run]["p50_ms"] <= cortado[run]["p90_ms"] <= cortado[run]["p99_ms"] <= cortado[run]["max_ms"]
     idle = cortado["idle_memory"]
