@@ -10,6 +10,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +26,8 @@ from cortado.v1 import control_pb2
 
 CONFIG_NAMES = ("cortado.yaml", "cortex.yaml")
 MAX_PROJECT_BYTES = 32 * 1024 * 1024
+MAX_CONFIG_EXPANDED_BYTES = 4 * 1024 * 1024
+"""Largest configuration file once YAML aliases are expanded (each value: one plus the length of its text)."""
 
 IGNORE_FILE = ".cortexignore"
 DOTENV_FILE = ".env"
@@ -87,6 +90,79 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    except ValueError:  # past Python's int-to-str digit limit
+        digits = sys.get_int_max_str_digits()
+        problem = f"an integer of more than {digits} digits cannot be read; quote it to keep it as text"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _expanded_size(root: yaml.Node, filename: str) -> tuple[int, bool]:
+    """(size of the document with every alias expanded, whether it uses aliases), before anything is built.
+
+    Each node counts one plus the length of its text, and an aliased node counts again each time an alias repeats
+    it, so `&a [..]`, `*a`, `*a` ... nested a few levels deep (a "billion laughs") is measured without being expanded.
+    Raises ConfigError for an alias inside the node it refers to (a configuration cannot contain itself).
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    aliased = False
+
+    def size(node: yaml.Node) -> int:
+        nonlocal aliased
+        key = id(node)
+        if key in sizes:
+            aliased = True
+            return sizes[key]
+        if key in active:
+            raise ConfigError(
+                f"{filename}: line {node.start_mark.line + 1}: an alias refers to a value that contains it; "
+                "a configuration cannot contain itself"
+            )
+        active.add(key)
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root), aliased
+
+
+def _load_yaml(text: bytes | str, filename: str) -> Any:
+    """The YAML document, its size checked with aliases expanded before any Python object is built."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size, aliased = _expanded_size(node, filename)
+        if size > MAX_CONFIG_EXPANDED_BYTES:
+            limit = human_size(MAX_CONFIG_EXPANDED_BYTES)
+            if aliased:
+                raise ConfigError(
+                    f"{filename}: YAML aliases (*name) expand the configuration to more than {limit}, the limit "
+                    "(an alias counts the whole value it repeats, each time it is used); write the values out, or "
+                    "keep large data in a file of the project"
+                )
+            raise ConfigError(
+                f"{filename}: the configuration is larger than {limit}, the limit; keep large data in a file of the "
+                "project"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_config(text: bytes | str, filename: str) -> ParsedConfig:
     """Parse a cortado.yaml / cortex.yaml (a YAML list of APIs) into ApiSpecs with every default applied.
 
@@ -96,9 +172,11 @@ def parse_config(text: bytes | str, filename: str) -> ParsedConfig:
     """
     try:
         # _Loader is a SafeLoader: no arbitrary Python objects.
-        document = yaml.load(text, Loader=_Loader)
+        document = _load_yaml(text, filename)
     except yaml.YAMLError as e:
         raise ConfigError(f"{filename}: not valid YAML: {_one_line(str(e))}") from e
+    except RecursionError:
+        raise ConfigError(f"{filename}: not valid YAML: it is nested too deeply") from None
     if document is None:
         raise ConfigError(f"{filename}: the file is empty; it must be a YAML list of APIs (`- name: ...`)")
     if isinstance(document, dict):
