@@ -467,8 +467,9 @@ class _ApiParser:
             for key, value in env.items():
                 if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                     self.fail(f"handler.env.{key}", "is not a valid environment variable name")
-                if key.startswith(ENV_PREFIX):
-                    self.fail(f"handler.env.{key}", f"is refused: variables starting with {ENV_PREFIX} are Cortado's")
+                refused = reserved_env_problem(key)
+                if refused:
+                    self.fail(f"handler.env.{key}", refused)
                 spec.env[key] = self.env_value(value, f"handler.env.{key}")
 
         log_level = self.string(handler, "handler.log_level", "info")
@@ -714,13 +715,26 @@ def parse_quantity_bytes(value: Any, where: str) -> int:
 
 _ENV_LINE_RE = re.compile(r"(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 
+RESERVED_ENV_NAMES = ("PROMETHEUS_MULTIPROC_DIR",)
+"""Variables outside the CORTADO_ prefix that the executor sets for the handler process and a project may not."""
+
+
+def reserved_env_problem(name: str) -> str | None:
+    """Why a project may not set the environment variable `name` (handler.env or .env), or None when it may."""
+    if name.startswith(ENV_PREFIX):
+        return f"is refused: variables starting with {ENV_PREFIX} are Cortado's"
+    if name in RESERVED_ENV_NAMES:
+        return "is refused: Cortado sets it (the handler's metrics are collected there)"
+    return None
+
 
 def parse_dotenv(text: str, filename: str = DOTENV_FILE) -> dict[str, str]:
     """Parse `VARIABLE=value` lines the way bash would source them, for the simple cases.
 
     Blank lines and `#` comments are skipped, a leading `export ` is allowed, quotes around (parts of) the
     value are removed, and an unquoted `#` after whitespace starts a comment. Variables are not expanded.
-    A later line wins over an earlier one. Raises ProjectError naming the file and line for a malformed line.
+    A later line wins over an earlier one. Raises ProjectError naming the file and line for a malformed line, or
+    for a variable Cortado sets itself (`CORTADO_*`, `PROMETHEUS_MULTIPROC_DIR`), as handler.env refuses them.
     """
     variables: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -730,6 +744,9 @@ def parse_dotenv(text: str, filename: str = DOTENV_FILE) -> dict[str, str]:
         match = _ENV_LINE_RE.fullmatch(line)
         if match is None:
             raise ProjectError(f"{filename} line {number}: expected VARIABLE=value, got {line!r}")
+        refused = reserved_env_problem(match.group(1))
+        if refused:
+            raise ProjectError(f"{filename} line {number}: {match.group(1)} {refused}")
         try:
             variables[match.group(1)] = _shell_word(match.group(2))
         except ValueError as e:

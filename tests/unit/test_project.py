@@ -340,6 +340,14 @@ def test_env_keys_with_cortados_prefix_are_refused() -> None:
     )
 
 
+def test_env_may_not_move_the_handler_metrics_directory() -> None:
+    message = config_error(with_api("", "env:\n  PROMETHEUS_MULTIPROC_DIR: /tmp/x"))
+    assert message == (
+        "cortado.yaml: api 'echo': handler.env.PROMETHEUS_MULTIPROC_DIR is refused: "
+        "Cortado sets it (the handler's metrics are collected there)"
+    )
+
+
 def test_an_unknown_log_level_is_refused() -> None:
     message = config_error(with_api("", "log_level: verbose"))
     assert message == (
@@ -637,6 +645,29 @@ def test_a_malformed_dotenv_line_is_refused_with_its_line_number(line: str, mess
 def test_a_dotenv_error_names_the_file_it_was_given() -> None:
     with pytest.raises(ProjectError, match=r"^project/.env line 1: "):
         parse_dotenv("nope", "project/.env")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "CORTADO_NATS_URL=nats://elsewhere:4222",
+            "CORTADO_NATS_URL is refused: variables starting with CORTADO_ are Cortado's",
+        ),
+        (
+            "export CORTADO_WORKER_REPLICA=7",
+            "CORTADO_WORKER_REPLICA is refused: variables starting with CORTADO_ are Cortado's",
+        ),
+        (
+            "PROMETHEUS_MULTIPROC_DIR=/tmp/x",
+            "PROMETHEUS_MULTIPROC_DIR is refused: Cortado sets it (the handler's metrics are collected there)",
+        ),
+    ],
+)
+def test_dotenv_refuses_the_variables_handler_env_refuses(line: str, message: str) -> None:
+    with pytest.raises(ProjectError) as caught:
+        parse_dotenv(f"# settings\nMODEL=small\n{line}\n")
+    assert str(caught.value) == f".env line 3: {message}"
 
 
 # --------------------------------------------------------------------------------------------------

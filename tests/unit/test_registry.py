@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from cortado.project import ProjectError
+from cortado.project import ProjectError, pack_project
 from services.scheduler import registry as registry_module
 from services.scheduler.registry import DeployError, Registry
 
@@ -36,3 +36,19 @@ async def test_the_bundle_is_unpacked_off_the_event_loop(monkeypatch: pytest.Mon
         "bundle holds a symbolic link, 'link': only regular files and folders are allowed"
     )
     assert threads and threads[0] != threading.get_ident()
+
+
+def bundle_of(project: Path) -> bytes:
+    return pack_project(project, "cortado.yaml")
+
+
+async def test_a_dotenv_setting_cortados_variables_is_refused_at_deploy(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.py").write_text("class Handler:\n    def handle_async(self, payload):\n        return {}\n")
+    (project / ".env").write_text("MODEL=small\nCORTADO_NATS_URL=nats://attacker:4222\n")
+    with pytest.raises(DeployError) as caught:
+        await offline_registry().deploy("cortado.yaml", CONFIG, bundle_of(project))
+    assert (
+        str(caught.value) == ".env line 2: CORTADO_NATS_URL is refused: variables starting with CORTADO_ are Cortado's"
+    )
