@@ -80,7 +80,7 @@ class ServiceRunner:
         self._refusing = _RefuseWhenStopping()
         self.server = grpc.aio.server(
             options=SERVER_OPTIONS,
-            interceptors=[self._refusing, *server_interceptors(), MetricsInterceptor(), *interceptors],
+            interceptors=[self._refusing, *server_interceptors(), MetricsInterceptor(service_names), *interceptors],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

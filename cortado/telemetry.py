@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from nats.aio.client import Client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -33,7 +34,8 @@ GRPC_SECONDS = Histogram(
 def serve_metrics(address: str, multiprocess_dir: Path | None = None) -> int:
     """Serve Prometheus metrics on address (host:port; empty: nowhere); returns the port.
 
-    With multiprocess_dir, the metrics its handler processes write there are served too, summed.
+    With multiprocess_dir, the metrics its handler processes write there (or in a folder per API below it) are
+    served too, summed.
     """
     if not address:
         return 0
@@ -41,10 +43,21 @@ def serve_metrics(address: str, multiprocess_dir: Path | None = None) -> int:
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+        registry.register(_MultiProcessTree(multiprocess_dir))
         registry.register(_Forward(REGISTRY))
     server, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
     return int(server.server_port)
+
+
+class _MultiProcessTree(Collector):
+    """prometheus_client's multiprocess files in a folder and the folders below it, merged into one set of metrics."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def collect(self) -> Iterator[Metric]:
+        files = sorted(str(p) for p in self._root.rglob("*.db"))
+        yield from MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 class _Forward(Collector):
@@ -85,8 +98,45 @@ def watch_nats(nc: Client) -> None:
     REGISTRY.register(NatsClientCollector(nc))
 
 
+UNKNOWN_METHOD = "unknown"
+"""The `method` label of calls to a method the service does not serve: callers choose method names freely, and
+every distinct label value is a new time series kept for the life of the process."""
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def served_methods(services: Sequence[str]) -> frozenset[str]:
+    """The full method names (`/package.Service/Method`) of the named services, from the loaded protobuf descriptors."""
+    pool = descriptor_pool.Default()
+    methods: set[str] = set()
+    for name in services:
+        try:
+            service = pool.FindServiceByName(name)
+        except KeyError:
+            log.warning("no descriptor for a served gRPC service", extra={"service": name})
+            continue
+        methods.update(f"/{service.full_name}/{method.name}" for method in service.methods)
+    return frozenset(methods)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times every unary gRPC call a service answers (streams are counted when they end)."""
+    """Counts and times every unary gRPC call a service answers (streams are counted when they end).
+
+    `services` names the gRPC services the server serves (health checking is added): a call to any other method,
+    such as one a control-plane token check refuses before gRPC could answer UNIMPLEMENTED, is labelled
+    UNKNOWN_METHOD rather than with the name the caller made up.
+    """
+
+    def __init__(self, services: Sequence[str] = ()) -> None:
+        self._services = (HEALTH_SERVICE, *services)
+        self._known: frozenset[str] | None = None
+
+    def method_label(self, method: str) -> str:
+        """The `method` label of a call: its name when the service serves it, else UNKNOWN_METHOD."""
+        if self._known is None:
+            # Resolved on the first call: by then every servicer (and its descriptors) is registered.
+            self._known = served_methods(self._services)
+        return method if method in self._known else UNKNOWN_METHOD
 
     async def intercept_service(
         self,
@@ -94,9 +144,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
         if handler is None or handler.unary_unary is None:
             return handler
+        method = self.method_label(handler_call_details.method)
         inner = handler.unary_unary
 
         async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
