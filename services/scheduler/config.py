@@ -10,15 +10,25 @@ from pathlib import Path
 
 from cortado.env import Env, SettingsError
 
+MIN_TOKEN_LENGTH = 32
+"""Fewest characters a scheduler token may have: the token guards deploying code, so it must not be guessable."""
+
 
 def _token(env: Env) -> str:
     token = env.text("SCHEDULER_TOKEN", "")
+    setting = "CORTADO_SCHEDULER_TOKEN"
     path = env.text("SCHEDULER_TOKEN_FILE", "")
     if not token and path:
+        setting = "CORTADO_SCHEDULER_TOKEN_FILE"
         try:
             token = Path(path).read_text().strip()
         except OSError as exc:
             raise SettingsError(f"CORTADO_SCHEDULER_TOKEN_FILE {path!r} cannot be read: {exc.strerror}") from None
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise SettingsError(
+            f"{setting}: the scheduler token has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+            "(for example `openssl rand -hex 32`)"
+        )
     return token
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -178,8 +179,45 @@ def test_nats_runs_the_same_server_release_as_the_tests_with_its_store_on_a_volu
     assert "store_dir: /data" in (DEPLOY / "nats" / "nats.conf").read_text()
 
 
-def test_compose_variables_have_defaults_so_the_file_runs_without_an_env_file() -> None:
-    text = COMPOSE.read_text()
-    for line in text.splitlines():
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's interpolation of `${NAME}`, `${NAME:-default}` and `${NAME:?error}` (ValueError with the error)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        return arg if op == ":-" else ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def test_compose_variables_have_defaults_so_the_file_runs_without_an_env_file_but_the_token() -> None:
+    required = []
+    for line in COMPOSE.read_text().splitlines():
         if "${" in line and not line.lstrip().startswith("#"):
-            assert ":-" in line, line
+            if ":?" in line:
+                required.append(line.strip())
+            else:
+                assert ":-" in line, line
+    assert required == [f"CORTADO_SCHEDULER_TOKEN: {SCHEDULER_TOKEN}"]
+
+
+SCHEDULER_TOKEN = "${CORTADO_SCHEDULER_TOKEN:?set CORTADO_SCHEDULER_TOKEN to a token of 32+ characters}"
+
+
+def test_the_compose_file_ships_no_scheduler_token_and_fails_clearly_without_one() -> None:
+    value = compose()["services"]["scheduler"]["environment"]["CORTADO_SCHEDULER_TOKEN"]
+    assert value == SCHEDULER_TOKEN
+    with pytest.raises(ValueError) as caught:
+        interpolate(value, {})
+    assert str(caught.value) == (
+        "required variable CORTADO_SCHEDULER_TOKEN is missing a value: set CORTADO_SCHEDULER_TOKEN to a token of "
+        "32+ characters"
+    )
+    token = "0123456789abcdef" * 4
+    assert interpolate(value, {"CORTADO_SCHEDULER_TOKEN": token}) == token

@@ -15,7 +15,7 @@ from cortado.cli import main
 from cortado.mesh import ROOT, LocalMesh, free_port
 from tests.conftest import MESH_ENV
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-32-characters-at-least"
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,25 @@ def test_a_scheduler_listening_beyond_loopback_without_a_token_refuses_to_start(
     assert run.returncode == 2
     message = json.loads(run.stderr.strip().splitlines()[-1])["message"]
     assert "not a loopback address: set CORTADO_SCHEDULER_TOKEN" in message
+
+
+@pytest.mark.parametrize("source", ["environment", "file"])
+def test_a_scheduler_token_shorter_than_32_characters_stops_the_scheduler_at_start(source: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+    env |= {"CORTADO_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}", "CORTADO_NATS_URL": "nats://127.0.0.1:1"}
+    if source == "file":
+        (tmp_path / "token").write_text("local-compose-token\n")
+        env["CORTADO_SCHEDULER_TOKEN_FILE"] = str(tmp_path / "token")
+        setting = "CORTADO_SCHEDULER_TOKEN_FILE"
+    else:
+        env["CORTADO_SCHEDULER_TOKEN"] = "local-compose-token"
+        setting = "CORTADO_SCHEDULER_TOKEN"
+    run = subprocess.run(
+        [sys.executable, "-m", "services.scheduler"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    message = json.loads(run.stderr.strip().splitlines()[-1])["message"]
+    assert message == (
+        f"invalid setting: {setting}: the scheduler token has 19 characters; use at least 32 "
+        "(for example `openssl rand -hex 32`)"
+    )
