@@ -27,7 +27,13 @@ API_STATES = {
     control_pb2.API_STATE_LIVE: "live",
     control_pb2.API_STATE_FAILED: "failed",
     control_pb2.API_STATE_UNPLACEABLE: "unplaceable",
+    control_pb2.API_STATE_IDLE: "idle",
 }
+
+
+def _serving(status: control_pb2.ApiStatus) -> bool:
+    """Whether the API takes requests now: a replica is ready, or it is idle at zero and wakes on the first one."""
+    return bool(status.ready_replicas) or status.state == control_pb2.API_STATE_IDLE
 
 
 class CliError(Exception):
@@ -100,7 +106,7 @@ def _print(options: argparse.Namespace, data: Any, human: Callable[[], None]) ->
 
 
 def cmd_deploy(options: argparse.Namespace) -> int:
-    """Package the project folder, deploy its APIs and wait until they serve."""
+    """Package the project folder, deploy its APIs and wait until they serve (or are idle at zero replicas)."""
     project = Path(options.dir).resolve()
     if not project.is_dir():
         _fail(f"{options.dir} is not a folder")
@@ -132,7 +138,7 @@ def cmd_deploy(options: argparse.Namespace) -> int:
 
     _print(options, data, human)
     bad = [s for s in statuses if s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)]
-    return 1 if bad or (options.wait and any(not s.ready_replicas for s in statuses)) else 0
+    return 1 if bad or (options.wait and not all(_serving(s) for s in statuses)) else 0
 
 
 def _wait_for(scheduler: SchedulerClient, names: list[str], timeout: float) -> list[control_pb2.ApiStatus]:
@@ -146,7 +152,7 @@ def _wait_for(scheduler: SchedulerClient, names: list[str], timeout: float) -> l
                 _progress(f"{status.name}: {line}")
                 shown[status.name] = line
         settled = all(
-            s.ready_replicas or s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)
+            _serving(s) or s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)
             for s in statuses
         )
         if settled or time.monotonic() > deadline:

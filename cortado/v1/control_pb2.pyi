@@ -40,6 +40,10 @@ class _ApiStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiState.Val
     """Replicas failed to start (see `message`)."""
     API_STATE_UNPLACEABLE: _ApiState.ValueType  # 4
     """No executor can host a replica (see `message`)."""
+    API_STATE_IDLE: _ApiState.ValueType  # 5
+    """Scaled to zero replicas (`autoscaling.min_replicas: 0`) with no work
+    waiting: deployed, and the first request starts a replica.
+    """
 
 class ApiState(_ApiState, metaclass=_ApiStateEnumTypeWrapper):
     """ApiState summarises an API's replicas."""
@@ -54,6 +58,10 @@ API_STATE_FAILED: ApiState.ValueType  # 3
 """Replicas failed to start (see `message`)."""
 API_STATE_UNPLACEABLE: ApiState.ValueType  # 4
 """No executor can host a replica (see `message`)."""
+API_STATE_IDLE: ApiState.ValueType  # 5
+"""Scaled to zero replicas (`autoscaling.min_replicas: 0`) with no work
+waiting: deployed, and the first request starts a replica.
+"""
 Global___ApiState: _TypeAlias = ApiState  # noqa: Y015
 
 class _ReplicaState:

@@ -15,6 +15,8 @@ from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import ApiBusyError, DeployError, Registry, UnknownApiError
 
+IDLE_MESSAGE = "scaled to zero (min_replicas 0); the first request starts a replica"
+
 
 def api_status(
     spec: control_pb2.ApiSpec,
@@ -47,6 +49,10 @@ def api_status(
     elif problem:
         status.state = control_pb2.API_STATE_UNPLACEABLE
         status.message = problem
+    elif desired == 0 and not queued and not in_flight:
+        # Scaled to zero and nothing waiting: deployed, and the first request wakes it (waking shows as starting).
+        status.state = control_pb2.API_STATE_IDLE
+        status.message = IDLE_MESSAGE
     else:
         status.state = control_pb2.API_STATE_STARTING
     if ready and problem:

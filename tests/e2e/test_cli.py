@@ -167,6 +167,35 @@ def test_deploy_of_an_invalid_config_exits_1_naming_file_api_and_key(cli: Cli, t
     assert f"error: cortado.yaml: api '{name}': compute.inf" in run.err, run.err
 
 
+def test_deploy_of_an_api_at_zero_replicas_says_it_is_idle_and_exits_0(
+    cli: Cli, scheduler: SchedulerClient, tmp_path: Path
+) -> None:
+    name = unique_name("cli-idle")
+    project = write_project(tmp_path, name, ECHO, {"autoscaling": {"min_replicas": 0}})
+    try:
+        started = time.monotonic()
+        run = cli("deploy", str(project), "--timeout", "30")
+        assert run.code == 0, run
+        assert (
+            run.out
+            == f"{name}: idle (version 1): scaled to zero (min_replicas 0); the first request starts a replica\n"
+        )
+        assert f"{name}: idle" in run.err and "starting" not in run.err, run.err
+        assert time.monotonic() - started < 20  # it did not wait for a replica that is not coming
+        got = cli("get", name)
+        assert got.code == 0, got
+        row = next(line for line in got.out.splitlines() if line.startswith(name))
+        assert row.split()[1:3] == ["idle", "0/0"], got.out
+        assert json.loads(cli("get", name, "-o", "json").out)["status"] == "idle"
+        # Ready to wake: the first request starts a replica and is answered.
+        _, result = submit_and_wait(cli, name, "--json", '{"a": 1}')
+        assert result.code == 0, result
+        assert json.loads(result.out)["result"] == {"type": "dict", "value": {"a": 1}}
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            scheduler.delete(name, force=True)
+
+
 # --- get and describe ------------------------------------------------------------------------------------------------
 
 
