@@ -20,6 +20,7 @@ from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
 from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size, pack_project
 from cortado.records import STATUS_NAMES, rfc3339
+from cortado.runtime import dumps_json, loads_json
 from cortado.v1 import control_pb2, records_pb2
 
 API_STATES = {
@@ -255,7 +256,8 @@ def cmd_submit(options: argparse.Namespace) -> int:
 def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
     out: dict[str, Any] = {"id": view.id, "status": STATUS_NAMES.get(view.status, "unknown")}
     if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
-        out["result"] = json.loads(view.result_json)
+        # Integers of any size: a result may hold more digits than json.loads reads.
+        out["result"] = loads_json(view.result_json)
     if view.HasField("finished_at"):
         out["timestamp"] = rfc3339(view.finished_at)
     if view.status == records_pb2.REQUEST_STATUS_FAILED:
@@ -271,7 +273,7 @@ def cmd_result(options: argparse.Namespace) -> int:
         else:
             view = client.get(options.api, options.id)
     data = _view_dict(view)
-    print(json.dumps(data, indent=2 if options.output == "json" else None))
+    print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
     if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
         return 0
     if view.status in (records_pb2.REQUEST_STATUS_FAILED, records_pb2.REQUEST_STATUS_NOT_FOUND):

@@ -31,10 +31,14 @@ __all__ = [
     "InvalidResultError",
     "PayloadError",
     "check_handler_source",
+    "decimal_to_int",
     "decode_payload",
     "describe_exception",
+    "dumps_json",
     "encode_result",
+    "int_to_decimal",
     "load_handler_class",
+    "loads_json",
     "split_batch_result",
     "validate_payload",
 ]
@@ -587,11 +591,7 @@ def _find_unencodable(value: Any, path: str, seen: set[int]) -> tuple[str, str, 
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        try:
-            int.__repr__(value)
-        except ValueError:
-            return path, "long", value
-        return None
+        return None  # of any size: dumps_json writes those past the digit limit too
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, "nan", value)
     if not isinstance(value, dict | list | tuple):
@@ -601,7 +601,7 @@ def _find_unencodable(value: Any, path: str, seen: set[int]) -> tuple[str, str, 
     seen.add(id(value))
     if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}[{key!r}]"
+            where = f"{path}[{int_to_decimal(key) if _is_long_int(key) else repr(key)}]"
             if not isinstance(key, str | int | float | bool) and key is not None:
                 return where, "key", key
             if isinstance(key, float) and not math.isfinite(key):
@@ -630,13 +630,139 @@ def _unencodable_message(method: str, value: Any, root: str, error: Exception) -
         return f"{method} returned {culprit!r} at {path}, but NaN and Infinity are not valid JSON"
     if problem == "circular":
         return f"{method} returned a result that contains itself at {path}; JSON cannot encode a circular reference"
-    if problem == "long":
-        return f"{method} returned an integer at {path} with too many digits to encode as JSON: {error}"
     kind = _type_name(culprit)
     hint = " (convert NumPy values with .item() or .tolist())" if kind.startswith("numpy.") else ""
     if problem == "key":
         return f"{method} returned a key of type {kind} at {path}, but JSON object keys must be strings{hint}"
     return f"{method} returned a value of type {kind} at {path}, which is not JSON-serialisable{hint}"
+
+
+_SAFE_INT_BITS = 2000
+"""Integers this small (at most 603 digits) convert to and from text under any digit limit Python allows (640+)."""
+
+_BITS_TO_DIGITS = math.log10(2)
+
+
+def int_to_decimal(value: int) -> str:
+    """The decimal text of an integer of any size, whatever ``sys.set_int_max_str_digits`` says.
+
+    Python refuses ``str()`` of integers past 4300 digits (a guard against quadratic conversion of untrusted text);
+    a handler's own result is not untrusted input, so it is converted here half by half, each part under the limit.
+    """
+    if value < 0:
+        return "-" + int_to_decimal(-value)
+    if value.bit_length() <= _SAFE_INT_BITS:
+        return int.__repr__(value)
+    low_digits = int(value.bit_length() * _BITS_TO_DIGITS) // 2
+    high, low = divmod(value, 10**low_digits)
+    return int_to_decimal(high) + int_to_decimal(low).rjust(low_digits, "0")
+
+
+def decimal_to_int(text: str) -> int:
+    """The integer that decimal ``text`` (an optional ``-`` and digits) spells, of any length; ValueError otherwise."""
+    digits = text.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"not an integer: {text[:40]!r}")
+    if len(digits) <= _SAFE_INT_BITS * _BITS_TO_DIGITS:
+        value = int(digits)
+    else:
+        low_digits = len(digits) // 2
+        value = decimal_to_int(digits[:-low_digits]) * 10**low_digits + decimal_to_int(digits[-low_digits:])
+    return -value if text.startswith("-") else value
+
+
+def _is_long_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (not a bool) past Python's int-to-text digit limit."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return True
+    return False
+
+
+class _CircularError(Exception):
+    """A container holds itself (JSON cannot encode it)."""
+
+
+def _swap_long_ints(value: Any, marker: str, digits: dict[str, str], active: set[int]) -> Any:
+    """A copy of ``value`` with each integer past the digit limit replaced by a unique marker string.
+
+    ``digits`` collects marker -> the integer's decimal text. Dict keys that are such integers become that text,
+    as ``json`` writes integer keys. Anything else is kept as it is, for ``json`` to accept or refuse.
+    """
+    if _is_long_int(value):
+        key = f"{marker}{len(digits)}\0"
+        digits[key] = int_to_decimal(value)
+        return key
+    if not isinstance(value, dict | list | tuple):
+        return value
+    if id(value) in active:
+        raise _CircularError
+    active.add(id(value))
+    if isinstance(value, dict):
+        copied: Any = {
+            (int_to_decimal(k) if _is_long_int(k) else k): _swap_long_ints(v, marker, digits, active)
+            for k, v in value.items()
+        }
+    else:
+        copied = [_swap_long_ints(item, marker, digits, active) for item in value]
+    active.discard(id(value))
+    return copied
+
+
+def dumps_json(
+    value: Any,
+    *,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = (",", ":"),
+) -> str:
+    """``json.dumps`` (compact by default, NaN refused) that also writes integers of any size, past Python's limit.
+
+    Raises what ``json.dumps`` raises for anything else it cannot encode (ValueError for a circular reference).
+    """
+    options: dict[str, Any] = {
+        "allow_nan": False,
+        "ensure_ascii": ensure_ascii,
+        "indent": indent,
+        "separators": separators,
+    }
+    try:
+        return json.dumps(value, **options)
+    except ValueError:
+        if not _find_long_int(value, set()):
+            raise
+    # Each long integer travels as a marker string no other string can render as (its NUL bytes are written as
+    # \u0000 escapes, and a random part makes it unique), then the marker's JSON text becomes the digits.
+    marker = f"\0{os.urandom(8).hex()}:"
+    digits: dict[str, str] = {}
+    try:
+        swapped = _swap_long_ints(value, marker, digits, set())
+    except _CircularError:
+        raise ValueError("Circular reference detected") from None
+    text = json.dumps(swapped, **options)
+    rendered = {json.dumps(key, ensure_ascii=ensure_ascii): number for key, number in digits.items()}
+    return re.sub('"\\\\u0000[0-9a-f]{16}:[0-9]+\\\\u0000"', lambda match: rendered.get(match[0], match[0]), text)
+
+
+def _find_long_int(value: Any, seen: set[int]) -> bool:
+    """Whether an integer past the digit limit sits anywhere in ``value`` (as a value or a dict key)."""
+    if _is_long_int(value):
+        return True
+    if not isinstance(value, dict | list | tuple) or id(value) in seen:
+        return False
+    seen.add(id(value))
+    if isinstance(value, dict):
+        return any(_is_long_int(k) or _find_long_int(v, seen) for k, v in value.items())
+    return any(_find_long_int(item, seen) for item in value)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that reads integers of any size (the counterpart of ``dumps_json``), for trusted JSON such
+    as a stored result; NaN and Infinity are refused."""
+    return json.loads(text, parse_int=decimal_to_int, parse_constant=_reject_constant)
 
 
 def encode_result(value: Any, *, method: str = "handle_async", index: int | None = None) -> bytes:
@@ -653,7 +779,7 @@ def encode_result(value: Any, *, method: str = "handle_async", index: int | None
             raise InvalidResultError(f"{method} must return a dict, but returned {_type_name(value)}")
         raise InvalidResultError(f"{method} must return a list of dicts, but item {index} is {_type_name(value)}")
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = dumps_json(value)
     except RecursionError:
         raise InvalidResultError(f"{method} returned a result nested too deeply to encode as JSON") from None
     except (TypeError, ValueError) as error:
@@ -662,7 +788,7 @@ def encode_result(value: Any, *, method: str = "handle_async", index: int | None
         return text.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates (e.g. echoed from a JSON payload's "\ud800") have no UTF-8 form; \u escapes keep them exactly.
-        return json.dumps(value, allow_nan=False, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        return dumps_json(value, ensure_ascii=True).encode("ascii")
 
 
 def split_batch_result(value: Any, count: int) -> list[Any]:

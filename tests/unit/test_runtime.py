@@ -23,10 +23,14 @@ from cortado.runtime import (
     InvalidResultError,
     PayloadError,
     check_handler_source,
+    decimal_to_int,
     decode_payload,
     describe_exception,
+    dumps_json,
     encode_result,
+    int_to_decimal,
     load_handler_class,
+    loads_json,
     split_batch_result,
     validate_payload,
 )
@@ -894,6 +898,50 @@ def test_a_result_keeps_its_key_order() -> None:
 
 def test_a_result_keeps_big_integers_exactly() -> None:
     assert encode_result({"n": 2**64 + 1}) == b'{"n":18446744073709551617}'
+
+
+def test_a_result_keeps_integers_past_pythons_digit_limit() -> None:
+    # str() refuses integers past 4300 digits; a result may still hold one, and must keep it exactly.
+    huge = 10**5000
+    encoded = encode_result({"n": huge, "neg": -huge - 1, "list": [1, 3**10000], "keyed": {huge: "k"}, "s": "x"})
+    assert encoded.startswith(b'{"n":1' + b"0" * 5000 + b',"neg":-1' + b"0" * 4999 + b'1,"list":[1,')
+    assert encoded.endswith(b'],"keyed":{"1' + b"0" * 5000 + b'":"k"},"s":"x"}')
+    value = loads_json(encoded)
+    assert value["n"] == huge and value["neg"] == -huge - 1 and value["list"] == [1, 3**10000]
+
+
+def test_a_result_with_a_huge_integer_and_a_lone_surrogate_keeps_both() -> None:
+    encoded = encode_result({"s": "\ud800", "n": -(10**4400)})
+    assert encoded == b'{"s":"\\ud800","n":-1' + b"0" * 4400 + b"}"
+
+
+def test_a_string_that_looks_like_the_big_integer_marker_stays_a_string() -> None:
+    lookalike = "\x000123456789abcdef:0\x00"
+    encoded = encode_result({"n": 10**5000, "s": lookalike})
+    assert loads_json(encoded)["s"] == lookalike
+
+
+def test_a_circular_result_holding_a_huge_integer_still_says_it_is_circular() -> None:
+    value: dict[str, Any] = {"n": 10**5000}
+    value["self"] = value
+    with pytest.raises(InvalidResultError) as caught:
+        encode_result(value)
+    assert str(caught.value) == (
+        "handle_async returned a result that contains itself at result['self']; JSON cannot encode a circular reference"
+    )
+
+
+@pytest.mark.parametrize(
+    "number",
+    [0, -1, 7, 10**600, -(10**640) + 3, 10**4300, 2**20000 + 1, -(3**30000)],
+    ids=["0", "-1", "7", "10^600", "-10^640+3", "10^4300", "2^20000+1", "-3^30000"],
+)
+def test_integers_convert_to_and_from_decimal_text_at_any_size(number: int) -> None:
+    text = int_to_decimal(number)
+    assert decimal_to_int(text) == number
+    assert json.loads(dumps_json({"n": number}), parse_int=decimal_to_int) == {"n": number}
+    if abs(number) < 10**4000:
+        assert text == str(number)
 
 
 def test_big_integers_round_trip_through_decode_and_encode() -> None:
