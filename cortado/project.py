@@ -601,7 +601,21 @@ class _ApiParser:
         if target <= 0:
             self.fail(target_key, f"must be greater than 0 (got {_number(target)})")
         scaling.target_in_flight = target
-        scaling.max_replica_concurrency = self.integer(section, "autoscaling.max_replica_concurrency", 1024, 1, 30000)
+        # Cortex's meaning: the most requests one replica holds, running or waiting. A Cortado replica holds at most
+        # replica_holds_at_most(...) (the rest wait in the API's queue), so a value at least that is honoured as it
+        # stands, and a smaller one cannot be: it is refused rather than silently exceeded.
+        held = replica_holds_at_most(spec.max_concurrency, spec.max_batch_size)
+        limit = self.integer(section, "autoscaling.max_replica_concurrency", 1024, 1, 30000)
+        if section.get("max_replica_concurrency") is None:
+            limit = min(max(limit, held), _UINT32_MAX)
+        elif limit < held:
+            self.fail(
+                "autoscaling.max_replica_concurrency",
+                f"must be at least {held} (got {limit}): a replica of this API holds up to {held} requests, the "
+                f"{held // 2} its handler works on at once (handler.max_concurrency {spec.max_concurrency} x "
+                f"handler.max_batch_size {spec.max_batch_size}) and as many fetched ahead; lower those to hold fewer",
+            )
+        scaling.max_replica_concurrency = limit
 
         window = self.duration(section, "autoscaling.window", "60s")
         assert window is not None  # it has a default
@@ -628,6 +642,16 @@ class _ApiParser:
             if not valid(value):
                 self.fail(f"autoscaling.{key}", f"{rule} (got {_number(value)})")
             setattr(scaling, key, value)
+
+
+def replica_holds_at_most(max_concurrency: int, max_batch_size: int) -> int:
+    """The most requests one replica holds at once: the executor feeds its handler process up to max_concurrency x
+    max_batch_size requests (max_batch_size only when the handler batches) and fetches as many ahead, no more.
+
+    `autoscaling.max_replica_concurrency` (Cortex's bound on a replica's running and waiting requests) is honoured
+    by refusing values below this.
+    """
+    return 2 * max(1, max_concurrency) * max(1, max_batch_size)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
+from cortado.client import SchedulerClient
 from tests.conftest import Deploy, result, submit
 
 CONCURRENT_PLAIN = """
@@ -111,3 +114,37 @@ def test_in_a_batch_each_request_gets_its_own_status_result_or_error(deploy: Dep
     assert "list" in failed["error"]["message"]
     poisoned = result(http, api, submit(http, api, json={"n": 3, "boom": True}))
     assert poisoned["error"] == {"type": "ValueError", "message": "a poisoned batch"}
+
+
+SLOW = """
+import time
+
+
+class Handler:
+    def handle_async(self, payload):
+        time.sleep(0.5)
+        return {"ok": True}
+"""
+
+
+def test_a_replica_never_holds_more_than_max_replica_concurrency_requests(
+    deploy: Deploy, http: httpx.Client, scheduler: SchedulerClient
+) -> None:
+    # Cortex's max_replica_concurrency, at the least Cortado accepts (2 x max_concurrency x max_batch_size):
+    # what one replica holds, running or fetched ahead, stays within it; the rest waits in the API's queue.
+    api = deploy(
+        SLOW, {"handler": {"max_concurrency": 2}, "autoscaling": {"max_replicas": 1, "max_replica_concurrency": 4}}
+    )
+    ids = [submit(http, api, json={}) for _ in range(16)]
+    held, queued = set(), set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = scheduler.describe(api)
+        held.add(status.in_flight)
+        queued.add(status.queued)
+        if not status.queued and not status.in_flight:
+            break
+        time.sleep(0.05)
+    assert max(held) == 4, held  # the replica took as much as allowed, and no more
+    assert max(queued) >= 8, queued
+    assert all(result(http, api, request_id)["status"] == "completed" for request_id in ids)

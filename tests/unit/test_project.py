@@ -414,6 +414,30 @@ def test_bad_autoscaling_values_are_refused(autoscaling: str, message: str) -> N
     assert config_error(text, "cortex.yaml").startswith(f"cortex.yaml: api 'echo': {message}")
 
 
+def test_max_replica_concurrency_below_what_a_replica_holds_is_refused() -> None:
+    text = with_api("  autoscaling:\n    max_replica_concurrency: 4\n", "max_concurrency: 2\nmax_batch_size: 2")
+    assert config_error(text, "cortex.yaml") == (
+        "cortex.yaml: api 'echo': autoscaling.max_replica_concurrency must be at least 8 (got 4): a replica of this "
+        "API holds up to 8 requests, the 4 its handler works on at once (handler.max_concurrency 2 x "
+        "handler.max_batch_size 2) and as many fetched ahead; lower those to hold fewer"
+    )
+    assert "must be at least 2 (got 1)" in config_error(with_api("  autoscaling:\n    max_replica_concurrency: 1\n"))
+
+
+def test_max_replica_concurrency_at_or_above_what_a_replica_holds_is_kept() -> None:
+    text = with_api("  autoscaling:\n    max_replica_concurrency: 8\n", "max_concurrency: 2\nmax_batch_size: 2")
+    assert parse_config(text, "cortado.yaml").apis[0].autoscaling.max_replica_concurrency == 8
+    text = with_api("  autoscaling:\n    max_replica_concurrency: 2\n")
+    assert parse_config(text, "cortado.yaml").apis[0].autoscaling.max_replica_concurrency == 2
+
+
+def test_without_max_replica_concurrency_the_default_grows_to_what_a_replica_holds() -> None:
+    [api] = parse_config(with_api("", "max_concurrency: 600"), "cortado.yaml").apis
+    assert api.autoscaling.max_replica_concurrency == 1200
+    [api] = parse_config(with_api("", "max_concurrency: 4"), "cortado.yaml").apis
+    assert api.autoscaling.max_replica_concurrency == 1024
+
+
 @pytest.mark.parametrize(
     ("extra", "handler_extra", "message"),
     [
