@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -36,10 +36,61 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, api: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        """Submit one payload; the request id. grpc.RpcError carries the reason on refusal."""
+    @staticmethod
+    def request(
+        api: str, data: bytes, content_type: str = "application/octet-stream", idempotency_key: str = ""
+    ) -> public_pb2.SubmitRequest:
+        """One request to submit (with submit_many, or a stub's Submit)."""
         body = httpbody_pb2.HttpBody(content_type=content_type, data=data)
-        return str(self._submission.Submit(public_pb2.SubmitRequest(api=api, body=body), timeout=60).id)
+        return public_pb2.SubmitRequest(api=api, body=body, idempotency_key=idempotency_key)
+
+    def submit(
+        self, api: str, data: bytes, content_type: str = "application/octet-stream", idempotency_key: str = ""
+    ) -> str:
+        """Submit one payload; the request id. grpc.RpcError carries the reason on refusal."""
+        request = self.request(api, data, content_type, idempotency_key)
+        return str(self._submission.Submit(request, timeout=60).id)
+
+    def submit_and_wait(
+        self,
+        api: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        wait: float = 60.0,
+        idempotency_key: str = "",
+    ) -> records_pb2.RequestView:
+        """Submit one payload and wait up to `wait` seconds (capped by the service, 60 s by default).
+
+        The request's final state if it finished within the wait, else its state then (the request goes on:
+        follow its `id` with wait() or get()). grpc.RpcError carries the reason on refusal.
+        """
+        request = self.request(api, data, content_type, idempotency_key)
+        request.wait = wait
+        reply: public_pb2.SubmitResponse = self._submission.Submit(request, timeout=wait + 60)
+        return reply.request
+
+    def submit_many(
+        self, requests: Iterable[public_pb2.SubmitRequest], timeout: float | None = None
+    ) -> Iterator[public_pb2.SubmitStreamResponse]:
+        """Submit many requests over one stream (Submission/SubmitStream), sent as the iterable yields them.
+
+        Yields one answer per request, in order: `id` when accepted; otherwise `status.code` (a
+        grpc.StatusCode value: NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE) and
+        `status.message`, and the stream goes on. Build requests with Client.request.
+        """
+        yield from self._submission.SubmitStream(iter(requests), timeout=timeout)
+
+    def results(self, api: str, ids: Iterable[str], timeout: float | None = None) -> Iterator[records_pb2.RequestView]:
+        """The final state of each request named (completed, failed, or not found), in the order they finish.
+
+        Over one stream (Results/WatchMany). ids may be a list, or a lazy iterable such as the ids coming back
+        from submit_many: each is followed as soon as it is known, and the stream ends once the iterable is
+        exhausted and every request it named has finished. LookupError when the API is not deployed.
+        """
+        for reply in self._results.WatchMany(_watch_requests(api, ids), timeout=timeout):
+            if reply.HasField("error"):
+                raise LookupError(reply.error.message)
+            yield reply.request
 
     def get(self, api: str, request_id: str) -> records_pb2.RequestView:
         """The request's current state (status NOT_FOUND when unknown or expired)."""
@@ -55,6 +106,19 @@ class Client:
         """The request's final state (or not found), following the watch stream."""
         states = list(self.watch(api, request_id, timeout))
         return states[-1]
+
+
+_IDS_PER_MESSAGE = 1000
+
+
+def _watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchManyRequest]:
+    """WatchMany's requests: a list in messages of many ids, a lazy iterable one id at a time as it comes."""
+    if isinstance(ids, Sequence) and not isinstance(ids, str):
+        for start in range(0, len(ids), _IDS_PER_MESSAGE):
+            yield public_pb2.WatchManyRequest(api=api, ids=ids[start : start + _IDS_PER_MESSAGE])
+        return
+    for request_id in ids:
+        yield public_pb2.WatchManyRequest(api=api, ids=[request_id])
 
 
 class SchedulerClient:

@@ -183,17 +183,39 @@ def render_envoy_config(
             f"{endpoints}\n"
         )
 
+    def transcoder(*services: str) -> str:
+        """The grpc_json_transcoder's settings (one line of YAML) for the given services."""
+        settings = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": str(ENVOY_DIR / "cortado.pb"),
+            "services": [f"cortado.v1.{s}" for s in services],
+            "match_incoming_request_route": True,
+            "convert_grpc_status": True,
+            # Path fields must not be overridable from the query string (?api=other); over HTTP the
+            # idempotency key is the Idempotency-Key header only.
+            "ignored_query_parameters": ["api", "id", "idempotency_key"],
+            "ignore_unknown_query_parameters": True,
+            "max_request_body_size": max_body_bytes,
+            "max_response_body_size": max_body_bytes,
+            "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+        }
+        return json.dumps(settings)
+
     listener = Template((ENVOY_DIR / "listener.yaml.tmpl").read_text())
     common = {
         "listen_address": listen_address,
-        "descriptor": str(ENVOY_DIR / "cortado.pb"),
-        "max_body_bytes": max_body_bytes,
         "max_body_mib": max_body_bytes // (1024 * 1024),
+        # Routes whose calls may wait (GET ?wait=, a waiting submit): above the services' maximum wait.
         "results_timeout": f"{results_timeout_seconds}s",
         "tracing": _ENVOY_TRACING if otlp_endpoint else "",
+        "transcoder": transcoder("Submission", "Results"),
+        # POST /<api>?wait= and POST /<api> with `Prefer: wait=` (routed by query parameter and header).
+        "waiting_transcoder": transcoder("WaitingSubmission"),
         # Retried only where ingest cannot have queued anything: no connection, a refused stream,
         # UNAVAILABLE (ingest's own "safe to retry") or CANCELLED (a call that reached a stopping server).
         "submit_retries": "{retry_on: 'connect-failure,refused-stream,unavailable,cancelled', num_retries: 3}",
+        # A waiting submit may be cancelled after it queued its request (its ingest stopping): not retried then.
+        "wait_retries": "{retry_on: 'connect-failure,refused-stream,unavailable', num_retries: 3}",
         # Reads change nothing: retry them on any failure to reach a results instance.
         "read_retries": "{retry_on: 'connect-failure,refused-stream,reset,unavailable,cancelled', num_retries: 3}",
     }

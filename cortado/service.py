@@ -87,11 +87,16 @@ class ServiceRunner:
         self._service_names = ["", *service_names]
         self._stop = asyncio.Event()
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._on_stopping: list[Callable[[], None]] = []
         self.port = 0
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run callback after the gRPC server stopped, in the order registered."""
         self._on_stop.append(callback)
+
+    def on_stopping(self, callback: Callable[[], None]) -> None:
+        """Call callback as soon as the stop begins, while calls in flight go on (to end long waits early)."""
+        self._on_stopping.append(callback)
 
     def request_stop(self) -> None:
         """Begin the orderly stop (what SIGTERM does)."""
@@ -116,6 +121,8 @@ class ServiceRunner:
         log.info("stopping", extra={"grace_seconds": self.grace})
         await self.health.enter_graceful_shutdown()
         self._refusing.stopping = True
+        for stopping in self._on_stopping:
+            stopping()
         # Envoy health-checks every half second: give it time to stop sending new calls here (those that
         # still come get UNAVAILABLE, which Envoy retries on another instance); calls in flight go on.
         await asyncio.sleep(self.drain_delay)

@@ -5,10 +5,13 @@ Public contract of Cortado: what HTTP clients (through Envoy's transcoding)
 and gRPC clients call to submit work and fetch its outcome.
 """
 
+from collections import abc as _abc
 from cortado.v1 import records_pb2 as _records_pb2
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,8 +31,22 @@ class SubmitRequest(_message.Message):
 
     API_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     api: _builtins.str
     """Name of the API (a DNS-1035 label)."""
+    wait: _builtins.float
+    """Seconds Submit waits for the request to finish before answering; 0 (the
+    default) answers with the id at once. Capped by the service's maximum
+    wait (60 s by default), like GetResult's. Negative or not finite:
+    INVALID_ARGUMENT. Not allowed on SubmitStream.
+    """
+    idempotency_key: _builtins.str
+    """Same meaning as the `Idempotency-Key` header (which Submit also reads;
+    this field wins): a submit with a key already used for the same API in
+    the last 24 hours answers the first one's id and enqueues nothing. At
+    most 256 characters. On SubmitStream, each item carries its own.
+    """
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
         """The payload: its bytes and Content-Type, exactly as the client sent them."""
@@ -39,10 +56,12 @@ class SubmitRequest(_message.Message):
         *,
         api: _builtins.str = ...,
         body: _httpbody_pb2.HttpBody | None = ...,
+        wait: _builtins.float = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "body", b"body"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "body", b"body", "idempotency_key", b"idempotency_key", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -55,20 +74,96 @@ class SubmitResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id: 128 random bits, hex-encoded."""
+    @_builtins.property
+    def request(self) -> _records_pb2.RequestView:
+        """Set only when the submit had a `wait`: the request's final state if it
+        finished within the wait, else its state when the wait ended.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        request: _records_pb2.RequestView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitResponse: _TypeAlias = SubmitResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAndWaitRequest(_message.Message):
+    """SubmitAndWaitRequest is a waiting submit as Envoy transcodes it from HTTP."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """Name (or endpoint) of the API, from the path."""
+    wait: _builtins.str
+    """The `?wait=` query parameter as the client wrote it (text, so that a
+    malformed value gets ingest's own message). When absent, the `Prefer:
+    wait=<s>` header gives the wait.
+    """
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The payload: its bytes and Content-Type, exactly as the client sent them."""
+
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
+        wait: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "body", b"body", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAndWaitRequest: _TypeAlias = SubmitAndWaitRequest  # noqa: Y015
+
+@_typing.final
+class SubmitStreamResponse(_message.Message):
+    """SubmitStreamResponse answers one item of SubmitStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request id when the item was accepted; empty when it was refused."""
+    @_builtins.property
+    def status(self) -> _status_pb2.Status:
+        """The item's outcome: code 0 (OK) when accepted; otherwise the code and
+        message Submit would have ended its call with: NOT_FOUND (unknown API),
+        INVALID_ARGUMENT (a body that does not decode, a bad key, a wait),
+        RESOURCE_EXHAUSTED (the API's queue is full: retry later) or UNAVAILABLE
+        (not queued; safe to retry).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitStreamResponse: _TypeAlias = SubmitStreamResponse  # noqa: Y015
 
 @_typing.final
 class GetResultRequest(_message.Message):
@@ -201,3 +296,69 @@ class WatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchResponse: _TypeAlias = WatchResponse  # noqa: Y015
+
+@_typing.final
+class WatchManyRequest(_message.Message):
+    """WatchManyRequest names requests of one API to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """Name (or endpoint) of the API the requests were submitted to."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The request ids; an id already named on this stream is not answered twice."""
+
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchManyRequest: _TypeAlias = WatchManyRequest  # noqa: Y015
+
+@_typing.final
+class WatchManyResponse(_message.Message):
+    """WatchManyResponse is the final state of one followed request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """The API as the WatchManyRequest named it."""
+    @_builtins.property
+    def request(self) -> _records_pb2.RequestView:
+        """The request's final state: COMPLETED or FAILED, or NOT_FOUND for an
+        unknown or expired id (or an id of an API that is not deployed).
+        """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Set when the request could not be followed: NOT_FOUND with a message
+        naming the API when it is not deployed. Absent otherwise.
+        """
+
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        request: _records_pb2.RequestView | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "error", b"error", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchManyResponse: _TypeAlias = WatchManyResponse  # noqa: Y015

@@ -42,6 +42,11 @@ class SubmissionStub:
                 request_serializer=cortado_dot_v1_dot_public__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_public__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/cortado.v1.Submission/SubmitStream',
+                request_serializer=cortado_dot_v1_dot_public__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_public__pb2.SubmitStreamResponse.FromString,
+                _registered_method=True)
 
 
 class SubmissionServicer:
@@ -52,6 +57,19 @@ class SubmissionServicer:
     def Submit(self, request, context):
         """Submit enqueues one request for an API. Over HTTP: `POST /<api>` with any
         body; the body's bytes and Content-Type reach the handler unchanged.
+        With `wait` > 0 it answers once the request finished or the wait ended,
+        the request's state in `request` (over HTTP that is WaitingSubmission).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStream(self, request_iterator, context):
+        """SubmitStream enqueues many requests over one stream: each SubmitRequest
+        in is answered by one SubmitStreamResponse out, in the same order. An item
+        that is refused (unknown API, bad body, full queue) is answered with its
+        error in `status` and the stream goes on. `wait` is not allowed here:
+        follow the ids with Results/WatchMany.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,6 +82,11 @@ def add_SubmissionServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=cortado_dot_v1_dot_public__pb2.SubmitRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_public__pb2.SubmitResponse.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.SubmitRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_public__pb2.SubmitStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,6 +128,122 @@ class Submission:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cortado.v1.Submission/SubmitStream',
+            cortado_dot_v1_dot_public__pb2.SubmitRequest.SerializeToString,
+            cortado_dot_v1_dot_public__pb2.SubmitStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WaitingSubmissionStub:
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubmitAndWait = channel.unary_unary(
+                '/cortado.v1.WaitingSubmission/SubmitAndWait',
+                request_serializer=cortado_dot_v1_dot_public__pb2.SubmitAndWaitRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+
+
+class WaitingSubmissionServicer:
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    def SubmitAndWait(self, request, context):
+        """SubmitAndWait enqueues one request like Submit, then waits up to the
+        given seconds (capped like `GET /<api>/<id>?wait=`). Finished within the
+        wait, the answer is the final record exactly as `GET /<api>/<id>` answers
+        it; otherwise `{"id", "status"}` at the end of the wait. The request goes
+        on either way. A malformed wait is INVALID_ARGUMENT (HTTP 400).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WaitingSubmissionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubmitAndWait': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAndWait,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.SubmitAndWaitRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cortado.v1.WaitingSubmission', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cortado.v1.WaitingSubmission', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WaitingSubmission:
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    @staticmethod
+    def SubmitAndWait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.WaitingSubmission/SubmitAndWait',
+            cortado_dot_v1_dot_public__pb2.SubmitAndWaitRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ResultsStub:
     """Results serves the outcome of requests. Served by the results service.
@@ -130,6 +269,11 @@ class ResultsStub:
                 '/cortado.v1.Results/Watch',
                 request_serializer=cortado_dot_v1_dot_public__pb2.WatchRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_public__pb2.WatchResponse.FromString,
+                _registered_method=True)
+        self.WatchMany = channel.stream_stream(
+                '/cortado.v1.Results/WatchMany',
+                request_serializer=cortado_dot_v1_dot_public__pb2.WatchManyRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_public__pb2.WatchManyResponse.FromString,
                 _registered_method=True)
 
 
@@ -162,6 +306,17 @@ class ResultsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchMany(self, request_iterator, context):
+        """WatchMany follows many requests over one stream. The client sends ids
+        (in any number of messages, as it learns them: a list, or the ids of a
+        SubmitStream as they come back) and receives each request's final state
+        once, in the order they finish. The stream ends when the client has
+        closed its side and every id it named has been answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResultsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +334,11 @@ def add_ResultsServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=cortado_dot_v1_dot_public__pb2.WatchRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_public__pb2.WatchResponse.SerializeToString,
+            ),
+            'WatchMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchMany,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.WatchManyRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_public__pb2.WatchManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +423,33 @@ class Results:
             '/cortado.v1.Results/Watch',
             cortado_dot_v1_dot_public__pb2.WatchRequest.SerializeToString,
             cortado_dot_v1_dot_public__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cortado.v1.Results/WatchMany',
+            cortado_dot_v1_dot_public__pb2.WatchManyRequest.SerializeToString,
+            cortado_dot_v1_dot_public__pb2.WatchManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,15 @@ class SubmissionStub:
     Submit: _grpc.UnaryUnaryMultiCallable[_public_pb2.SubmitRequest, _public_pb2.SubmitResponse]
     """Submit enqueues one request for an API. Over HTTP: `POST /<api>` with any
     body; the body's bytes and Content-Type reach the handler unchanged.
+    With `wait` > 0 it answers once the request finished or the wait ended,
+    the request's state in `request` (over HTTP that is WaitingSubmission).
+    """
+    SubmitStream: _grpc.StreamStreamMultiCallable[_public_pb2.SubmitRequest, _public_pb2.SubmitStreamResponse]
+    """SubmitStream enqueues many requests over one stream: each SubmitRequest
+    in is answered by one SubmitStreamResponse out, in the same order. An item
+    that is refused (unknown API, bad body, full queue) is answered with its
+    error in `status` and the stream goes on. `wait` is not allowed here:
+    follow the ids with Results/WatchMany.
     """
 
 @_typing.type_check_only
@@ -53,6 +62,15 @@ class SubmissionAsyncStub(SubmissionStub):
     Submit: _aio.UnaryUnaryMultiCallable[_public_pb2.SubmitRequest, _public_pb2.SubmitResponse]  # type: ignore[assignment]
     """Submit enqueues one request for an API. Over HTTP: `POST /<api>` with any
     body; the body's bytes and Content-Type reach the handler unchanged.
+    With `wait` > 0 it answers once the request finished or the wait ended,
+    the request's state in `request` (over HTTP that is WaitingSubmission).
+    """
+    SubmitStream: _aio.StreamStreamMultiCallable[_public_pb2.SubmitRequest, _public_pb2.SubmitStreamResponse]  # type: ignore[assignment]
+    """SubmitStream enqueues many requests over one stream: each SubmitRequest
+    in is answered by one SubmitStreamResponse out, in the same order. An item
+    that is refused (unknown API, bad body, full queue) is answered with its
+    error in `status` and the stream goes on. `wait` is not allowed here:
+    follow the ids with Results/WatchMany.
     """
 
 class SubmissionServicer(metaclass=_abc_1.ABCMeta):
@@ -68,9 +86,82 @@ class SubmissionServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_public_pb2.SubmitResponse, _abc.Awaitable[_public_pb2.SubmitResponse]]:
         """Submit enqueues one request for an API. Over HTTP: `POST /<api>` with any
         body; the body's bytes and Content-Type reach the handler unchanged.
+        With `wait` > 0 it answers once the request finished or the wait ended,
+        the request's state in `request` (over HTTP that is WaitingSubmission).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_public_pb2.SubmitRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_public_pb2.SubmitStreamResponse], _abc.AsyncIterator[_public_pb2.SubmitStreamResponse]]:
+        """SubmitStream enqueues many requests over one stream: each SubmitRequest
+        in is answered by one SubmitStreamResponse out, in the same order. An item
+        that is refused (unknown API, bad body, full queue) is answered with its
+        error in `status` and the stream goes on. `wait` is not allowed here:
+        follow the ids with Results/WatchMany.
         """
 
 def add_SubmissionServicer_to_server(servicer: SubmissionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class WaitingSubmissionStub:
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> WaitingSubmissionAsyncStub: ...
+    SubmitAndWait: _grpc.UnaryUnaryMultiCallable[_public_pb2.SubmitAndWaitRequest, _httpbody_pb2.HttpBody]
+    """SubmitAndWait enqueues one request like Submit, then waits up to the
+    given seconds (capped like `GET /<api>/<id>?wait=`). Finished within the
+    wait, the answer is the final record exactly as `GET /<api>/<id>` answers
+    it; otherwise `{"id", "status"}` at the end of the wait. The request goes
+    on either way. A malformed wait is INVALID_ARGUMENT (HTTP 400).
+    """
+
+@_typing.type_check_only
+class WaitingSubmissionAsyncStub(WaitingSubmissionStub):
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SubmitAndWait: _aio.UnaryUnaryMultiCallable[_public_pb2.SubmitAndWaitRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """SubmitAndWait enqueues one request like Submit, then waits up to the
+    given seconds (capped like `GET /<api>/<id>?wait=`). Finished within the
+    wait, the answer is the final record exactly as `GET /<api>/<id>` answers
+    it; otherwise `{"id", "status"}` at the end of the wait. The request goes
+    on either way. A malformed wait is INVALID_ARGUMENT (HTTP 400).
+    """
+
+class WaitingSubmissionServicer(metaclass=_abc_1.ABCMeta):
+    """WaitingSubmission is the HTTP form of a submit that waits for its outcome.
+    Envoy sends `POST /<api>?wait=<s>` and `POST /<api>` with the header
+    `Prefer: wait=<s>` here (by route), and every other `POST /<api>` to
+    Submission/Submit. Served by the ingest service.
+    """
+
+    @_abc_1.abstractmethod
+    def SubmitAndWait(
+        self,
+        request: _public_pb2.SubmitAndWaitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """SubmitAndWait enqueues one request like Submit, then waits up to the
+        given seconds (capped like `GET /<api>/<id>?wait=`). Finished within the
+        wait, the answer is the final record exactly as `GET /<api>/<id>` answers
+        it; otherwise `{"id", "status"}` at the end of the wait. The request goes
+        on either way. A malformed wait is INVALID_ARGUMENT (HTTP 400).
+        """
+
+def add_WaitingSubmissionServicer_to_server(servicer: WaitingSubmissionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ResultsStub:
     """Results serves the outcome of requests. Served by the results service."""
@@ -91,6 +182,13 @@ class ResultsStub:
     """Watch streams a request's state: the current one first, then every
     change, and ends after the final one (completed, failed or not found).
     """
+    WatchMany: _grpc.StreamStreamMultiCallable[_public_pb2.WatchManyRequest, _public_pb2.WatchManyResponse]
+    """WatchMany follows many requests over one stream. The client sends ids
+    (in any number of messages, as it learns them: a list, or the ids of a
+    SubmitStream as they come back) and receives each request's final state
+    once, in the order they finish. The stream ends when the client has
+    closed its side and every id it named has been answered.
+    """
 
 @_typing.type_check_only
 class ResultsAsyncStub(ResultsStub):
@@ -108,6 +206,13 @@ class ResultsAsyncStub(ResultsStub):
     Watch: _aio.UnaryStreamMultiCallable[_public_pb2.WatchRequest, _public_pb2.WatchResponse]  # type: ignore[assignment]
     """Watch streams a request's state: the current one first, then every
     change, and ends after the final one (completed, failed or not found).
+    """
+    WatchMany: _aio.StreamStreamMultiCallable[_public_pb2.WatchManyRequest, _public_pb2.WatchManyResponse]  # type: ignore[assignment]
+    """WatchMany follows many requests over one stream. The client sends ids
+    (in any number of messages, as it learns them: a list, or the ids of a
+    SubmitStream as they come back) and receives each request's final state
+    once, in the order they finish. The stream ends when the client has
+    closed its side and every id it named has been answered.
     """
 
 class ResultsServicer(metaclass=_abc_1.ABCMeta):
@@ -141,6 +246,19 @@ class ResultsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_public_pb2.WatchResponse], _abc.AsyncIterator[_public_pb2.WatchResponse]]:
         """Watch streams a request's state: the current one first, then every
         change, and ends after the final one (completed, failed or not found).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchMany(
+        self,
+        request_iterator: _MaybeAsyncIterator[_public_pb2.WatchManyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_public_pb2.WatchManyResponse], _abc.AsyncIterator[_public_pb2.WatchManyResponse]]:
+        """WatchMany follows many requests over one stream. The client sends ids
+        (in any number of messages, as it learns them: a list, or the ids of a
+        SubmitStream as they come back) and receives each request's final state
+        once, in the order they finish. The stream ends when the client has
+        closed its side and every id it named has been answered.
         """
 
 def add_ResultsServicer_to_server(servicer: ResultsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

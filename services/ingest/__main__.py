@@ -9,13 +9,15 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
 from services.ingest.config import IngestSettings
-from services.ingest.servicer import SubmissionServicer
+from services.ingest.outcomes import Outcomes
+from services.ingest.servicer import SubmissionServicer, WaitingSubmissionServicer
+from services.ingest.submitter import Submitter
 
 log = logging.getLogger("cortado.ingest")
 
 
 async def main() -> None:
-    """Connect to NATS, load the API registry, serve Submission until SIGTERM."""
+    """Connect to NATS, load the API registry, serve Submission and WaitingSubmission until SIGTERM."""
     settings = IngestSettings.from_env()
     nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
     js = nc.jetstream()
@@ -24,10 +26,19 @@ async def main() -> None:
     idempotency = await natsutil.idempotency_bucket(js)
     payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
 
-    runner = ServiceRunner("ingest", settings.address, ["cortado.v1.Submission"], settings.grace_seconds)
-    public_pb2_grpc.add_SubmissionServicer_to_server(
-        SubmissionServicer(js, apis, payloads, settings.inline_payload_bytes, requests, idempotency), runner.server
+    submitter = Submitter(js, apis, payloads, settings.inline_payload_bytes, requests, idempotency)
+    outcomes = Outcomes(nc, requests)
+    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds)
+    runner = ServiceRunner(
+        "ingest", settings.address, ["cortado.v1.Submission", "cortado.v1.WaitingSubmission"], settings.grace_seconds
     )
+    public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
+    public_pb2_grpc.add_WaitingSubmissionServicer_to_server(
+        WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds), runner.server
+    )
+    # Waits end at once when the stop begins (each answers the state it reads), streams take no new item.
+    runner.on_stopping(outcomes.stop_waiting)
+    runner.on_stopping(submission.stop_taking_items)
     runner.on_stop(apis.stop)
     runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()

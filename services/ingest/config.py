@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cortado.env import Env
+from cortado.waiting import max_wait_seconds
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class IngestSettings:
     inline_payload_bytes: int
     grace_seconds: float
     metrics_address: str
+    max_wait_seconds: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -30,4 +32,6 @@ class IngestSettings:
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9461"),
+            # Cap of a waiting submit (`POST /<api>?wait=`, Submit's wait): the same setting as GET's.
+            max_wait_seconds=max_wait_seconds(env),
         )

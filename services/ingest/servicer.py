@@ -1,162 +1,190 @@
-"""The Submission gRPC service: validate, assign an id, record it and enqueue it."""
+"""The Submission and WaitingSubmission gRPC services: proto ↔ Submitter (and Outcomes for the waiting forms)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import secrets
+from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
-from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
+from google.api import httpbody_pb2
+from google.rpc import status_pb2
 
-from cortado import metrics, names, natsutil, tracing
-from cortado.mirror import ApiIndex, KvMirror
-from cortado.records import now_timestamp
-from cortado.runtime import PayloadError, validate_payload
+from cortado import records, waiting
 from cortado.service import abort
-from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
+from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
+from services.ingest.outcomes import Outcomes
+from services.ingest.submitter import Prepared, Refused, Submitter
 
 log = logging.getLogger(__name__)
 
-# JetStream error codes that mean the API's queue is full (discard-new limits).
-_QUEUE_FULL_CODES = {10077, 10047, 10078}
-RETRY_AFTER_SECONDS = 1
-
-
-def new_request_id() -> str:
-    """An unguessable request id: 128 random bits, hex-encoded."""
-    return secrets.token_hex(16)
-
-
-MAX_IDEMPOTENCY_KEY = 256
 IDEMPOTENCY_HEADER = "idempotency-key"
+PREFER_HEADER = "prefer"
+
+STREAM_WINDOW = 64
+"""Items of one SubmitStream being queued at once (their answers still go out in order)."""
 
 
-def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's metadata the services read (idempotency-key, prefer), by lower-case name."""
+    found: dict[str, str] = {}
     for name, value in context.invocation_metadata() or ():
-        if name == IDEMPOTENCY_HEADER:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return None
+        if name in (IDEMPOTENCY_HEADER, PREFER_HEADER):
+            found[name] = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return found
+
+
+async def _refuse(context: grpc.aio.ServicerContext, refused: Refused) -> NoReturn:
+    if refused.retry_after is not None:
+        await context.send_initial_metadata((("retry-after", str(refused.retry_after)),))
+    await abort(context, refused.code, refused.message)
+
+
+class Waiting:
+    """A submit that waits for its outcome: follow the record first, then queue, then wait."""
+
+    def __init__(self, submitter: Submitter, outcomes: Outcomes) -> None:
+        self._submitter = submitter
+        self._outcomes = outcomes
+
+    async def submit(
+        self, api: str, content_type: str, body: bytes, key: str | None, seconds: float
+    ) -> tuple[str, records_pb2.RequestView]:
+        """The request's id and its final view if it finished within `seconds`, else its view at the end."""
+        prepared: Prepared = await self._submitter.prepare(api, content_type, body, key)
+        async with self._outcomes.follow(prepared.id) as writes:
+            if not prepared.known:
+                await self._submitter.enqueue(prepared)
+            record = await self._outcomes.wait(writes, prepared.id, seconds, prepared.known)
+        return prepared.id, records.view(record) if record else records.not_found_view(prepared.id)
 
 
 class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
-    """Accepts requests for deployed APIs; answers only once they are durably queued."""
+    """Submit (at once, or waiting with `wait`) and SubmitStream."""
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        apis: KvMirror[control_pb2.ApiSpec],
-        payloads: ObjectStore,
-        inline_payload_bytes: int,
-        requests: KeyValue,
-        idempotency: KeyValue,
-    ) -> None:
-        self._requests = requests
-        self._idempotency = idempotency
-        self._js = js
-        self._apis = apis
-        self._index = ApiIndex(apis)
-        self._payloads = payloads
-        self._inline_payload_bytes = inline_payload_bytes
+    def __init__(self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float) -> None:
+        self._submitter = submitter
+        self._waiting = Waiting(submitter, outcomes)
+        self._max_wait = max_wait_seconds
+        self._stopping = False
+        self._items: set[asyncio.Task[public_pb2.SubmitStreamResponse]] = set()
+
+    def stop_taking_items(self) -> None:
+        """SubmitStream calls take no new item from now on; each ends once it answered those it took."""
+        self._stopping = True
 
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> public_pb2.SubmitResponse:
-        spec = self._index.lookup(request.api)
-        if spec is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.api!r} is not deployed")
-        api = spec.name
-        content_type = request.body.content_type
-        body = request.body.data
+        key = request.idempotency_key or _headers(context).get(IDEMPOTENCY_HEADER)
+        body = request.body
         try:
-            validate_payload(content_type, body)
-        except PayloadError as exc:
-            metrics.REQUESTS_REJECTED.labels(api, "invalid_payload").inc()
+            waiting.check_seconds(request.wait, "wait")
+        except waiting.WaitError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-        request_id = new_request_id()
-        key = _idempotency_key(context)
-        if key is not None:
-            if len(key) > MAX_IDEMPOTENCY_KEY:
-                await abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the Idempotency-Key header is {len(key)} characters long; "
-                    f"at most {MAX_IDEMPOTENCY_KEY} are allowed",
-                )
-            request_id, known = await self._claim(api, key, request_id)
-            if known:
-                return public_pb2.SubmitResponse(id=request_id)
-        submitted_at = now_timestamp()
-        item = records_pb2.WorkItem(id=request_id, api=api, content_type=content_type, submitted_at=submitted_at)
-        if len(body) > self._inline_payload_bytes:
-            await self._payloads.put(request_id, body)
-            item.payload_object = request_id
-        else:
-            item.payload = body
-        record = records_pb2.RequestRecord(
-            id=request_id, api=api, status=records_pb2.REQUEST_STATUS_IN_QUEUE, submitted_at=submitted_at
-        )
-        # Both writes go out together: one round trip, not two.
-        enqueue, created = await asyncio.gather(
-            self._js.publish(
-                names.work_subject(api),
-                item.SerializeToString(),
-                stream=names.work_stream(api),
-                headers=tracing.inject_headers({"Nats-Msg-Id": request_id}),
-            ),
-            natsutil.kv_put_if(self._js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), last=0),
-            return_exceptions=True,
-        )
-        if isinstance(enqueue, BaseException):
-            # Nothing was queued: take back the record (and body) written beside it, so a refusal changes nothing.
-            with contextlib.suppress(Exception):
-                await self._requests.purge(request_id)
-            if item.payload_object:
-                with contextlib.suppress(Exception):
-                    await self._payloads.delete(request_id)
-            await self._abort_enqueue(context, api, enqueue)
-        metrics.REQUESTS_SUBMITTED.labels(api).inc()
-        # A handler may already have written a newer state: then the record exists and is newer.
-        if isinstance(created, BaseException) and not isinstance(created, KeyWrongLastSequenceError):
-            log.warning("in_queue record not written", extra={"id": request_id, "error": repr(created)})
-        return public_pb2.SubmitResponse(id=request_id)
-
-    async def _claim(self, api: str, key: str, request_id: str) -> tuple[str, bool]:
-        """The id a submit with this Idempotency-Key gets, and whether that request already exists.
-
-        The first submit with a key claims it for its new id; a retry gets that id back and
-        enqueues nothing, unless the first submit died before recording its request.
-        """
-        slot = hashlib.sha256(f"{api}\0{key}".encode()).hexdigest()
         try:
-            await natsutil.kv_put_if(self._js, names.IDEMPOTENCY_BUCKET, slot, request_id.encode(), last=0)
-            return request_id, False
-        except KeyWrongLastSequenceError:
-            pass
-        entry = await self._idempotency.get(slot)
-        claimed = (entry.value or b"").decode() or request_id
-        try:
-            await self._requests.get(claimed)
-        except KeyNotFoundError:
-            # The first submit stopped before its request was recorded: enqueue it now, under the same id
-            # (Nats-Msg-Id deduplicates the work item if the first publish did land).
-            return claimed, False
-        return claimed, True
+            if request.wait == 0:
+                prepared = await self._submitter.submit(request.api, body.content_type, body.data, key)
+                return public_pb2.SubmitResponse(id=prepared.id)
+            seconds = waiting.capped(request.wait, self._max_wait)
+            request_id, view = await self._waiting.submit(request.api, body.content_type, body.data, key, seconds)
+        except Refused as refused:
+            await _refuse(context, refused)
+        return public_pb2.SubmitResponse(id=request_id, request=view)
 
-    async def _abort_enqueue(self, context: grpc.aio.ServicerContext, api: str, exc: BaseException) -> None:
-        if isinstance(exc, APIError) and exc.err_code in _QUEUE_FULL_CODES:
-            metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
-            await context.send_initial_metadata((("retry-after", str(RETRY_AFTER_SECONDS)),))
+    async def SubmitStream(
+        self, request_iterator: AsyncIterator[public_pb2.SubmitRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[public_pb2.SubmitStreamResponse]:
+        # Items are queued concurrently (up to STREAM_WINDOW at once) and answered in the order they came.
+        answers: asyncio.Queue[asyncio.Task[public_pb2.SubmitStreamResponse] | None] = asyncio.Queue(STREAM_WINDOW)
+
+        async def take_items() -> None:
+            try:
+                async for item in request_iterator:
+                    if self._stopping:
+                        break
+                    task = asyncio.create_task(self._stream_item(item))
+                    # Held until done: an item goes on being queued even if the client goes away meanwhile.
+                    self._items.add(task)
+                    task.add_done_callback(self._items.discard)
+                    await answers.put(task)
+                    if len(item.body.data) > self._submitter.inline_payload_bytes:
+                        # Large bodies one at a time: the window bounds the items, this bounds the memory.
+                        await asyncio.wait([task])
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(take_items())
+        reader.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield await answer
+            await reader
+        finally:
+            reader.cancel()
+        if self._stopping:
             await abort(
                 context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the queue of API {api!r} is full; retry after {RETRY_AFTER_SECONDS}s",
+                grpc.StatusCode.UNAVAILABLE,
+                "the service is stopping: every item answered so far is settled; "
+                "send the rest again (it is safe to retry)",
             )
-        log.error("enqueue failed", extra={"api": api, "error": repr(exc)})
-        await abort(context, grpc.StatusCode.UNAVAILABLE, "the request could not be queued; it is safe to retry")
+
+    async def _stream_item(self, item: public_pb2.SubmitRequest) -> public_pb2.SubmitStreamResponse:
+        try:
+            if item.wait:
+                raise Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "wait is not supported on SubmitStream; follow the ids with Results/WatchMany",
+                )
+            key = item.idempotency_key or None
+            prepared = await self._submitter.submit(item.api, item.body.content_type, item.body.data, key)
+        except Refused as refused:
+            status = status_pb2.Status(code=refused.code.value[0], message=refused.message)
+            return public_pb2.SubmitStreamResponse(status=status)
+        except Exception as exc:
+            log.exception("stream item not queued", extra={"api": item.api, "error": repr(exc)})
+            unavailable = grpc.StatusCode.UNAVAILABLE
+            message = "the request could not be queued; it is safe to retry"
+            return public_pb2.SubmitStreamResponse(status=status_pb2.Status(code=unavailable.value[0], message=message))
+        return public_pb2.SubmitStreamResponse(id=prepared.id, status=status_pb2.Status(code=0))
+
+
+class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
+    """`POST /<api>?wait=<s>` and `POST /<api>` with `Prefer: wait=<s>`, as Envoy transcodes them."""
+
+    def __init__(self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float) -> None:
+        self._submitter = submitter
+        self._waiting = Waiting(submitter, outcomes)
+        self._max_wait = max_wait_seconds
+
+    async def SubmitAndWait(
+        self, request: public_pb2.SubmitAndWaitRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        headers = _headers(context)
+        try:
+            seconds = self._seconds(request.wait, headers.get(PREFER_HEADER, ""))
+        except waiting.WaitError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        body = request.body
+        try:
+            _, view = await self._waiting.submit(
+                request.api, body.content_type, body.data, headers.get(IDEMPOTENCY_HEADER), seconds
+            )
+        except Refused as refused:
+            await _refuse(context, refused)
+        # Exactly what GET /<api>/<id> answers for the record as it now stands, its HTTP status included.
+        if view.status == records_pb2.REQUEST_STATUS_NOT_FOUND:
+            await context.send_initial_metadata(((waiting.HTTP_STATUS_HEADER, "404"),))
+        return httpbody_pb2.HttpBody(content_type="application/json", data=records.render_json(view, request.api))
+
+    def _seconds(self, query: str, prefer: str) -> float:
+        """The wait asked for: `?wait=` first, else the Prefer header's `wait` (Envoy routes only these here)."""
+        if query:
+            return waiting.parse_seconds(query, "?wait=", self._max_wait)
+        preferred = waiting.prefer_wait(prefer)
+        if preferred is not None:
+            return waiting.parse_seconds(preferred, "the wait in the Prefer header", self._max_wait)
+        # Envoy sends here only a POST with ?wait= or with `wait=` in Prefer: this one had an empty ?wait=.
+        return waiting.parse_seconds(query, "?wait=", self._max_wait)

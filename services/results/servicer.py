@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from google.api import httpbody_pb2
+from google.rpc import status_pb2
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -18,14 +19,31 @@ from cortado import records
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
+from cortado.waiting import HTTP_STATUS_HEADER, capped
 from services.results.waiters import RecordWaiters
 
 log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
-HTTP_STATUS_HEADER = "x-cortado-http-status"
-"""Response metadata Envoy turns into the HTTP status (the transcoder alone would answer 200)."""
+_READS_AT_ONCE = 64
+"""WatchMany reads the current records of the ids of one message this many at a time."""
+
+
+@dataclass(frozen=True)
+class _Read:
+    """WatchMany: the record of an id as read once it was followed (None: not found)."""
+
+    request_id: str
+    record: records_pb2.RequestRecord | None
+
+
+@dataclass(frozen=True)
+class _Followed:
+    """WatchMany: an id being followed, the API as the client named it and the API's name."""
+
+    named: str
+    api: str
 
 
 class ResultsServicer(public_pb2_grpc.ResultsServicer):
@@ -66,7 +84,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         return record if record.api == api else None
 
     async def _current_or_final(self, api: str, request_id: str, wait: float) -> records_pb2.RequestView:
-        wait = min(max(wait, 0.0), self._max_wait) if math.isfinite(wait) else (self._max_wait if wait > 0 else 0.0)
+        wait = capped(wait, self._max_wait)
         if wait <= 0:
             record = await self._read(api, request_id)
             return records.view(record) if record else records.not_found_view(request_id)
@@ -111,3 +129,73 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                 if newer.status != record.status and records.may_move(record.status, newer.status):
                     record = newer
                     yield public_pb2.WatchResponse(request=records.view(record))
+
+    async def WatchMany(
+        self, request_iterator: AsyncIterator[public_pb2.WatchManyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[public_pb2.WatchManyResponse]:
+        # Every event reaches this one queue: records written (from the waiters), records read once an id is
+        # followed, answers ready to send, and None once the client closed its side.
+        events: asyncio.Queue[records_pb2.RequestRecord | _Read | public_pb2.WatchManyResponse | None]
+        events = asyncio.Queue()
+        following: dict[str, _Followed] = {}
+        async with self._waiters.follow(events.put_nowait) as followed:
+
+            async def read(api: str, request_id: str) -> None:
+                events.put_nowait(_Read(request_id, await self._read(api, request_id)))
+
+            async def take_ids() -> None:
+                try:
+                    await follow_ids()
+                finally:
+                    events.put_nowait(None)
+
+            async def follow_ids() -> None:
+                seen: set[str] = set()
+                async for message in request_iterator:
+                    spec = self._index.lookup(message.api)
+                    fresh = [i for i in dict.fromkeys(message.ids) if i not in seen]
+                    seen.update(fresh)
+                    if spec is None:
+                        error = status_pb2.Status(
+                            code=grpc.StatusCode.NOT_FOUND.value[0], message=f"API {message.api!r} is not deployed"
+                        )
+                        for request_id in fresh:
+                            view = records.not_found_view(request_id)
+                            events.put_nowait(public_pb2.WatchManyResponse(api=message.api, request=view, error=error))
+                        continue
+                    for request_id in fresh:
+                        # Followed before it is read: a write between the read and the follow is not missed.
+                        following[request_id] = _Followed(message.api, spec.name)
+                        followed.add(request_id)
+                    for start in range(0, len(fresh), _READS_AT_ONCE):
+                        await asyncio.gather(*(read(spec.name, i) for i in fresh[start : start + _READS_AT_ONCE]))
+
+            def answer(request_id: str, view: records_pb2.RequestView) -> public_pb2.WatchManyResponse:
+                followed.drop(request_id)
+                return public_pb2.WatchManyResponse(api=following.pop(request_id).named, request=view)
+
+            reader = asyncio.create_task(take_ids())
+            reader.add_done_callback(lambda task: task.cancelled() or task.exception())
+            try:
+                closed = False
+                while not closed or following:
+                    event = await events.get()
+                    if event is None:
+                        closed = True
+                        # A failed read of the client's side ends the call with its error.
+                        await reader
+                    elif isinstance(event, public_pb2.WatchManyResponse):
+                        yield event
+                    elif isinstance(event, _Read):
+                        if event.request_id not in following:
+                            continue
+                        if event.record is None:
+                            yield answer(event.request_id, records.not_found_view(event.request_id))
+                        elif records.is_final(event.record.status):
+                            yield answer(event.request_id, records.view(event.record))
+                    else:
+                        entry = following.get(event.id)
+                        if entry is not None and event.api == entry.api and records.is_final(event.status):
+                            yield answer(event.id, records.view(event))
+            finally:
+                reader.cancel()

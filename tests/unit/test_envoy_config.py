@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import yaml
 
@@ -29,3 +30,32 @@ def test_envoy_accepts_the_rendered_config(tmp_path) -> None:  # type: ignore[no
         timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _public_routes() -> list[dict[str, Any]]:
+    config = yaml.safe_load(render_envoy_config(8888, 9901, ["127.0.0.1:1"], ["127.0.0.1:2"]))
+    public = next(x for x in config["static_resources"]["listeners"] if x["name"] == "public")
+    manager = public["filter_chains"][0]["filters"][0]["typed_config"]
+    routes: list[dict[str, Any]] = manager["route_config"]["virtual_hosts"][0]["routes"]
+    return routes
+
+
+def test_a_post_with_a_wait_is_transcoded_to_waiting_submission_and_may_last_past_the_cap() -> None:
+    waiting = [r for r in _public_routes() if "typed_per_filter_config" in r]
+    assert len(waiting) == 2
+    by_query, by_header = waiting
+    assert by_query["match"]["query_parameters"] == [{"name": "wait", "present_match": True}]
+    assert any(h["name"] == "prefer" for h in by_header["match"]["headers"])
+    for route in waiting:
+        transcoder = route["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]
+        assert transcoder["services"] == ["cortado.v1.WaitingSubmission"]
+        assert route["route"]["cluster"] == "ingest"
+        assert route["route"]["timeout"] == "120s"
+        assert "cancelled" not in route["route"]["retry_policy"]["retry_on"]
+
+
+def test_streams_through_the_grpc_route_have_no_time_limit() -> None:
+    routes = {r["match"].get("path") or r["match"].get("prefix"): r["route"] for r in _public_routes()}
+    assert routes["/cortado.v1.Submission/SubmitStream"]["timeout"] == "0s"
+    assert routes["/cortado.v1.Results/"]["timeout"] == "0s"
+    assert routes["/cortado.v1.Submission/"]["timeout"] == "120s"
