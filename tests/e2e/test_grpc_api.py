@@ -262,3 +262,63 @@ def test_a_large_payload_over_grpc_reaches_the_handler_intact(grpc_client: Clien
     request_id = grpc_client.submit(api.name, payload, "application/octet-stream")
     view = final(grpc_client, api.name, request_id)
     assert json.loads(view.result_json) == {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+
+
+# --- Submit with wait ------------------------------------------------------------------------------------------------
+
+
+def test_submit_with_wait_answers_the_final_state_when_it_finishes_within_the_wait(
+    grpc_client: Client, results: public_pb2_grpc.ResultsStub, api: Api
+) -> None:
+    view = grpc_client.submit_and_wait(api.name, as_json({"do": "exact"}), JSON, wait=30)
+    assert view.status == S.REQUEST_STATUS_COMPLETED, view
+    assert len(view.id) == 32 and set(view.id) <= HEX
+    assert view.result_json.startswith(b'{"z":1,"a":[2,3.5],"big":1267650600228229401496703205377,'), view
+    assert_recent(view)
+    # The same view Get answers, and GetResult's JSON is the same record.
+    assert grpc_client.get(api.name, view.id) == view
+    failed = grpc_client.submit_and_wait(api.name, as_json({"do": "fail", "message": "nope"}), JSON, wait=30)
+    assert failed.status == S.REQUEST_STATUS_FAILED
+    assert (failed.error.type, failed.error.message) == ("ValueError", "nope")
+
+
+def test_submit_with_wait_answers_the_current_state_at_the_end_of_the_wait_and_the_request_goes_on(
+    grpc_client: Client, submission: public_pb2_grpc.SubmissionStub, held: Api
+) -> None:
+    body = httpbody_pb2.HttpBody(content_type=JSON, data=as_json(held.hold()))
+    reply = submission.Submit(public_pb2.SubmitRequest(api=held.name, body=body, wait=1), timeout=30)
+    assert reply.request.id == reply.id
+    assert reply.request.status in (S.REQUEST_STATUS_IN_QUEUE, S.REQUEST_STATUS_IN_PROGRESS), reply
+    held.release_all()
+    assert final(grpc_client, held.name, reply.id).status == S.REQUEST_STATUS_COMPLETED
+
+
+def test_submit_without_wait_answers_only_the_id_as_before(
+    submission: public_pb2_grpc.SubmissionStub, grpc_client: Client, api: Api
+) -> None:
+    body = httpbody_pb2.HttpBody(content_type=JSON, data=b"{}")
+    reply = submission.Submit(public_pb2.SubmitRequest(api=api.name, body=body), timeout=30)
+    assert reply.id and not reply.HasField("request")
+    final(grpc_client, api.name, reply.id)
+
+
+@pytest.mark.parametrize("wait", [-1.0, float("nan"), float("inf")], ids=["negative", "nan", "infinite"])
+def test_a_bad_wait_answers_invalid_argument_saying_why(
+    submission: public_pb2_grpc.SubmissionStub, api: Api, wait: float
+) -> None:
+    body = httpbody_pb2.HttpBody(content_type=JSON, data=b"{}")
+    assert_refused(
+        lambda: submission.Submit(public_pb2.SubmitRequest(api=api.name, body=body, wait=wait), timeout=30),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "wait must be a finite number of seconds, 0 or more",
+    )
+
+
+def test_submit_with_wait_and_an_idempotency_key_names_the_same_request(grpc_client: Client, api: Api) -> None:
+    key = uuid.uuid4().hex
+    first = grpc_client.submit_and_wait(api.name, as_json({"keyed": 1}), JSON, wait=30, idempotency_key=key)
+    assert first.status == S.REQUEST_STATUS_COMPLETED
+    again = grpc_client.submit_and_wait(api.name, as_json({"keyed": 1}), JSON, wait=30, idempotency_key=key)
+    assert again == first
+    assert grpc_client.submit(api.name, as_json({"keyed": 1}), JSON, idempotency_key=key) == first.id
+    assert api.called().count(first.id) == 1
