@@ -26,6 +26,8 @@ from cortado.v1 import control_pb2
 
 CONFIG_NAMES = ("cortado.yaml", "cortex.yaml")
 MAX_PROJECT_BYTES = 32 * 1024 * 1024
+MAX_BUNDLE_MEMBERS = 10_000
+"""Most entries (files and folders) a bundle may hold: the scheduler and every executor unpack it."""
 MAX_CONFIG_EXPANDED_BYTES = 4 * 1024 * 1024
 """Largest configuration file once YAML aliases are expanded (each value: one plus the length of its text)."""
 
@@ -931,9 +933,15 @@ def pack_project(project_dir: Path, config_name: str) -> bytes:
     """Return the project's files (those of collect_files) as a gzip-compressed tar, paths relative to the root.
 
     Owners are cleared and permissions normalised to 0644/0755, so the same files give the same archive.
-    Raises ProjectError when the files total more than MAX_PROJECT_BYTES, naming the largest ones.
+    Raises ProjectError when there are more than MAX_BUNDLE_MEMBERS files, or when they total more than
+    MAX_PROJECT_BYTES (naming the largest ones).
     """
     files = collect_files(project_dir, config_name)
+    if len(files) > MAX_BUNDLE_MEMBERS:
+        raise ProjectError(
+            f"project has {len(files)} files, over the limit of {MAX_BUNDLE_MEMBERS}; "
+            f"add a {IGNORE_FILE} to leave files out"
+        )
     total = sum(size for _, size in files)
     if total > MAX_PROJECT_BYTES:
         largest = sorted(files, key=lambda item: (-item[1], item[0]))[:5]
@@ -962,9 +970,6 @@ def pack_project(project_dir: Path, config_name: str) -> bytes:
                 raise ProjectError(f"cannot read {name}: {e}") from e
     return buffer.getvalue()
 
-
-MAX_BUNDLE_MEMBERS = 10_000
-"""Most entries (files and folders) a bundle may hold: the scheduler and every executor unpack it."""
 
 _MEMBER_KINDS = {
     tarfile.SYMTYPE: "a symbolic link",

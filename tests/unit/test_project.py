@@ -834,6 +834,16 @@ def test_a_project_over_the_limit_names_its_total_the_limit_and_the_largest_file
     )
 
 
+def test_a_project_of_more_files_than_a_bundle_may_hold_is_refused_before_upload(tmp_path: Path) -> None:
+    for i in range(MAX_BUNDLE_MEMBERS + 1):
+        (tmp_path / f"f{i}").touch()
+    with pytest.raises(ProjectError) as caught:
+        pack_project(tmp_path, "cortado.yaml")
+    assert str(caught.value) == (
+        "project has 10001 files, over the limit of 10000; add a .cortexignore to leave files out"
+    )
+
+
 def test_a_project_at_exactly_the_limit_is_packed(tmp_path: Path) -> None:
     with open(tmp_path / "model.bin", "wb") as f:
         f.truncate(MAX_PROJECT_BYTES)
