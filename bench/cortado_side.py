@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,9 +45,21 @@ def mesh_memory(mesh: LocalMesh) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def started_mesh() -> Iterator[LocalMesh]:
-    """A fresh mesh in a temporary folder, exactly as `make run` configures it."""
-    with tempfile.TemporaryDirectory(prefix="cortado-bench-") as tmp, LocalMesh(Path(tmp)) as mesh:
+    """A fresh mesh in a temporary folder, as `make run` configures it, with NATS's monitoring endpoint on."""
+    # Where serving the endpoint is an option of the mesh, ask for it (elsewhere it is always served).
+    options: dict[str, Any] = {"nats_monitoring": True} if "nats_monitoring" in _mesh_fields() else {}
+    with tempfile.TemporaryDirectory(prefix="cortado-bench-") as tmp, LocalMesh(Path(tmp), **options) as mesh:
         yield mesh
+
+
+def _mesh_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(LocalMesh)}
+
+
+def nats_varz_url(mesh: LocalMesh) -> str | None:
+    """URL of the mesh's NATS `/varz` (message counters), or None where its monitoring endpoint is off."""
+    port = mesh.ports.get("nats-monitor")
+    return None if port is None else f"http://127.0.0.1:{port}/varz"
 
 
 def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
@@ -55,7 +68,9 @@ def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
     progress("cortado: starting the mesh (NATS, scheduler, ingest, results, executor, Envoy)")
     with started_mesh() as mesh:
         url = mesh.http_url
-        varz = f"http://127.0.0.1:{mesh.ports['nats-monitor']}/varz"
+        varz = nats_varz_url(mesh)
+        if varz is None:
+            progress("cortado: NATS's monitoring endpoint is off: no NATS messages per request")
 
         def pids() -> dict[str, int]:
             return {name: proc.pid for name, proc in mesh.processes.items()}

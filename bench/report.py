@@ -208,7 +208,8 @@ def table(cortado: dict[str, Any], celery: dict[str, Any] | None, floor: dict[st
     lines += [line(row) for row in PROCESS_ROWS]
     lines.append("-" * len(header))
     lines.append("ratios: cortado / floor, cortado / celery; higher is better for throughput, lower for the rest")
-    lines.append("floor: Envoy, one ingest, one results server and one worker on NATS, nothing else (bench/floor/)")
+    if floor is not None:
+        lines.append("floor: Envoy, one ingest, one results server and one worker on NATS, nothing else (bench/floor/)")
     if cortado.get("one_call_available") is False:
         lines.append("note: Cortado's POST ?wait= answers only an id here: no one-call run for Cortado")
     lines += _side_note("Cortado", cortado) + _side_note("floor", floor)

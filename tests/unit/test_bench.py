@@ -212,6 +212,8 @@ def test_table_without_floor_or_celery_and_one_call_note() -> None:
     assert "cortado/floor" in text.splitlines()[0]
     assert text.splitlines()[2].split()[-5:] == ["300.0", "-", "-", "-", "-"]
     assert "answers only an id" not in text
+    assert "floor: Envoy" not in text
+    assert "floor: Envoy" in report.table(cortado, None, side(600, 2, 6, 200))
     cortado["one_call_available"] = False
     assert "note: Cortado's POST ?wait= answers only an id here" in report.table(cortado, None)
 
