@@ -67,12 +67,12 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         self._submitter = submitter
         self._waiting = Waiting(submitter, outcomes)
         self._max_wait = max_wait_seconds
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._items: set[asyncio.Task[public_pb2.SubmitStreamResponse]] = set()
 
     def stop_taking_items(self) -> None:
         """SubmitStream calls take no new item from now on; each ends once it answered those it took."""
-        self._stopping = True
+        self._stopping.set()
 
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
@@ -97,33 +97,47 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         self, request_iterator: AsyncIterator[public_pb2.SubmitRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[public_pb2.SubmitStreamResponse]:
         # Items are queued concurrently (up to STREAM_WINDOW at once) and answered in the order they came.
-        answers: asyncio.Queue[asyncio.Task[public_pb2.SubmitStreamResponse] | None] = asyncio.Queue(STREAM_WINDOW)
+        answers: asyncio.Queue[asyncio.Task[public_pb2.SubmitStreamResponse] | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
 
-        async def take_items() -> None:
+        async def take_items() -> bool:
+            """Take items until the client's side ends (False) or the service stops taking them (True)."""
+            stopping = asyncio.ensure_future(self._stopping.wait())
             try:
-                async for item in request_iterator:
-                    if self._stopping:
-                        break
+                while True:
+                    await window.acquire()
+                    # The next item, or the stop: a client that sends nothing does not hold the stop up.
+                    following = asyncio.ensure_future(anext(request_iterator))
+                    await asyncio.wait((following, stopping), return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        return True
+                    try:
+                        item = following.result()
+                    except StopAsyncIteration:
+                        return False
                     task = asyncio.create_task(self._stream_item(item))
                     # Held until done: an item goes on being queued even if the client goes away meanwhile.
                     self._items.add(task)
                     task.add_done_callback(self._items.discard)
-                    await answers.put(task)
+                    answers.put_nowait(task)
                     if len(item.body.data) > self._submitter.inline_payload_bytes:
                         # Large bodies one at a time: the window bounds the items, this bounds the memory.
                         await asyncio.wait([task])
             finally:
-                await answers.put(None)
+                stopping.cancel()
+                answers.put_nowait(None)
 
         reader = asyncio.create_task(take_items())
         reader.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             while (answer := await answers.get()) is not None:
                 yield await answer
-            await reader
+                window.release()
+            cut_short = await reader
         finally:
             reader.cancel()
-        if self._stopping:
+        if cut_short:
             await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
