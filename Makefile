@@ -1,5 +1,9 @@
 # Cortado: `make run` starts the local mesh with the example API; `make test` runs the whole suite.
-PYTHON ?= python3
+# Handler processes run as an unprivileged user per API when the services run as root, so the interpreter must be
+# readable by every user: prefer the system's Python 3.11+ (a Python under /root is not), else python3 on PATH.
+PYTHON ?= $(shell for p in /usr/bin/python3 /usr/local/bin/python3 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -47,3 +47,10 @@ class Env:
         if minimum is not None and value < minimum:
             raise SettingsError(f"{PREFIX}{name} must be at least {minimum}, got {value}")
         return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        """The variable's value, one of allowed; SettingsError naming the allowed values otherwise."""
+        value = self.text(name, default)
+        if value not in allowed:
+            raise SettingsError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value

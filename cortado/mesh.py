@@ -6,15 +6,18 @@ Used by `make run` (`python -m cortado.mesh`) and by the test suite.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -25,6 +28,8 @@ from string import Template
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cortado import natsauth
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
@@ -294,14 +299,23 @@ NATS_MAX_PAYLOAD = "8MB"
 """NATS's message limit in Cortado's deployments: log lines up to 5 MB and results up to ~8 MB travel whole."""
 
 
-def nats_config(port: int, store: Path, listen: str = "127.0.0.1", monitor_port: int = 0) -> str:
-    """nats-server configuration: JetStream on file storage, Cortado's message limit, and (when a port is
-    given) the HTTP monitoring endpoint (`/varz`, `/jsz`) on loopback."""
+def nats_config(
+    port: int,
+    store: Path,
+    listen: str = "127.0.0.1",
+    monitor_port: int = 0,
+    credentials: Mapping[str, natsauth.NatsCredentials] | None = None,
+) -> str:
+    """nats-server configuration: JetStream on file storage, Cortado's message limit, the service users and
+    their permissions (when credentials are given), and (when a port is given) the HTTP monitoring endpoint
+    (`/varz`, `/jsz`) on loopback."""
     text = (
         f"listen: {listen}:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
         f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
     )
+    if credentials:
+        text += natsauth.authorization_config(credentials)
     if monitor_port:
         text += f"http: 127.0.0.1:{monitor_port}\n"
     return text
@@ -319,8 +333,12 @@ class LocalMesh:
     """Instances of ingest, results and scheduler (default one each)."""
     nats_cluster: int = 1
     """NATS servers: 1, or a cluster of 3 or 5 on loopback."""
+    nats_monitoring: bool = False
+    """Serve NATS's HTTP monitoring endpoint on `ports["nats-monitor"]` (benchmarks read `/varz`)."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    credentials: dict[str, natsauth.NatsCredentials] = field(default_factory=dict)
+    """NATS users and passwords, generated at start (their files are in `workdir/credentials`)."""
 
     @property
     def http_url(self) -> str:
@@ -339,15 +357,28 @@ class LocalMesh:
 
     @property
     def nats_url(self) -> str:
-        """URL of the NATS server."""
+        """URL of the NATS server (no credentials: NATS refuses it without a user)."""
         return ",".join(f"nats://127.0.0.1:{self.ports[n]}" for n in self.nats_names)
+
+    @property
+    def admin_nats_url(self) -> str:
+        """URL of the NATS server with the operator's credentials in it (for tools and tests)."""
+        return natsauth.with_credentials(self.nats_url, self.credentials[natsauth.ADMIN])
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Where the NATS passwords are kept, readable by this user only."""
+        return self.workdir / "credentials"
 
     def address(self, service: str) -> str:
         """host:port of a service's own gRPC server."""
         return f"127.0.0.1:{self.ports[service]}"
 
-    def _service_env(self) -> dict[str, str]:
+    def _service_env(self, module: str = "") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+        if module:
+            env["CORTADO_NATS_USER"] = module
+            env["CORTADO_NATS_PASSWORD_FILE"] = str(natsauth.password_file(self.credentials_dir, module))
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
@@ -359,6 +390,21 @@ class LocalMesh:
         )
         env.update(self.env)
         return env
+
+    def executor_workdir(self, name: str) -> Path:
+        """An executor's folder (projects, envs, metrics files): outside the mesh's own folder, which is closed
+        to other users, so that handlers running as their API's user can reach their own project in it."""
+        digest = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:12]
+        root = Path(tempfile.gettempdir()) / f"cortado-{os.geteuid()}-{digest}"
+        try:
+            root.mkdir(mode=0o711, exist_ok=True)
+            info = root.lstat()
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+                raise PermissionError(f"{root} belongs to someone else")
+        except OSError:
+            root = Path(tempfile.mkdtemp(prefix="cortado-"))
+        root.chmod(0o711)
+        return root / name
 
     def instances(self, kind: str) -> list[str]:
         """Process names of a service kind: `ingest`, then `ingest2`, `ingest3`, ... (executors: `executor1`...)."""
@@ -375,9 +421,11 @@ class LocalMesh:
     def start(self) -> LocalMesh:
         """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o700)
+        self.credentials = natsauth.generate(self.credentials_dir, [*SERVICES, natsauth.ADMIN])
         services = [name for kind in SERVICES for name in self.instances(kind)]
         names = ["http", "admin", "egress", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
-        names += [f"{n}-monitor" for n in self.nats_names]
+        names += [f"{n}-monitor" for n in self.nats_names] if self.nats_monitoring else []
         names += [f"{n}-cluster" for n in self.nats_names] if self.nats_cluster > 1 else []
         for name in names:
             self.ports.setdefault(name, free_port())
@@ -398,16 +446,27 @@ class LocalMesh:
         """Start one nats-server with JetStream on file storage under the workdir (in a cluster: with routes)."""
         config = self.workdir / f"{name}.conf"
         text = nats_config(
-            self.ports[name], self.workdir / f"jetstream-{name}", monitor_port=self.ports.get(f"{name}-monitor", 0)
+            self.ports[name],
+            self.workdir / f"jetstream-{name}",
+            monitor_port=self.ports.get(f"{name}-monitor", 0),
+            credentials=self.credentials,
         )
         if self.nats_cluster > 1:
-            routes = ", ".join(f"nats-route://127.0.0.1:{self.ports[n + '-cluster']}" for n in self.nats_names)
+            route = self.credentials[natsauth.ROUTE_USER]
+            routes = ", ".join(
+                f"nats-route://{route.user}:{route.password}@127.0.0.1:{self.ports[n + '-cluster']}"
+                for n in self.nats_names
+            )
             text += (
                 f"server_name: {name}\n"
                 f"cluster {{\n  name: cortado\n  listen: 127.0.0.1:{self.ports[name + '-cluster']}\n"
+                f"  authorization {{ user: {route.user}, password: {json.dumps(route.password)} }}\n"
                 f"  routes: [{routes}]\n}}\n"
             )
-        config.write_text(text)
+        # The configuration holds every password: readable by this user only.
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
         proc = ManagedProcess(
             name,
             [find_binary("nats-server"), "-c", str(config)],
@@ -421,7 +480,7 @@ class LocalMesh:
     def start_service(self, name: str, retry_ports: bool = True) -> None:
         """Start one service instance (`ingest2`, `executor1`, ...) and wait for gRPC health SERVING."""
         module = name.rstrip("0123456789")
-        env = self._service_env()
+        env = self._service_env(module)
         self.ports.setdefault(name, free_port())
         self.ports.setdefault(f"{name}-metrics", free_port())
         env["CORTADO_METRICS_ADDRESS"] = self.address(f"{name}-metrics")
@@ -431,7 +490,7 @@ class LocalMesh:
         if module == "executor":
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"
             env["CORTADO_EGRESS_PROXY"] = f"http://127.0.0.1:{self.ports['egress']}"
-            env.setdefault("CORTADO_EXECUTOR_WORKDIR", str(self.workdir / name))
+            env.setdefault("CORTADO_EXECUTOR_WORKDIR", str(self.executor_workdir(name)))
         proc = ManagedProcess(
             name, [sys.executable, "-m", f"services.{module}"], env, self.workdir / "logs" / f"{name}.log"
         )

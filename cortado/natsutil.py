@@ -18,6 +18,7 @@ from nats.js.object_store import ObjectStore
 
 from cortado import names
 from cortado.mirror import KvMirror
+from cortado.natsauth import NatsCredentials
 from cortado.v1 import control_pb2
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,14 @@ EXECUTOR_HEARTBEAT_TTL = 15.0
 """Seconds an executor stays in the pool after its last heartbeat."""
 
 
-async def connect(url: str, name: str, timeout: float = 60.0) -> Client:
-    """Connect to NATS, retrying for up to timeout seconds, and reconnecting forever afterwards."""
+async def connect(url: str, name: str, timeout: float = 60.0, credentials: NatsCredentials | None = None) -> Client:
+    """Connect to NATS, retrying for up to timeout seconds, and reconnecting forever afterwards.
+
+    Authenticates as credentials, else as the user the environment names (`natsauth.NatsCredentials.from_env`),
+    else with whatever the URL carries.
+    """
+    creds = credentials or NatsCredentials.from_env()
+    auth: dict[str, Any] = {"user": creds.user, "password": creds.password} if creds else {}
 
     async def _error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
@@ -46,6 +53,7 @@ async def connect(url: str, name: str, timeout: float = 60.0) -> Client:
                 allow_reconnect=True,
                 error_cb=_error,
                 pending_size=64 * 1024 * 1024,
+                **auth,
             )
         except Exception:
             if asyncio.get_running_loop().time() > deadline:

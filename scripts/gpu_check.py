@@ -359,7 +359,7 @@ def measure(mesh: LocalMesh, scheduler: SchedulerClient, name: str, gpu: bool, c
     # Warm-up, not counted: connections, the handler's first batches of each size.
     _run(round_trips(mesh.http_url, name, min(count, 2 * options.clients), options.clients))
     print(f"  {name}: {count} requests queued, then drained by the executor ...", flush=True)
-    at_executor = _run(executor_run(mesh.nats_url, mesh.http_url, name, count, options.clients, sampler))
+    at_executor = _run(executor_run(mesh.admin_nats_url, mesh.http_url, name, count, options.clients, sampler))
     print(f"  {name}: {count} round trips from {options.clients} clients through Envoy ...", flush=True)
     with sampler.sampling() as samples:
         seconds, bodies = _run(round_trips(mesh.http_url, name, count, options.clients, seed=2_000_000))

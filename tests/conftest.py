@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,21 @@ import pytest
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
-from tests.helpers import eventually, unique_name, write_project
+from tests.helpers import eventually, open_to_handlers, unique_name, write_project
+
+# Handlers run as their API's own unprivileged user when the suite runs as root, and tests watch them through
+# files in temporary folders: those folders (and the files tests create in them) must be theirs to use too.
+_mktemp = pytest.TempPathFactory.mktemp
+
+
+def _mktemp_open_to_handlers(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+    path = _mktemp(self, basename, numbered)
+    open_to_handlers(path)
+    return path
+
+
+pytest.TempPathFactory.mktemp = _mktemp_open_to_handlers  # type: ignore[method-assign]
+os.umask(0)
 
 # Tests deploy many small APIs on the one executor: let it host them all.
 MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5"}

@@ -13,7 +13,9 @@ from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.executor import sandbox as sandbox_module
 from services.executor.config import ExecutorSettings
+from services.executor.recordstore import RecordStore
 from services.executor.servicer import ExecutorServicer
 from services.executor.supervisor import Supervisor
 
@@ -21,6 +23,8 @@ from services.executor.supervisor import Supervisor
 async def main() -> None:
     """Join the pool, run the replicas placed here, drain them on SIGTERM."""
     settings = ExecutorSettings.from_env()
+    # Folders this executor creates are never writable by the users its handlers run as.
+    os.umask(0o022)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     nc = await natsutil.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
     js = nc.jetstream()
@@ -35,7 +39,9 @@ async def main() -> None:
         await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
     )
     await placements.start()
-    await natsutil.requests_bucket(js)
+    requests = await natsutil.requests_bucket(js)
+    # Who runs user code: an unprivileged user per API when this executor runs as root.
+    sandbox = await sandbox_module.choose(settings.workdir, settings.handler_users, settings.handler_uid_base)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
     executors_kv = await natsutil.executors_bucket(js)
 
@@ -50,6 +56,8 @@ async def main() -> None:
         settings.address,
         nc,
         metrics_dir,
+        RecordStore(js, requests),
+        sandbox,
     )
     control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
     loop_task = asyncio.create_task(supervisor.run())

@@ -26,6 +26,9 @@ class ExecutorSettings:
     metrics_address: str
     egress_proxy: str
     simulated_gpus: int
+    ack_wait_seconds: float
+    handler_users: str
+    handler_uid_base: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -50,4 +53,11 @@ class ExecutorSettings:
             egress_proxy=env.text("EGRESS_PROXY", ""),
             # Testing placement without GPUs: report this many simulated GPUs instead of NVML's (0: real ones).
             simulated_gpus=env.integer("EXECUTOR_SIMULATED_GPUS", 0, minimum=0),
+            # JetStream's ack wait for work consumers (the scheduler creates them with the same setting):
+            # held requests get an in_progress heartbeat every third of it.
+            ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
+            # Who runs user code: `auto` (an unprivileged user per API when the executor runs as root), `on`, `off`.
+            handler_users=env.choice("HANDLER_USERS", "auto", ("auto", "on", "off")),
+            # First uid (and gid) given to an API's user code; each API gets the next free one.
+            handler_uid_base=env.integer("HANDLER_UID_BASE", 70000, minimum=1000),
         )

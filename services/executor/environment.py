@@ -12,8 +12,11 @@ import signal
 import site
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from services.executor.sandbox import HandlerUser, Sandbox, become
 
 OUTPUT_TAIL_LINES = 60
 """How many of a failed step's last output lines its DependencyError carries."""
@@ -30,7 +33,7 @@ LOCK_POLL_SECONDS = 0.1
 MAX_LINE_BYTES = 65536
 """Output without a newline for this long is passed on as a line of its own."""
 
-CHECK_IMPORTS = "import cortado, nats, services.executor.worker"
+CHECK_IMPORTS = "import cortado, services.executor.worker"
 """What a new env's python must import: the handler process runs in it."""
 
 
@@ -52,6 +55,8 @@ async def prepare_python(
     requirements: str,
     cache_dir: Path,
     on_progress: Callable[[str], None] = _nothing,
+    user: HandlerUser | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
     """Install an API's dependencies and return the Python executable its handler process must run with.
 
@@ -68,18 +73,27 @@ async def prepare_python(
 
     Each line the script or pip prints is passed to `on_progress` as it comes.
 
+    The script, pip and the import check run as `user` (the API's own, when the executor sandboxes user code; its
+    envs then live in `cache_dir/envs-<uid>`, shared by that API's versions only) with the handler's environment
+    `environment` (never the executor's own).
+
     Raises DependencyError when the script or pip fails (or the new env cannot import Cortado's handler process);
     no ready marker is left behind then, so the next call tries again.
     """
-    await _run_shell_script(project, shell_script, on_progress)
+    step = _Step(user, {**(environment if environment is not None else os.environ), "PYTHONUNBUFFERED": "1"})
+    await _run_shell_script(project, shell_script, on_progress, step)
     requirements_file = project / requirements
     if not requirements_file.is_file():
         return sys.executable
     content = requirements_file.read_bytes()
     if not _names_anything(content):
         return sys.executable
-    envs = cache_dir / "envs"
-    envs.mkdir(parents=True, exist_ok=True)
+    envs = cache_dir / ("envs" if user is None else f"envs-{user.uid}")
+    if user is not None and envs.is_dir() and envs.lstat().st_uid != user.uid:
+        await asyncio.to_thread(shutil.rmtree, envs, True)  # not the API's own: never build in it
+    if not envs.is_dir():
+        envs.mkdir(parents=True)
+        Sandbox.give(envs, user)
     # Requirements that point into the project (`-e .`, `--find-links wheels`, `-r other.txt`) depend on more
     # than their own text: such an env belongs to this project folder alone.
     key_input = content + (b"\0" + os.fsencode(str(project)) if _references_project_files(content) else b"")
@@ -95,7 +109,7 @@ async def prepare_python(
         elif env.exists():
             await asyncio.to_thread(shutil.rmtree, env, True)
         try:
-            await _build_env(env, project, requirements, content, on_progress)
+            await _build_env(env, project, requirements, content, on_progress, step)
         except Exception:
             await asyncio.to_thread(shutil.rmtree, env, True)
             raise
@@ -147,7 +161,7 @@ def executor_site_dirs() -> list[str]:
     return dirs
 
 
-async def _run_shell_script(project: Path, shell_script: str, on_progress: Callable[[str], None]) -> None:
+async def _run_shell_script(project: Path, shell_script: str, on_progress: Callable[[str], None], step: _Step) -> None:
     """Run the project's shell script unless absent or already run in this folder; raises DependencyError on failure."""
     script = project / shell_script
     if not script.is_file():
@@ -160,15 +174,15 @@ async def _run_shell_script(project: Path, shell_script: str, on_progress: Calla
     async with _exclusive_lock(project.parent / f"{stem}.lock"):
         if done.exists():
             return
-        await _run_step(shell_script, ["bash", shell_script], project, on_progress)
+        await step.run(shell_script, ["bash", shell_script], project, on_progress)
         done.touch()
 
 
 async def _build_env(
-    env: Path, project: Path, requirements: str, content: bytes, on_progress: Callable[[str], None]
+    env: Path, project: Path, requirements: str, content: bytes, on_progress: Callable[[str], None], step: _Step
 ) -> None:
     """Create the virtualenv, link it to the executor's packages, install the requirements, check it, mark it ready."""
-    await _run_step("python -m venv", [sys.executable, "-m", "venv", "--without-pip", str(env)], project, on_progress)
+    await step.run("python -m venv", [sys.executable, "-m", "venv", "--without-pip", str(env)], project, on_progress)
     site_packages = env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     if not site_packages.is_dir():
         raise DependencyError(f"python -m venv did not create {site_packages}")
@@ -177,9 +191,9 @@ async def _build_env(
     (site_packages / "_cortado_executor.pth").write_text("".join(lines), encoding="utf-8")
     python = str(env / "bin" / "python")
     pip = [sys.executable, "-m", "pip", "--python", python, "install", "--disable-pip-version-check", "--no-input"]
-    await _run_step(f"pip install -r {requirements}", [*pip, "-r", requirements], project, on_progress)
+    await step.run(f"pip install -r {requirements}", [*pip, "-r", requirements], project, on_progress)
     try:
-        await _run_step("the import check", [python, "-P", "-c", CHECK_IMPORTS], env, _nothing)
+        await step.run("the import check", [python, "-P", "-c", CHECK_IMPORTS], env, _nothing)
     except DependencyError as exc:
         raise DependencyError(
             f"the packages of {requirements} break Cortado's handler process (a pin conflicts with the executor's"
@@ -190,7 +204,26 @@ async def _build_env(
     partial.replace(env / READY_MARKER)
 
 
-async def _run_step(step: str, argv: Sequence[str], cwd: Path, on_progress: Callable[[str], None]) -> None:
+@dataclass(frozen=True)
+class _Step:
+    """Who runs the commands of a dependency install, and with what environment."""
+
+    user: HandlerUser | None
+    env: Mapping[str, str]
+
+    async def run(self, step: str, argv: Sequence[str], cwd: Path, on_progress: Callable[[str], None]) -> None:
+        """_run_step as this user, with this environment."""
+        await _run_step(step, argv, cwd, on_progress, self.user, self.env)
+
+
+async def _run_step(
+    step: str,
+    argv: Sequence[str],
+    cwd: Path,
+    on_progress: Callable[[str], None],
+    user: HandlerUser | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Run a command, passing each output line (stdout and stderr) to on_progress.
 
     Raises DependencyError naming `step`, its exit code and its output's last lines when it fails or cannot start.
@@ -210,8 +243,9 @@ async def _run_step(step: str, argv: Sequence[str], cwd: Path, on_progress: Call
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=dict(env) if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
+            preexec_fn=become(user),
         )
     except OSError as exc:
         raise DependencyError(f"{step} could not start: {exc}") from exc

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
-from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from prometheus_client.multiprocess import mark_process_dead
 
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
-from cortado.v1 import control_pb2
+from cortado.v1 import control_pb2, handler_pb2
+from services.executor.channel import ChannelClosedError, open_channel, read_frame
+from services.executor.dispatch import Dispatcher
 from services.executor.environment import DependencyError, prepare_python
 from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
+from services.executor.recordstore import RecordStore
+from services.executor.sandbox import Sandbox, become, open_to_traverse
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +39,32 @@ STABLE_AFTER_SECONDS = 60.0
 """A process that served this long resets the crash backoff."""
 
 
-async def prepare_project(workdir: Path, spec: control_pb2.ApiSpec, bundles: ObjectStore) -> Path:
-    """The API version's project folder, fetched from the Object Store and unpacked once per machine."""
-    target = workdir / "projects" / spec.name / f"v{spec.version}"
+@dataclass(frozen=True)
+class ReplicaContext:
+    """What every replica of an executor shares."""
+
+    workdir: Path
+    bundles: ObjectStore
+    base_env: dict[str, str]
+    """The environment every handler process starts from (allow-listed, nothing of Cortado's)."""
+    logs: LogShipper
+    js: JetStreamContext
+    store: RecordStore
+    sandbox: Sandbox
+    metrics_dir: Path
+    ack_wait_seconds: float
+    grace_seconds: float
+
+
+async def prepare_project(
+    workdir: Path, spec: control_pb2.ApiSpec, bundles: ObjectStore, sandbox: Sandbox | None = None
+) -> Path:
+    """The API version's project folder, fetched from the Object Store and unpacked once per machine.
+
+    With a sandbox, `projects/<api>` belongs to the API's user alone.
+    """
+    projects = workdir / "projects"
+    target = projects / spec.name / f"v{spec.version}"
     marker = target.parent / f"v{spec.version}.ready"
     if marker.exists():
         return target
@@ -45,6 +73,10 @@ async def prepare_project(workdir: Path, spec: control_pb2.ApiSpec, bundles: Obj
     result = await bundles.get(spec.bundle_object)
     data = result.data or b""
     await asyncio.to_thread(unpack_bundle, data, target)
+    if sandbox is not None and sandbox.enabled:
+        open_to_traverse(workdir)
+        open_to_traverse(projects)
+        await asyncio.to_thread(sandbox.give, target.parent, sandbox.user_for(spec.name))
     marker.touch()
     return target
 
@@ -56,27 +88,21 @@ class Replica:
         self,
         placement: control_pb2.ReplicaPlacement,
         spec: control_pb2.ApiSpec,
-        workdir: Path,
-        bundles: ObjectStore,
-        base_env: dict[str, str],
+        context: ReplicaContext,
         on_change: asyncio.Event,
-        logs: LogShipper,
-        nc: Client,
     ) -> None:
         self.placement = placement
         self.spec = spec
-        self._workdir = workdir
-        self._bundles = bundles
-        self._base_env = base_env
+        self._context = context
         self._on_change = on_change
-        self._logs = logs
-        self._nc = nc
+        self._user = context.sandbox.user_for(spec.name)
         self._shipping: set[asyncio.Task[None]] = set()
         self.completed = 0
         self.failed = 0
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
+        self._dispatcher: Dispatcher | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -114,9 +140,11 @@ class Replica:
             self._on_change.set()
 
     async def stop(self, grace: float) -> None:
-        """Ask the process to drain (SIGTERM), kill it after grace seconds, and stop restarting it."""
+        """Drain: stop pulling, let the process finish what it runs (SIGTERM; killed after grace seconds), record it."""
         self._stopping = True
         self._set(control_pb2.REPLICA_STATE_DRAINING)
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -128,8 +156,11 @@ class Replica:
                     process.kill()
                 await process.wait()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # The process is gone: its last outcomes are being written; give them the grace period too.
+            done, _ = await asyncio.wait([self._task], timeout=grace if process is not None else 0)
+            if not done:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
     async def _run(self) -> None:
@@ -137,14 +168,18 @@ class Replica:
         crashes = 0
         while not self._stopping:
             try:
-                project = await prepare_project(self._workdir, self.spec, self._bundles)
+                project = await prepare_project(
+                    self._context.workdir, self.spec, self._context.bundles, self._context.sandbox
+                )
                 env = self._environment(project)
                 python = await prepare_python(
                     project,
                     self.spec.dependencies_shell or "dependencies.sh",
                     self.spec.dependencies_pip or "requirements.txt",
-                    self._workdir / "cache",
+                    self._context.workdir / "cache",
                     self._progress,
+                    user=self._user,
+                    environment=env,
                 )
             except (DependencyError, ProjectError) as exc:
                 message = str(exc)
@@ -189,35 +224,54 @@ class Replica:
             await asyncio.sleep(wait)
 
     def _environment(self, project: Path) -> dict[str, str]:
-        env = dict(self._base_env)
+        """The handler process's environment: the allow-listed base, its own folders, `.env`, `handler.env`."""
+        env = dict(self._context.base_env)
+        home = project.parent / "home"
+        metrics = self._context.metrics_dir / self.spec.name
+        for folder in (home, metrics):
+            if not folder.is_dir():
+                folder.mkdir(parents=True)
+                Sandbox.give(folder, self._user)
+        env["HOME"] = str(home)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
         dotenv = project / ".env"
         if dotenv.is_file():
             env.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
         env.update(self.spec.env)
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(list(self.placement.gpu_indices))
         env["CORTADO_WORKER_REPLICA"] = str(self.placement.replica)
+        env["CORTADO_GRACE_SECONDS"] = str(self._context.grace_seconds)
         return env
 
     def _progress(self, line: str) -> None:
         """A line of dependencies.sh or pip output: into the API's logs, and the latest one into its status."""
         self._set(control_pb2.REPLICA_STATE_STARTING, f"installing dependencies: {line[:200]}")
         record = wrap_line(line.encode(), "INFO", os.getpid(), {"api": self.spec.name, "step": "dependencies"})
-        task = asyncio.get_running_loop().create_task(self._logs.ship(self.spec.name, record))
+        task = asyncio.get_running_loop().create_task(self._context.logs.ship(self.spec.name, record))
         self._shipping.add(task)
         task.add_done_callback(self._shipping.discard)
 
-    async def _run_process(self, project: Path, env: dict[str, str], python: str) -> tuple[str, str, float]:
-        """Run the handler process once.
+    def _count(self, completed: bool) -> None:
+        if completed:
+            self.completed += 1
+        else:
+            self.failed += 1
 
-        Returns ("failed", traceback, 0) when `__init__` raised, else ("exited", why, seconds it served).
+    async def _run_process(self, project: Path, env: dict[str, str], python: str) -> tuple[str, str, float]:
+        """Run the handler process once, feeding it through a Dispatcher while it is ready.
+
+        Returns ("failed", traceback, 0) when `__init__` raised, ("timed_out", why, 0) when a plain handler
+        timed out, else ("exited", why, seconds it served).
         """
         spec_file = project.parent / f"v{self.spec.version}.spec"
         spec_file.write_bytes(self.spec.SerializeToString())
-        read_fd, write_fd = os.pipe()
+        if self._user is not None:
+            os.chown(spec_file, self._user.uid, self._user.gid)
+        ours, theirs = socket.socketpair()
         env = {
             **env,
             "CORTADO_WORKER_SPEC_FILE": str(spec_file),
-            "CORTADO_WORKER_STATUS_FD": str(write_fd),
+            "CORTADO_WORKER_CHANNEL_FD": str(theirs.fileno()),
             "CORTADO_WORKER_PARENT_PID": str(os.getpid()),
         }
         loop = asyncio.get_running_loop()
@@ -230,75 +284,75 @@ class Replica:
                 "services.executor.worker",
                 cwd=project,
                 env=env,
-                pass_fds=(write_fd,),
+                pass_fds=(theirs.fileno(),),
                 start_new_session=True,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 limit=READER_LIMIT,
+                preexec_fn=become(self._user),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
-            os.close(write_fd)
+            theirs.close()
+        process = self._process
         labels = {"api": self.spec.name, "replica": str(self.placement.replica)}
-        assert self._process.stdout is not None and self._process.stderr is not None
+        assert process.stdout is not None and process.stderr is not None
+        logs = self._context.logs
         pumps = [
-            asyncio.create_task(
-                self._logs.pump(self.spec.name, self._process.stdout, "INFO", self._process.pid, labels)
-            ),
-            asyncio.create_task(
-                self._logs.pump(self.spec.name, self._process.stderr, "ERROR", self._process.pid, labels)
-            ),
+            asyncio.create_task(logs.pump(self.spec.name, process.stdout, "INFO", process.pid, labels)),
+            asyncio.create_task(logs.pump(self.spec.name, process.stderr, "ERROR", process.pid, labels)),
         ]
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
-        )
+        reader, writer = await open_channel(ours)
         started = loop.time()
         ready_at: float | None = None
         failure = ""
-        held: set[str] = set()
+        restarting = False
+        pulling: asyncio.Task[None] | None = None
         try:
-            while line := await reader.readline():
-                if line[:1] == b"+":
-                    held.add(line[1:].rstrip(b"\n").decode())
-                    continue
-                if line[:1] == b"-":
-                    held.discard(line[1:].rstrip(b"\n").decode())
-                    continue
-                if line[:1] == b"=":
-                    if line[1:2] == b"c":
-                        self.completed += 1
-                    else:
-                        self.failed += 1
-                    continue
+            while True:
                 try:
-                    event = json.loads(line)
+                    message = await read_frame(reader, handler_pb2.FromHandler)
+                except (ChannelClosedError, ConnectionError):
+                    break
                 except ValueError:
-                    continue
-                state = event.get("state")
-                if state == "ready":
+                    log.exception("malformed frame from a handler process; stopping it", extra={"api": self.spec.name})
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    break
+                if message.failed:
+                    failure = message.failed
+                restarting = restarting or message.restarting
+                if message.ready and self._dispatcher is None:
                     ready_at = loop.time()
+                    self._dispatcher = Dispatcher(
+                        self.spec,
+                        self._context.js,
+                        self._context.store,
+                        writer,
+                        message.room,
+                        self._context.ack_wait_seconds,
+                        self._count,
+                    )
+                    if self._stopping:
+                        self._dispatcher.stop()
+                    pulling = asyncio.create_task(self._dispatcher.run())
                     self._set(control_pb2.REPLICA_STATE_READY)
-                elif state == "failed":
-                    failure = str(event.get("message", ""))
+                if self._dispatcher is not None and (message.outcomes or message.returned):
+                    self._dispatcher.on_frame(message)
+            code = await process.wait()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            dispatcher, self._dispatcher = self._dispatcher, None
+            if dispatcher is not None:
+                dispatcher.stop()
+                if pulling is not None:
+                    await asyncio.gather(pulling, return_exceptions=True)
+                await dispatcher.finish(process_died=code != 0, grace=self._context.grace_seconds)
         finally:
-            transport.close()
-        code = await self._process.wait()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
-        if metrics_dir:
-            # Its live gauges go; its counters and histograms stay in the sums.
-            mark_process_dead(self._process.pid, metrics_dir)  # type: ignore[no-untyped-call]
-        if held:
-            # The process died holding these requests: hand them back now rather than after ack_wait.
-            log.warning(
-                "handing back requests of a dead handler process", extra={"api": self.spec.name, "count": len(held)}
-            )
-            for reply in held:
-                with contextlib.suppress(Exception):
-                    await self._nc.publish(reply, b"-NAK")
-            with contextlib.suppress(Exception):
-                await self._nc.flush(timeout=5)
-        if code == EXIT_TIMED_OUT:
+            writer.close()
+        mark_process_dead(process.pid, str(self._context.metrics_dir / self.spec.name))  # type: ignore[no-untyped-call]
+        if code == EXIT_TIMED_OUT or restarting:
             return "timed_out", "a plain handler timed out and its process was restarted", 0.0
         if failure:
             return "failed", failure, 0.0

@@ -17,7 +17,9 @@ from cortado.records import now_timestamp
 from cortado.v1 import control_pb2
 from services.executor.config import ExecutorSettings
 from services.executor.logship import LogShipper
-from services.executor.replica import Replica
+from services.executor.recordstore import RecordStore
+from services.executor.replica import Replica, ReplicaContext
+from services.executor.sandbox import Sandbox, handler_environment
 
 log = logging.getLogger(__name__)
 
@@ -36,31 +38,38 @@ class Supervisor:
         address: str,
         nc: Client,
         metrics_dir: Path,
+        store: RecordStore,
+        sandbox: Sandbox,
     ) -> None:
         self._settings = settings
         self._gpus = gpus
         self._apis = apis
         self._placements = placements
         self._executors_kv = executors_kv
-        self._bundles = bundles
         self._address = address
-        self._nc = nc
-        self._logs = LogShipper(nc)
         self.replicas: dict[tuple[str, int], Replica] = {}
         self._changed = asyncio.Event()
         self._stopping: set[asyncio.Task[None]] = set()
-        self._base_env = {
-            **os.environ,
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "CORTADO_NATS_URL": settings.nats_url,
-            "CORTADO_GRACE_SECONDS": str(settings.grace_seconds),
-        }
+        # User code sees none of the executor's own environment (NATS address and credentials, tokens).
+        base_env = handler_environment(os.environ)
         if settings.egress_proxy:
             # urllib and requests read both spellings; loopback stays direct.
             for name in ("HTTP_PROXY", "http_proxy"):
-                self._base_env[name] = settings.egress_proxy
+                base_env[name] = settings.egress_proxy
             for name in ("NO_PROXY", "no_proxy"):
-                self._base_env[name] = "127.0.0.1,::1"
+                base_env[name] = "127.0.0.1,::1"
+        self._context = ReplicaContext(
+            workdir=settings.workdir,
+            bundles=bundles,
+            base_env=base_env,
+            logs=LogShipper(nc),
+            js=nc.jetstream(),
+            store=store,
+            sandbox=sandbox,
+            metrics_dir=metrics_dir,
+            ack_wait_seconds=settings.ack_wait_seconds,
+            grace_seconds=settings.grace_seconds,
+        )
 
     def info(self) -> control_pb2.ExecutorInfo:
         """The executor's inventory and replicas, as its heartbeat carries them."""
@@ -120,16 +129,7 @@ class Supervisor:
             spec = self._apis.get(placement.api)
             if spec is None or spec.version != placement.version:
                 continue  # The registry has not caught up yet; the next change retries.
-            replica = Replica(
-                placement,
-                spec,
-                self._settings.workdir,
-                self._bundles,
-                self._base_env,
-                self._changed,
-                self._logs,
-                self._nc,
-            )
+            replica = Replica(placement, spec, self._context, self._changed)
             self.replicas[key] = replica
             log.info("starting replica", extra={"api": key[0], "replica": key[1], "version": spec.version})
             replica.start()

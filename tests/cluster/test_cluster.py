@@ -21,7 +21,7 @@ import httpx
 import nats
 import pytest
 
-from cortado import names
+from cortado import names, natsauth
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from tests.cluster.support import (
@@ -119,8 +119,13 @@ class Placement:
 
 
 def live_nats(mesh: LocalMesh) -> list[str]:
-    """URLs of the NATS servers that run."""
-    return [f"nats://127.0.0.1:{mesh.ports[n]}" for n in mesh.nats_names if mesh.processes[n].alive()]
+    """URLs of the NATS servers that run, with the operator's credentials."""
+    admin = mesh.credentials[natsauth.ADMIN]
+    return [
+        f"nats://{admin.user}:{admin.password}@127.0.0.1:{mesh.ports[n]}"
+        for n in mesh.nats_names
+        if mesh.processes[n].alive()
+    ]
 
 
 def replication(mesh: LocalMesh, streams: list[str], consumer: tuple[str, str] | None = None) -> dict[str, Placement]:

@@ -1,0 +1,452 @@
+"""The trusted half of a replica: pulls the API's requests, feeds them to the handler process, records, acks.
+
+The handler process runs user code and holds no broker connection. For each of its
+processes the executor keeps one Dispatcher, which pulls from the API's durable
+consumer, decides what may run (a redelivery whose request already finished is just
+acknowledged; one past `max_retries` fails with HandlerProcessDied), sends jobs over
+the channel while the process has room, marks them `in_progress` without waiting,
+keeps JetStream's ack timer from firing on long handlers, writes each outcome with
+compare-and-set and the retention TTL, and only then acknowledges. When the process
+dies, the requests it held go back to the queue at once, counted as an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from cortado import metrics, names, natsutil, records, tracing
+from cortado.v1 import control_pb2, handler_pb2, records_pb2
+from services.executor.channel import frame
+from services.executor.pullfeed import PullFeed
+from services.executor.recordstore import RecordStore
+
+log = logging.getLogger(__name__)
+
+RECORD_ATTEMPTS = 5
+"""Tries to write a request's outcome (over about 8 s) before it goes back to the queue."""
+
+MAX_RESULT_BYTES = 7 * 1024 * 1024
+"""Largest result JSON a request record holds (NATS's message limit in Cortado's deployments is 8 MB)."""
+
+MAX_ERROR_MESSAGE_CHARS = 64 * 1024
+"""Longest error message a record keeps; a longer one keeps its start and says it was cut."""
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@dataclass
+class _Held:
+    """A request this executor holds for the process: delivered by JetStream, not yet acknowledged."""
+
+    msg: Msg
+    item: records_pb2.WorkItem
+    since: float
+    payload: bytes = b""
+    revision: int = 0
+    """The record's revision read at a redelivery (0 on a first delivery)."""
+    attempts: int = 1
+    started: records_pb2.RequestRecord = field(default_factory=records_pb2.RequestRecord)
+    marked: asyncio.Task[int] | None = None
+    """The in_progress write, started when the job is sent; its result is the record's revision."""
+
+
+class Dispatcher:
+    """Feeds one handler process and records what it returns."""
+
+    def __init__(
+        self,
+        spec: control_pb2.ApiSpec,
+        js: JetStreamContext,
+        store: RecordStore,
+        writer: asyncio.StreamWriter,
+        room: int,
+        ack_wait_seconds: float,
+        on_outcome: Callable[[bool], None],
+    ) -> None:
+        self._spec = spec
+        self._js = js
+        self._store = store
+        self._writer = writer
+        self._ack_wait = ack_wait_seconds
+        self._on_outcome = on_outcome
+        self._room = max(1, room)
+        self._retention = spec.retention.ToTimedelta().total_seconds()
+        """Jobs the process may hold: all of them run, or join the batch being collected."""
+        self._capacity = self._room * 2
+        """Requests held at once: the process's room plus as many prepared, ready to send."""
+        self._held: dict[str, _Held] = {}
+        self._ready: deque[_Held] = deque()
+        self._in_process: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._space = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._payloads: Any = None
+        self._traced = tracing.enabled()
+
+    @property
+    def in_process(self) -> int:
+        """Jobs sent to the process and not yet answered."""
+        return len(self._in_process)
+
+    def stop(self) -> None:
+        """Stop pulling (the process is draining or gone)."""
+        self._stopping.set()
+        self._space.set()
+
+    async def run(self) -> None:
+        """Pull and feed until stopped; what was pulled but not sent goes back to the queue."""
+        feed = PullFeed(self._js._nc, names.work_stream(self._spec.name), names.WORK_CONSUMER, self._take)
+        await feed.start()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._pull(feed)
+            # An open pull request may still deliver: wait for it to end; what comes goes back.
+            while feed.outstanding and not feed.expired():
+                feed.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.changed.wait(), 0.5)
+        finally:
+            await feed.stop()
+            heartbeat.cancel()
+            await self._return_unsent()
+
+    async def finish(self, process_died: bool, grace: float) -> None:
+        """After the process exited: requests it still held go back (an attempt when it died), outcomes are written.
+
+        Waits up to grace seconds for outcome writes in progress.
+        """
+        self.stop()
+        await self._return_unsent()
+        lost = [self._held[i] for i in list(self._in_process) if i in self._held]
+        self._in_process.clear()
+        if lost:
+            log.warning(
+                "handing back requests of a handler process that stopped",
+                extra={"api": self._spec.name, "count": len(lost), "died": process_died},
+            )
+        for held in lost:
+            if held.marked is not None:
+                # The in_progress record (with its attempt count) must land before the redelivery reads it.
+                with contextlib.suppress(Exception):
+                    await held.marked
+            await self._release(held, nak=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for held in list(self._held.values()):
+            await self._release(held, nak=True)
+
+    # Receiving from JetStream.
+
+    def _take(self, msg: Msg) -> None:
+        if self._stopping.is_set():
+            self._spawn(_nak(msg))
+            return
+        self._spawn(self._prepare(msg))
+
+    async def _pull(self, feed: PullFeed) -> None:
+        while not self._stopping.is_set():
+            if feed.expired():
+                feed.forget()
+            space = self._capacity - len(self._held) - feed.outstanding
+            if feed.outstanding == 0 and space > 0:
+                try:
+                    await feed.request(space)
+                except Exception as exc:
+                    log.warning("pull request failed", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.2)
+                    continue
+            feed.changed.clear()
+            self._space.clear()
+            waits = [asyncio.ensure_future(feed.changed.wait()), asyncio.ensure_future(self._space.wait())]
+            try:
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _prepare(self, msg: Msg) -> None:
+        """Decide whether the request runs, fetch its body, and queue it for the process."""
+        try:
+            item = records_pb2.WorkItem.FromString(msg.data)
+        except Exception:
+            log.exception("a work item could not be read; it is dropped")
+            await _term(msg)
+            return
+        if item.id in self._held:
+            # A second delivery of a request this executor holds already (its ack is on the way).
+            await _nak(msg, delay=self._ack_wait)
+            return
+        held = _Held(msg, item, asyncio.get_running_loop().time())
+        self._held[item.id] = held
+        try:
+            if int(msg.metadata.num_delivered or 1) > 1 and not await self._check_redelivery(held):
+                return
+            held.payload = await self._payload(item)
+        except Exception:
+            log.exception("request could not be prepared; it goes back to the queue", extra={"id": item.id})
+            await self._release(held, nak=True)
+            return
+        if item.id in self._held:
+            self._ready.append(held)
+            self._send()
+
+    async def _check_redelivery(self, held: _Held) -> bool:
+        """Whether a redelivered request should run; acks it (finished already, or given up) when not."""
+        stored, revision = await self._store.read(held.item.id)
+        if stored is not None and records.is_final(stored.status):
+            # Finished by an earlier delivery whose ack was lost.
+            await self._ack(held)
+            return False
+        # Deliveries also count hand-backs of requests that never started: only an in_progress
+        # record says a handler started and its process died.
+        died = stored.attempts if stored is not None and stored.status == records_pb2.REQUEST_STATUS_IN_PROGRESS else 0
+        if died > self._spec.max_retries:
+            failed = _base_record(held.item, died)
+            failed.status = records_pb2.REQUEST_STATUS_FAILED
+            failed.finished_at.CopyFrom(records.now_timestamp())
+            failed.error.type = "HandlerProcessDied"
+            failed.error.message = (
+                f"the handler's process died while handling this request {died} times; "
+                f"giving up after max_retries={self._spec.max_retries}"
+            )
+            await self._write_final(held, failed, revision)
+            return False
+        held.revision = revision
+        held.attempts = died + 1
+        return True
+
+    async def _payload(self, item: records_pb2.WorkItem) -> bytes:
+        if not item.payload_object:
+            return item.payload
+        if self._payloads is None:
+            self._payloads = await natsutil.object_store(self._js, names.PAYLOADS_STORE)
+        result = await self._payloads.get(item.payload_object)
+        return bytes(result.data or b"")
+
+    # Feeding the process.
+
+    def _send(self) -> None:
+        """Send as many prepared jobs as the process has room for, in one frame."""
+        if self._writer.is_closing():
+            return
+        jobs: list[handler_pb2.Job] = []
+        while self._ready and len(self._in_process) < self._room:
+            held = self._ready.popleft()
+            if held.item.id not in self._held:
+                continue
+            held.started = _base_record(held.item, held.attempts)
+            held.started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
+            held.started.started_at.CopyFrom(records.now_timestamp())
+            held.marked = asyncio.create_task(self._mark(held))
+            metrics.QUEUE_WAIT.labels(self._spec.name).observe(
+                _seconds_between(held.item.submitted_at, held.started.started_at)
+            )
+            headers = held.msg.headers or {}
+            jobs.append(
+                handler_pb2.Job(
+                    id=held.item.id,
+                    content_type=held.item.content_type,
+                    payload=held.payload,
+                    trace_headers={k: headers[k] for k in TRACE_HEADERS if k in headers},
+                )
+            )
+            held.payload = b""
+            self._in_process.add(held.item.id)
+        if jobs:
+            self._writer.write(frame(handler_pb2.ToHandler(jobs=jobs)))
+
+    async def _mark(self, held: _Held) -> int:
+        """Write in_progress (the handler may start before it lands); the record's revision, 0 if it failed."""
+        try:
+            if held.revision == 0:
+                # A first delivery can only find the request absent or in_queue: no read needed.
+                return await self._store.put(held.item.id, held.started)
+            _, _, revision = await self._store.advance(held.item.id, held.started, held.revision, self._retention)
+            return revision
+        except Exception as exc:
+            log.warning("in_progress not recorded", extra={"id": held.item.id, "error": repr(exc)})
+            return 0
+
+    # Receiving from the process.
+
+    def on_frame(self, message: handler_pb2.FromHandler) -> None:
+        """Handle outcomes and hand-backs from the process; frees room for the next jobs."""
+        for job_id in message.returned:
+            self._in_process.discard(job_id)
+            held = self._held.get(job_id)
+            if held is not None:
+                self._spawn(self._hand_back_unstarted(held))
+        for outcome in message.outcomes:
+            self._in_process.discard(outcome.id)
+            held = self._held.get(outcome.id)
+            if held is not None:
+                self._spawn(self._record(held, outcome))
+        self._send()
+
+    async def _hand_back_unstarted(self, held: _Held) -> None:
+        # It never ran: take back the attempt its in_progress record counted, then return it to the queue.
+        revision = await held.marked if held.marked is not None else held.revision
+        if revision:
+            undone = records_pb2.RequestRecord()
+            undone.CopyFrom(held.started)
+            undone.attempts = held.attempts - 1
+            with contextlib.suppress(Exception):
+                await self._store.advance(held.item.id, undone, revision, self._retention)
+        await self._release(held, nak=True)
+
+    async def _record(self, held: _Held, outcome: handler_pb2.Outcome) -> None:
+        api = self._spec.name
+        metrics.HANDLER_DURATION.labels(api).observe(outcome.handler_seconds)
+        final = records_pb2.RequestRecord()
+        final.CopyFrom(held.started)
+        final.finished_at.CopyFrom(records.now_timestamp())
+        if outcome.completed and len(outcome.result_json) <= MAX_RESULT_BYTES:
+            final.status = records_pb2.REQUEST_STATUS_COMPLETED
+            final.result_json = outcome.result_json
+        else:
+            final.status = records_pb2.REQUEST_STATUS_FAILED
+            if outcome.completed:
+                final.error.type = "InvalidResult"
+                final.error.message = (
+                    f"the result is {len(outcome.result_json) / 2**20:.1f} MiB of JSON; at most "
+                    f"{MAX_RESULT_BYTES // 2**20} MiB can be stored: return a reference (say, an object storage URL) "
+                    "instead"
+                )
+            else:
+                final.error.type = outcome.error.type[:200]
+                final.error.message = cut_message(outcome.error.message)
+        revision = await held.marked if held.marked is not None else held.revision
+        await self._write_final(held, final, revision)
+
+    async def _write_final(self, held: _Held, final: records_pb2.RequestRecord, revision: int) -> None:
+        """Write the final record (retried across a NATS fail-over), count it, ack; back to the queue if it can't."""
+        written = False
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                if self._traced:
+                    with (
+                        tracing.attached(tracing.extract(held.msg.headers)),
+                        _tracer.start_as_current_span("result write", attributes={"cortado.request_id": held.item.id}),
+                    ):
+                        written, _, _ = await self._store.advance(held.item.id, final, revision, self._retention)
+                else:
+                    written, _, _ = await self._store.advance(held.item.id, final, revision, self._retention)
+                break
+            except Exception:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    log.exception(
+                        "outcome not recorded; the request goes back to the queue", extra={"id": held.item.id}
+                    )
+                    await self._release(held, nak=True)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+        if written:
+            count_outcome(self._spec.name, final)
+            self._on_outcome(final.status == records_pb2.REQUEST_STATUS_COMPLETED)
+            if self._traced:
+                _trace_queue_wait(held, final)
+        await self._ack(held)
+        await self._drop_payload(held.item)
+
+    # Holding and letting go.
+
+    async def _ack(self, held: _Held) -> None:
+        with contextlib.suppress(Exception):
+            await held.msg.ack()
+        await self._release(held)
+
+    async def _release(self, held: _Held, nak: bool = False) -> None:
+        """Stop holding the request; with nak, hand it back for immediate redelivery."""
+        if self._held.get(held.item.id) is not held:
+            return
+        del self._held[held.item.id]
+        self._in_process.discard(held.item.id)
+        if nak:
+            await _nak(held.msg)
+        self._space.set()
+
+    async def _return_unsent(self) -> None:
+        while self._ready:
+            await self._release(self._ready.popleft(), nak=True)
+
+    async def _heartbeat(self) -> None:
+        # Tell JetStream every held request is still being worked on, so a long handler is not redelivered.
+        interval = self._ack_wait / 3
+        while True:
+            await asyncio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for held in list(self._held.values()):
+                if now - held.since >= interval * 0.9:
+                    with contextlib.suppress(Exception):
+                        await held.msg.in_progress()
+
+    async def _drop_payload(self, item: records_pb2.WorkItem) -> None:
+        if item.payload_object and self._payloads is not None:
+            with contextlib.suppress(Exception):
+                await self._payloads.delete(item.payload_object)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+_tracer = tracing.tracer(__name__)
+
+
+def cut_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """message, or its start and a note saying how long it was when it is over limit characters."""
+    if len(message) <= limit:
+        return message
+    return message[:limit] + f"... (cut: the message was {len(message)} characters)"
+
+
+def _base_record(item: records_pb2.WorkItem, attempts: int) -> records_pb2.RequestRecord:
+    return records_pb2.RequestRecord(id=item.id, api=item.api, submitted_at=item.submitted_at, attempts=attempts)
+
+
+def _trace_queue_wait(held: _Held, final: records_pb2.RequestRecord) -> None:
+    with tracing.attached(tracing.extract(held.msg.headers)):
+        span = _tracer.start_span(
+            "queue wait",
+            start_time=_nanos(held.item.submitted_at),
+            attributes={"cortado.api": held.item.api, "cortado.request_id": held.item.id},
+        )
+        span.end(end_time=_nanos(final.started_at))
+
+
+async def _nak(msg: Msg, delay: float | None = None) -> None:
+    with contextlib.suppress(Exception):
+        await msg.nak(delay=delay)
+
+
+async def _term(msg: Msg) -> None:
+    with contextlib.suppress(Exception):
+        await msg.term()
+
+
+def _nanos(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def _seconds_between(start: Timestamp, end: Timestamp) -> float:
+    return max(0.0, (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9)
+
+
+def count_outcome(api: str, record: records_pb2.RequestRecord) -> None:
+    """Count a request's final record in the built-in metrics."""
+    status = records.STATUS_NAMES.get(record.status, "unknown")
+    metrics.REQUESTS_FINISHED.labels(api, status).inc()
+    metrics.END_TO_END.labels(api).observe(_seconds_between(record.submitted_at, record.finished_at))
+    if record.status == records_pb2.REQUEST_STATUS_FAILED:
+        metrics.FAILURES.labels(api, record.error.type).inc()
