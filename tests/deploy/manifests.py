@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from cortado.natsauth import PERMISSIONS, ROUTE_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -119,3 +122,13 @@ def containers(doc: Doc) -> list[Doc]:
 
 def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def nats_password_variable(user: str) -> str:
+    """The environment variable nats-server reads a NATS user's password from (deploy/'s NATS configurations)."""
+    return f"CORTADO_NATS_{user.upper()}_PASSWORD"
+
+
+def nats_passwords() -> dict[str, str]:
+    """A random password for each NATS user and the route user, as `openssl rand -hex 32` makes them, by variable."""
+    return {nats_password_variable(user): secrets.token_hex(32) for user in [*PERMISSIONS, ROUTE_USER]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from importlib.metadata import version
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from cortado.mesh import NATS_MAX_PAYLOAD, find_binary
-from tests.deploy.manifests import DEPLOY, compose_validator
+from cortado.natsauth import PERMISSIONS
+from tests.deploy.manifests import DEPLOY, compose_validator, nats_password_variable, nats_passwords
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
 GPU_OVERRIDE = DEPLOY / "docker-compose.gpu.yaml"
@@ -164,7 +166,12 @@ def test_the_local_prometheus_config_matches_the_services_default_metrics_addres
 def test_the_nats_config_is_accepted_by_nats_server_with_cortados_message_limit() -> None:
     conf = DEPLOY / "nats" / "nats.conf"
     done = subprocess.run(
-        [find_binary("nats-server"), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30, check=False
+        [find_binary("nats-server"), "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **nats_passwords()},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"max_payload: {NATS_MAX_PAYLOAD}\n" in conf.read_text()
@@ -196,7 +203,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return _VARIABLE.sub(one, value)
 
 
-def test_compose_variables_have_defaults_so_the_file_runs_without_an_env_file_but_the_token() -> None:
+def test_compose_variables_have_defaults_so_the_file_runs_without_an_env_file_but_the_secrets() -> None:
     required = []
     for line in COMPOSE.read_text().splitlines():
         if "${" in line and not line.lstrip().startswith("#"):
@@ -204,7 +211,11 @@ def test_compose_variables_have_defaults_so_the_file_runs_without_an_env_file_bu
                 required.append(line.strip())
             else:
                 assert ":-" in line, line
-    assert required == [f"CORTADO_SCHEDULER_TOKEN: {SCHEDULER_TOKEN}"]
+    passwords = [
+        f"{name}: ${{{name}:?set a NATS password (openssl rand -hex 32)}}"
+        for name in map(nats_password_variable, PERMISSIONS)
+    ]
+    assert sorted(required) == sorted([*passwords, f"CORTADO_SCHEDULER_TOKEN: {SCHEDULER_TOKEN}"])
 
 
 SCHEDULER_TOKEN = "${CORTADO_SCHEDULER_TOKEN:?set CORTADO_SCHEDULER_TOKEN to a token of 32+ characters}"
