@@ -38,9 +38,14 @@ def work_stream(api: str) -> str:
     return f"CORTADO_WORK_{api}"
 
 
-def work_subject(api: str) -> str:
-    """Subject the API's requests are published on."""
-    return f"cortado.work.{api}"
+def work_subject(api: str, request_id: str) -> str:
+    """Subject one request of the API is published on: its id names it, so the queue itself says it is waiting."""
+    return f"cortado.work.{api}.{request_id}"
+
+
+def work_subjects(api: str) -> str:
+    """Wildcard of every request subject of the API (the stream's and its consumer's filter)."""
+    return f"cortado.work.{api}.>"
 
 
 def bundle_object(api: str, version: int) -> str:

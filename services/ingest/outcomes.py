@@ -17,10 +17,9 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from cortado import names, records
+from cortado import lookup, names, records
 from cortado.v1 import records_pb2
 
 log = logging.getLogger(__name__)
@@ -31,6 +30,7 @@ class Outcomes:
 
     def __init__(self, nc: Client, requests: KeyValue) -> None:
         self._nc = nc
+        self._js = nc.jetstream()
         self._requests = requests
         self._waits: set[asyncio.Timeout] = set()
         self._stopping = False
@@ -53,48 +53,40 @@ class Outcomes:
                 await sub.unsubscribe()
 
     async def wait(
-        self, writes: Subscription, request_id: str, seconds: float, known: bool
+        self, writes: Subscription, api: str, request_id: str, seconds: float, known: bool
     ) -> records_pb2.RequestRecord | None:
         """The request's record once final, or as it stands after `seconds`; None when there is none.
 
+        The subscription (opened before the request was queued) sees every write of the record, and each
+        write carries the whole record: the answer is the record the wait was woken by, never a second read.
         known: the request existed before the subscription (an idempotent retry): read it first.
         """
-        last = records_pb2.RequestRecord(id=request_id, status=records_pb2.REQUEST_STATUS_IN_QUEUE)
+        last = records_pb2.RequestRecord(id=request_id, api=api, status=records_pb2.REQUEST_STATUS_IN_QUEUE)
         if known:
-            stored = await self._read(request_id, last)
-            if stored is None or records.is_final(stored.status):
-                return stored
-            last = stored
+            try:
+                current = await lookup.current(self._js, self._requests, api, request_id)
+            except Exception as exc:
+                # The request is queued: answer what is known rather than an error a client would retry.
+                log.warning("request record not read", extra={"id": request_id, "error": repr(exc)})
+                current = last
+            if current is None or records.is_final(current.status):
+                return current
+            last = current
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0 if self._stopping else seconds) as timeout:
                 self._waits.add(timeout)
                 try:
                     while True:
                         msg = await writes.next_msg(timeout=None)
-                        if not msg.data:
-                            continue
                         try:
                             written = records_pb2.RequestRecord.FromString(msg.data)
                         except Exception:
                             continue
-                        if not records.is_final(written.status):
-                            last = written
+                        if not msg.data or not records.may_move(last.status, written.status):
                             continue
-                        stored = await self._read(request_id, last)
-                        if stored is None or records.is_final(stored.status):
-                            return stored
+                        last = written
+                        if records.is_final(written.status):
+                            return written
                 finally:
                     self._waits.discard(timeout)
-        return await self._read(request_id, last)
-
-    async def _read(self, request_id: str, fallback: records_pb2.RequestRecord) -> records_pb2.RequestRecord | None:
-        """The stored record (None when there is none); fallback when the bucket cannot be read."""
-        try:
-            entry = await self._requests.get(request_id)
-        except KeyNotFoundError:
-            return None
-        except Exception as exc:
-            # The request is queued: answer what is known rather than an error a client would retry.
-            log.warning("request record not read", extra={"id": request_id, "error": repr(exc)})
-            return fallback
-        return records_pb2.RequestRecord.FromString(entry.value) if entry.value else None
+        return last

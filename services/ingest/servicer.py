@@ -56,7 +56,7 @@ class Waiting:
         async with self._outcomes.follow(prepared.id) as writes:
             if not prepared.known:
                 await self._submitter.enqueue(prepared)
-            record = await self._outcomes.wait(writes, prepared.id, seconds, prepared.known)
+            record = await self._outcomes.wait(writes, prepared.api, prepared.id, seconds, prepared.known)
         return prepared.id, records.view(record) if record else records.not_found_view(prepared.id)
 
 

@@ -1,4 +1,4 @@
-"""Accepting a request: validate it, give it an id, record it and enqueue it. No gRPC call objects here."""
+"""Accepting a request: validate it, give it an id and enqueue it. No gRPC call objects here."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import grpc
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import metrics, names, natsutil, tracing
+from cortado import lookup, metrics, names, natsutil, tracing
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import PayloadError, validate_payload
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 _QUEUE_FULL_CODES = {10077, 10047, 10078}
 RETRY_AFTER_SECONDS = 1
 MAX_IDEMPOTENCY_KEY = 256
+PUBLISH_ATTEMPTS = 3
+"""Publishes of one work item whose outcome is unknown (same Nats-Msg-Id) before the submit is refused."""
 
 
 def new_request_id() -> str:
@@ -109,43 +111,55 @@ class Submitter:
         return Prepared(api, request_id, known, content_type, body)
 
     async def enqueue(self, prepared: Prepared) -> None:
-        """Record the request in_queue and put it on its API's work stream, both at once."""
+        """Put the request on its API's work stream; until a handler takes it, the queue is its only record."""
         api, request_id, body = prepared.api, prepared.id, prepared.body
-        submitted_at = now_timestamp()
         item = records_pb2.WorkItem(
-            id=request_id, api=api, content_type=prepared.content_type, submitted_at=submitted_at
+            id=request_id, api=api, content_type=prepared.content_type, submitted_at=now_timestamp()
         )
         if len(body) > self._inline_payload_bytes:
             await self._payloads.put(request_id, body)
             item.payload_object = request_id
         else:
             item.payload = body
-        record = records_pb2.RequestRecord(
-            id=request_id, api=api, status=records_pb2.REQUEST_STATUS_IN_QUEUE, submitted_at=submitted_at
-        )
-        # Both writes go out together: one round trip, not two.
-        enqueue, created = await asyncio.gather(
-            self._js.publish(
-                names.work_subject(api),
-                item.SerializeToString(),
-                stream=names.work_stream(api),
-                headers=tracing.inject_headers({"Nats-Msg-Id": request_id}),
-            ),
-            natsutil.kv_put_if(self._js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), last=0),
-            return_exceptions=True,
-        )
-        if isinstance(enqueue, BaseException):
-            # Nothing was queued: take back the record (and body) written beside it, so a refusal changes nothing.
-            with contextlib.suppress(Exception):
-                await self._requests.purge(request_id)
+        try:
+            await self._publish(item)
+        except Exception as exc:
+            # Nothing was queued: take back the body stored beside it, so a refusal changes nothing.
             if item.payload_object:
                 with contextlib.suppress(Exception):
                     await self._payloads.delete(request_id)
-            raise self._refusal(api, enqueue)
+            raise self._refusal(api, exc) from exc
         metrics.REQUESTS_SUBMITTED.labels(api).inc()
-        # A handler may already have written a newer state: then the record exists and is newer.
-        if isinstance(created, BaseException) and not isinstance(created, KeyWrongLastSequenceError):
-            log.warning("in_queue record not written", extra={"id": request_id, "error": repr(created)})
+
+    async def _publish(self, item: records_pb2.WorkItem) -> None:
+        """Publish the work item; raises only when it is certainly not queued.
+
+        JetStream's refusal (a full queue, say) is certain. A publish that got no answer (a timeout, a lost
+        connection) may have been stored: it is sent again under the same `Nats-Msg-Id`, which JetStream
+        stores at most once, and a last failure counts only when the queue does not hold the request.
+        """
+        subject, stream = names.work_subject(item.api, item.id), names.work_stream(item.api)
+        data = item.SerializeToString()
+        headers = tracing.inject_headers({"Nats-Msg-Id": item.id})
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                await self._js.publish(subject, data, stream=stream, headers=headers)
+                return
+            except APIError:
+                raise
+            except Exception:
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    if await self._landed(item.api, item.id):
+                        return
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _landed(self, api: str, request_id: str) -> bool:
+        """Whether the request is queued (or already taken), after a publish whose outcome is unknown."""
+        try:
+            return await lookup.current(self._js, self._requests, api, request_id) is not None
+        except Exception:
+            return False
 
     async def _claim(self, api: str, key: str, request_id: str) -> tuple[str, bool]:
         """The id a submit with this Idempotency-Key gets, and whether that request already exists.
@@ -161,10 +175,8 @@ class Submitter:
             pass
         entry = await self._idempotency.get(slot)
         claimed = (entry.value or b"").decode() or request_id
-        try:
-            await self._requests.get(claimed)
-        except KeyNotFoundError:
-            # The first submit stopped before its request was recorded: enqueue it now, under the same id
+        if await lookup.current(self._js, self._requests, api, claimed) is None:
+            # The first submit stopped before its request was queued: enqueue it now, under the same id
             # (Nats-Msg-Id deduplicates the work item if the first publish did land).
             return claimed, False
         return claimed, True

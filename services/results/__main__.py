@@ -23,7 +23,7 @@ async def main() -> None:
 
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)
     public_pb2_grpc.add_ResultsServicer_to_server(
-        ResultsServicer(requests, apis, waiters, settings.max_wait_seconds), runner.server
+        ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds), runner.server
     )
     runner.on_stop(waiters.stop)
     runner.on_stop(apis.stop)

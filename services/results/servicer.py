@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import grpc
 from google.api import httpbody_pb2
 from google.rpc import status_pb2
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from cortado import records
+from cortado import lookup, records
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
@@ -47,15 +48,17 @@ class _Followed:
 
 
 class ResultsServicer(public_pb2_grpc.ResultsServicer):
-    """Reads request records from the requests bucket; waits through RecordWaiters."""
+    """Reads request records from the requests bucket (or the queue, while they wait); waits through RecordWaiters."""
 
     def __init__(
         self,
+        js: JetStreamContext,
         requests: KeyValue,
         apis: KvMirror[control_pb2.ApiSpec],
         waiters: RecordWaiters,
         max_wait_seconds: float,
     ) -> None:
+        self._js = js
         self._requests = requests
         self._apis = apis
         self._index = ApiIndex(apis)
@@ -70,18 +73,16 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         return str(spec.name)
 
     async def _read(self, api: str, request_id: str) -> records_pb2.RequestRecord | None:
+        """The request's record, or `in_queue` while it waits in the API's queue; None for an unknown id."""
         if not _REQUEST_ID.fullmatch(request_id):
             # Ingest only hands out 32 hex digits: anything else is unknown (and may not even be a NATS key).
             return None
         try:
-            entry = await self._requests.get(request_id)
+            record = await lookup.current(self._js, self._requests, api, request_id)
         except (KeyNotFoundError, ValueError):
             return None
-        if not entry.value:
-            return None
-        record = records_pb2.RequestRecord.FromString(entry.value)
         # An id only exists under the API it was submitted to.
-        return record if record.api == api else None
+        return record if record is not None and record.api == api else None
 
     async def _current_or_final(self, api: str, request_id: str, wait: float) -> records_pb2.RequestView:
         wait = capped(wait, self._max_wait)

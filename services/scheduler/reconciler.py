@@ -211,4 +211,4 @@ class Reconciler:
             async def arrived(msg: Msg, name: str = name) -> None:
                 self.wake_api(name)
 
-            self._sleepers[name] = await self._nc.subscribe(names.work_subject(name), cb=arrived)
+            self._sleepers[name] = await self._nc.subscribe(names.work_subjects(name), cb=arrived)

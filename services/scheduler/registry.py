@@ -139,7 +139,7 @@ class Registry:
     async def _ensure_queue(self, spec: control_pb2.ApiSpec) -> None:
         stream = StreamConfig(
             name=names.work_stream(spec.name),
-            subjects=[names.work_subject(spec.name)],
+            subjects=[names.work_subjects(spec.name)],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_msgs=int(spec.queue_max_length),
@@ -162,7 +162,7 @@ class Registry:
                 # clear error once max_retries is spent: the server must keep redelivering until then.
                 max_deliver=-1,
                 max_ack_pending=-1,
-                filter_subject=names.work_subject(spec.name),
+                filter_subject=names.work_subjects(spec.name),
             ),
         )
 

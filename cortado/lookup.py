@@ -1,0 +1,63 @@
+"""Where a request stands: its record in the requests bucket, or, before a handler took it, the queue itself.
+
+Ingest writes no record when it queues a request: the work item's subject names the request
+(`cortado.work.<api>.<id>`), so a read finds a waiting request in its API's stream. The
+executor writes the first record (`in_progress`) when it hands the request to a handler, and
+acknowledges the work item (which removes it from the stream) only after the final record is
+written: a request is always in one of the two places.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from cortado import names
+from cortado.v1 import records_pb2
+
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+async def queued(js: JetStreamContext, api: str, request_id: str) -> records_pb2.WorkItem | None:
+    """The request's work item while it waits in its API's queue (delivered or not); None when it is not there."""
+    if not _SUBJECT_TOKEN.fullmatch(request_id):
+        return None
+    try:
+        msg = await js.get_msg(names.work_stream(api), subject=names.work_subject(api, request_id))
+    except NotFoundError:
+        return None
+    return records_pb2.WorkItem.FromString(msg.data or b"")
+
+
+def queued_record(item: records_pb2.WorkItem) -> records_pb2.RequestRecord:
+    """The record a queued request reads as: `in_queue` since it was submitted."""
+    return records_pb2.RequestRecord(
+        id=item.id, api=item.api, status=records_pb2.REQUEST_STATUS_IN_QUEUE, submitted_at=item.submitted_at
+    )
+
+
+async def stored(kv: KeyValue, request_id: str) -> records_pb2.RequestRecord | None:
+    """The request's record in the bucket; None when there is none."""
+    try:
+        entry = await kv.get(request_id)
+    except KeyNotFoundError:
+        return None
+    return records_pb2.RequestRecord.FromString(entry.value) if entry.value else None
+
+
+async def current(js: JetStreamContext, kv: KeyValue, api: str, request_id: str) -> records_pb2.RequestRecord | None:
+    """The request's record, or its `in_queue` state from the queue; None when the API has no such request.
+
+    The queue is read after the bucket; a request that finished between the two reads (its work item
+    acknowledged) is found by reading the bucket once more.
+    """
+    record = await stored(kv, request_id)
+    if record is not None:
+        return record
+    item = await queued(js, api, request_id)
+    if item is not None:
+        return queued_record(item)
+    return await stored(kv, request_id)
