@@ -9,6 +9,7 @@ allow-list, and, when the executor runs as root, its own uid and gid (one per AP
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ PASSED_PREFIXES = ("LC_", "OTEL_", "NVIDIA_", "CUDA_", "PYTHONHASHSEED", "PYTHON
 """Prefixes of inherited variables: locale, tracing configuration, GPU runtime settings, package index."""
 
 USERS_FILE = "handler-users.json"
+
+USER_RANGE = 1_000_000
+"""How many uids, from the base, APIs' users are drawn from."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,20 @@ class Sandbox:
                 self._users = {}
 
     def user_for(self, api: str) -> HandlerUser | None:
-        """The API's user; None when user code runs as the executor's own user."""
+        """The API's user; None when user code runs as the executor's own user.
+
+        The uid comes from the API's name (the same on every executor, so replicas of one API on several
+        machines share files they write to a shared volume); should another API on this executor hold it
+        already, the next free one is taken and remembered.
+        """
         if not self.enabled:
             return None
         uid = self._users.get(api)
         if uid is None:
-            uid = max(self._users.values(), default=self._uid_base - 1) + 1
+            taken = set(self._users.values())
+            uid = self._uid_base + int(hashlib.sha256(api.encode()).hexdigest()[:12], 16) % USER_RANGE
+            while uid in taken:
+                uid = self._uid_base + (uid - self._uid_base + 1) % USER_RANGE
             self._users[api] = uid
             path = self._workdir / USERS_FILE
             partial = path.with_suffix(".tmp")
