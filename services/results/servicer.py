@@ -100,6 +100,10 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                         newer = await updates.get()
                         if records.may_move(record.status, newer.status):
                             record = newer
+            if not records.is_final(record.status):
+                # The wait ended: answer the stored state (a write NATS stored a moment after this caller's
+                # read, yet published before its subscription, is seen here).
+                record = await self._read(api, request_id) or record
             return records.view(record)
 
     async def GetResult(
@@ -167,7 +171,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                     for request_id in fresh:
                         # Followed before it is read: a write between the read and the follow is not missed.
                         following[request_id] = _Followed(message.api, spec.name)
-                        followed.add(request_id)
+                        await followed.add(request_id)
                     for start in range(0, len(fresh), _READS_AT_ONCE):
                         await asyncio.gather(*(read(spec.name, i) for i in fresh[start : start + _READS_AT_ONCE]))
 

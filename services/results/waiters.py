@@ -1,4 +1,4 @@
-"""One subscription to every request-state write, fanned out to the callers waiting on an id."""
+"""Request-state writes delivered to the callers waiting on an id: a subscription per followed id."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import DeliverPolicy
 
 from cortado import names
 from cortado.v1 import records_pb2
@@ -29,11 +28,11 @@ class Followed:
         self._listener = listener
         self.ids: set[str] = set()
 
-    def add(self, request_id: str) -> None:
-        """From now on, every write of request_id reaches the listener."""
+    async def add(self, request_id: str) -> None:
+        """From now on, every write of request_id reaches the listener (read the record after this returns)."""
         if request_id not in self.ids:
             self.ids.add(request_id)
-            self._waiters._listeners[request_id].add(self._listener)
+            await self._waiters._listen(request_id, self._listener)
 
     def drop(self, request_id: str) -> None:
         """Stop following request_id."""
@@ -45,37 +44,42 @@ class Followed:
 class RecordWaiters:
     """Delivers each write of a request record to the callers that watch its id.
 
-    One watch of the requests bucket serves every waiter, so a thousand long-polls
-    cost one consumer, not a thousand. It is a JetStream consumer, not a core
-    subscription: JetStream delivers a write only once it is stored, so a reader that
-    registers, then reads the bucket, sees every write either in the read or in the
-    watch (a core subscriber can get a write before the bucket has it, and miss it).
+    A record is followed with a core subscription to its own subject, open only while
+    someone waits on it: a results instance receives the writes of the requests its
+    callers wait for, and nothing of the others (no stream of every write to keep up
+    with, however many requests go through). A caller subscribes, then reads the
+    bucket: NATS handles a connection's subscription before the read that follows it,
+    so every write lands in the read or reaches the subscription.
     """
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._js = nc.jetstream()
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
-        self._sub: Subscription | None = None
+        self._subs: dict[str, Subscription | None] = {}
+        """Per followed id, its subscription (None while it is being opened)."""
 
     async def start(self) -> None:
-        """Subscribe to the request-state subjects."""
-        self._sub = await self._js.subscribe(
-            names.REQUESTS_SUBJECT_PREFIX + ">",
-            stream=f"KV_{names.REQUESTS_BUCKET}",
-            cb=self._on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.NEW,
-            inactive_threshold=3600,
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=1024**3,
-        )
+        """Nothing to set up: subscriptions open per followed id."""
 
     async def stop(self) -> None:
-        """Unsubscribe."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        """Close every subscription."""
+        subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    @property
+    def subscriptions(self) -> int:
+        """Ids followed right now (one subscription each)."""
+        return len(self._subs)
+
+    async def _listen(self, request_id: str, listener: Listener) -> None:
+        self._listeners[request_id].add(listener)
+        if request_id not in self._subs:
+            self._subs[request_id] = await self._nc.subscribe(
+                names.REQUESTS_SUBJECT_PREFIX + request_id, cb=self._on_msg
+            )
 
     async def _on_msg(self, msg: Msg) -> None:
         request_id = msg.subject[len(names.REQUESTS_SUBJECT_PREFIX) :]
@@ -92,24 +96,29 @@ class RecordWaiters:
 
     def _forget(self, request_id: str, listener: Listener) -> None:
         listeners = self._listeners.get(request_id)
-        if listeners is not None:
-            listeners.discard(listener)
-            if not listeners:
-                del self._listeners[request_id]
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if listeners:
+            return
+        del self._listeners[request_id]
+        sub = self._subs.pop(request_id, None)
+        if sub is not None:
+            _unsubscribe_later(sub)
 
     @contextlib.asynccontextmanager
     async def watch(self, request_id: str) -> AsyncIterator[asyncio.Queue[records_pb2.RequestRecord]]:
         """A queue that receives every record written for request_id while the context is open."""
         queue: asyncio.Queue[records_pb2.RequestRecord] = asyncio.Queue()
         async with self.follow(queue.put_nowait) as followed:
-            followed.add(request_id)
+            await followed.add(request_id)
             yield queue
 
     @contextlib.asynccontextmanager
     async def follow(self, listener: Listener) -> AsyncIterator[Followed]:
         """Calls listener(record) for every write of each id added to the yielded Followed, until the context ends.
 
-        One listener may follow any number of ids (Results/WatchMany), each still costing no subscription.
+        One listener may follow any number of ids (Results/WatchMany).
         """
         followed = Followed(self, listener)
         try:
@@ -117,3 +126,8 @@ class RecordWaiters:
         finally:
             for request_id in followed.ids:
                 self._forget(request_id, listener)
+
+
+def _unsubscribe_later(sub: Subscription) -> None:
+    task = asyncio.get_running_loop().create_task(sub.unsubscribe())
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
