@@ -34,6 +34,15 @@ from cortado import natsauth
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_DRAIN_BYTES = 1024 * 1024 * 1024
+"""A body declared larger than MAX_BODY_BYTES is read (and dropped) up to this size before Envoy answers 413;
+a larger one is answered at once (a client that reads only after sending everything then sees a reset)."""
+MAX_WAITING_CALLS = 8192
+"""Calls that may wait (long polls, waiting submits, gRPC streams) Envoy keeps open at once to one service."""
+MAX_SHORT_CALLS = 4096
+"""Calls that never wait (a plain POST or GET) Envoy keeps open at once to one service, beside the waiting ones."""
+MAX_STREAMS_PER_CONNECTION = 128
+"""Calls one client HTTP/2 connection (a gRPC channel) may have open at once; more wait on the client's side."""
 SERVICES = ("scheduler", "ingest", "results", "executor")
 
 
@@ -150,12 +159,20 @@ def render_envoy_config(
     results_timeout_seconds: int = 120,
     otlp_endpoint: str | None = None,
     egress_port: int = 0,
+    max_waiting_calls: int = MAX_WAITING_CALLS,
+    max_short_calls: int = MAX_SHORT_CALLS,
+    max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+    max_drain_bytes: int = MAX_DRAIN_BYTES,
 ) -> str:
     """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port).
 
     With otlp_endpoint (an OTLP/gRPC URL such as http://jaeger:4317) Envoy's OpenTelemetry
     tracer is on: it continues an incoming traceparent and starts a trace otherwise. With
     egress_port, a second listener on 127.0.0.1 serves as the handlers' HTTP proxy.
+
+    Each service's cluster has two budgets (circuit breakers): calls that may wait use the DEFAULT
+    priority's (max_waiting_calls), calls that never wait the HIGH priority's (max_short_calls), so
+    that thousands of long polls cannot make a plain submit or read answer 503.
     """
 
     def cluster(name: str, addresses: list[str], health_checked: bool = True) -> str:
@@ -172,11 +189,21 @@ def render_envoy_config(
             if health_checked
             else ""
         )
+        # Envoy's defaults (1,024 calls, 3 retries at once, per priority) are set explicitly, sized for long polls.
+        breakers = (
+            "    circuit_breakers:\n"
+            "      thresholds:\n"
+            f"      - {{priority: DEFAULT, max_connections: 1024, max_pending_requests: {max_waiting_calls},"
+            f" max_requests: {max_waiting_calls}, max_retries: 3, track_remaining: true}}\n"
+            f"      - {{priority: HIGH, max_connections: 1024, max_pending_requests: {max_short_calls},"
+            f" max_requests: {max_short_calls}, max_retries: 3, track_remaining: true}}\n"
+        )
         return (
             f"  - name: {name}\n"
             "    type: STATIC\n"
             "    connect_timeout: 1s\n"
             f"{checks}"
+            f"{breakers}"
             "    typed_extension_protocol_options:\n"
             "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
             '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
@@ -210,6 +237,9 @@ def render_envoy_config(
     common = {
         "listen_address": listen_address,
         "max_body_mib": max_body_bytes // (1024 * 1024),
+        "max_body_bytes": max_body_bytes,
+        "max_drain_bytes": max_drain_bytes,
+        "max_streams_per_connection": max_streams_per_connection,
         # Routes whose calls may wait (GET ?wait=, a waiting submit): above the services' maximum wait.
         "results_timeout": f"{results_timeout_seconds}s",
         "tracing": _ENVOY_TRACING if otlp_endpoint else "",

@@ -14,6 +14,10 @@ from cortado.env import Env
 DEFAULT_MAX_WAIT_SECONDS = 60.0
 """The cap of every wait unless `CORTADO_MAX_WAIT_SECONDS` says otherwise."""
 
+DEFAULT_MAX_WATCH_SECONDS = 240.0
+"""How long one Results/Watch call streams at most unless `CORTADO_MAX_WATCH_SECONDS` says otherwise: below
+Envoy's stream idle timeout (300 s), so the stream ends with Watch's own status rather than Envoy's reset."""
+
 HTTP_STATUS_HEADER = "x-cortado-http-status"
 """Response metadata Envoy turns into the HTTP status (the transcoder alone would answer 200)."""
 
@@ -21,6 +25,11 @@ HTTP_STATUS_HEADER = "x-cortado-http-status"
 def max_wait_seconds(env: Env) -> float:
     """The cap of every wait, from `CORTADO_MAX_WAIT_SECONDS`."""
     return env.number("MAX_WAIT_SECONDS", DEFAULT_MAX_WAIT_SECONDS, minimum=0)
+
+
+def max_watch_seconds(env: Env) -> float:
+    """Watch's time limit, from `CORTADO_MAX_WATCH_SECONDS` (more than 0)."""
+    return env.number("MAX_WATCH_SECONDS", DEFAULT_MAX_WATCH_SECONDS, minimum=0.001)
 
 
 def capped(wait: float, maximum: float) -> float:

@@ -22,9 +22,9 @@ async def main() -> None:
     await waiters.start()
 
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)
-    public_pb2_grpc.add_ResultsServicer_to_server(
-        ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds), runner.server
-    )
+    servicer = ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds)
+    servicer.max_watch_seconds = settings.max_watch_seconds
+    public_pb2_grpc.add_ResultsServicer_to_server(servicer, runner.server)
     runner.on_stop(waiters.stop)
     runner.on_stop(apis.stop)
     runner.on_stop(lambda: natsutil.drain(nc))

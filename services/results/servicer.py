@@ -20,7 +20,7 @@ from cortado import lookup, records
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
-from cortado.waiting import HTTP_STATUS_HEADER, capped
+from cortado.waiting import DEFAULT_MAX_WATCH_SECONDS, HTTP_STATUS_HEADER, capped
 from services.results.waiters import RecordWaiters
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,15 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         api = await self._api(request.api, context)
         return public_pb2.GetResponse(request=await self._current_or_final(api, request.id, 0))
 
+    max_watch_seconds: float = DEFAULT_MAX_WATCH_SECONDS
+    """How long one Watch call streams at most (`CORTADO_MAX_WATCH_SECONDS`)."""
+
     async def Watch(
         self, request: public_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[public_pb2.WatchResponse]:
         api = await self._api(request.api, context)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_watch_seconds
         async with self._waiters.watch(request.id) as updates:
             record = await self._read(api, request.id)
             if record is None:
@@ -130,7 +135,12 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                 return
             yield public_pb2.WatchResponse(request=records.view(record))
             while not records.is_final(record.status):
-                newer = await updates.get()
+                try:
+                    # Only the wait for a write is timed: the deadline never interrupts a response being sent.
+                    newer = await asyncio.wait_for(updates.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    message = _watch_ended(self.max_watch_seconds, record)
+                    await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, message)
                 if newer.status != record.status and records.may_move(record.status, newer.status):
                     record = newer
                     yield public_pb2.WatchResponse(request=records.view(record))
@@ -204,3 +214,12 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                             yield answer(event.id, records.view(event))
             finally:
                 reader.cancel()
+
+
+def _watch_ended(limit: float, record: records_pb2.RequestRecord) -> str:
+    """DEADLINE_EXCEEDED's message when a Watch reaches its time limit before the request finished."""
+    status = records.STATUS_NAMES.get(record.status, "unknown")
+    return (
+        f"Watch streams for at most {limit:g}s and request {record.id} is still {status}: "
+        "call Watch again to go on following it"
+    )

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -392,6 +393,39 @@ def test_bad_input_is_refused_with_a_clear_error_and_changes_nothing(
     marker = submit(http, api.name, json={"marker": True})
     assert result(http, api.name, marker)["status"] == "completed"
     assert api.called()[len(before) :] == [marker]
+
+
+def _post_with_urllib(url: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.headers["Content-Type"], reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def _post_with_requests(url: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
+    requests = pytest.importorskip("requests")
+    reply = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=60)
+    return int(reply.status_code), str(reply.headers["Content-Type"]), bytes(reply.content)
+
+
+@pytest.mark.parametrize("post", [_post_with_urllib, _post_with_requests], ids=["urllib", "requests"])
+@pytest.mark.parametrize("declared", ["octet-stream", "json"])
+def test_a_body_over_the_limit_sent_whole_before_reading_answers_413_json_not_a_reset(
+    mesh: LocalMesh, scheduler: SchedulerClient, api: Api, post: Any, declared: str
+) -> None:
+    # urllib (http.client) sends the whole body before it reads anything: Envoy must read it all before answering.
+    idle(scheduler, api)
+    before = api.called()
+    content_type = "application/json" if declared == "json" else "application/octet-stream"
+    status, content_type, raw = post(f"{mesh.http_url}/{api.name}", b"\0" * (40 * MIB), content_type)
+    assert (status, content_type) == (413, "application/json"), (status, content_type, raw[:200])
+    assert json.loads(raw) == {"code": 413, "message": "the request body is larger than the 32 MiB limit"}
+    # And the connection Envoy kept is fine for the next request; nothing was queued.
+    status, _, raw = post(f"{mesh.http_url}/{api.name}?wait=30", b"after", "text/plain")
+    assert status == 200, raw
+    assert api.called()[len(before) :] == [json.loads(raw)["id"]]
 
 
 def test_post_to_an_unknown_api_answers_404_naming_the_api_and_queues_nothing(

@@ -7,7 +7,13 @@ from typing import Any
 
 import yaml
 
-from cortado.mesh import find_binary, render_envoy_config
+from cortado.mesh import (
+    MAX_SHORT_CALLS,
+    MAX_STREAMS_PER_CONNECTION,
+    MAX_WAITING_CALLS,
+    find_binary,
+    render_envoy_config,
+)
 
 
 def test_rendered_config_is_yaml_with_both_clusters() -> None:
@@ -59,3 +65,26 @@ def test_streams_through_the_grpc_route_have_no_time_limit() -> None:
     assert routes["/cortado.v1.Submission/SubmitStream"]["timeout"] == "0s"
     assert routes["/cortado.v1.Results/"]["timeout"] == "0s"
     assert routes["/cortado.v1.Submission/"]["timeout"] == "120s"
+
+
+def test_every_service_cluster_has_a_budget_for_waiting_calls_and_another_for_short_ones() -> None:
+    config = yaml.safe_load(render_envoy_config(8888, 9901, ["127.0.0.1:1"], ["127.0.0.1:2"]))
+    for cluster in config["static_resources"]["clusters"]:
+        thresholds = {t["priority"]: t for t in cluster["circuit_breakers"]["thresholds"]}
+        assert thresholds["DEFAULT"]["max_requests"] == MAX_WAITING_CALLS, cluster["name"]
+        assert thresholds["HIGH"]["max_requests"] == MAX_SHORT_CALLS, cluster["name"]
+    public = next(x for x in config["static_resources"]["listeners"] if x["name"] == "public")
+    manager = public["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["http2_protocol_options"]["max_concurrent_streams"] == MAX_STREAMS_PER_CONNECTION
+
+
+def test_only_calls_that_never_wait_take_the_short_calls_budget() -> None:
+    short = [r for r in _public_routes() if r["route"].get("priority") == "HIGH"]
+    assert [r["match"]["safe_regex"]["regex"] for r in short] == ["/[^/]+/?", "/[^/]+/[^/]+/?"]
+    for route in short:
+        assert "query_parameters" not in route["match"], route
+        assert "typed_per_filter_config" not in route, route
+    waiting_get = next(
+        r for r in _public_routes() if r["match"].get("query_parameters") and r["route"]["cluster"] == "results"
+    )
+    assert "priority" not in waiting_get["route"]
