@@ -32,6 +32,14 @@ NEWEST_KUBERNETES = "1.37.0"
 
 Doc = dict[str, Any]
 
+ROOT_WORKLOAD = "executor"
+"""The one Cortado container that runs as root: it runs each API's handler code as a uid of that API's own
+(CORTADO_HANDLER_USERS=on), so that user code cannot read its NATS password or environment; only root can switch."""
+
+EXECUTOR_CAPABILITIES = frozenset({"SETUID", "SETGID", "CHOWN", "FOWNER", "KILL", "DAC_OVERRIDE"})
+"""All the executor keeps of root's capabilities (test_executor_capabilities.py shows each is needed); every other
+container keeps none."""
+
 
 @functools.cache
 def _load_all(path: Path) -> list[Doc]:

@@ -15,7 +15,14 @@ import yaml
 
 from cortado.mesh import NATS_MAX_PAYLOAD, find_binary
 from cortado.natsauth import PERMISSIONS
-from tests.deploy.manifests import DEPLOY, compose_validator, nats_password_variable, nats_passwords
+from tests.deploy.manifests import (
+    DEPLOY,
+    EXECUTOR_CAPABILITIES,
+    ROOT_WORKLOAD,
+    compose_validator,
+    nats_password_variable,
+    nats_passwords,
+)
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
 GPU_OVERRIDE = DEPLOY / "docker-compose.gpu.yaml"
@@ -100,6 +107,34 @@ def test_the_executor_is_the_cpu_variant_unless_the_gpu_override_is_added() -> N
     assert override["build"]["args"] == {"VARIANT": "gpu"}
     [device] = override["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_the_executor_runs_as_root_with_only_the_capabilities_to_run_handlers_as_their_apis_users() -> None:
+    executor = compose()["services"][ROOT_WORKLOAD]
+    # The image's user, root (tests/deploy/test_dockerfiles.py): no `user` here to override it.
+    assert "user" not in executor and "privileged" not in executor
+    assert executor["cap_drop"] == ["ALL"]
+    assert len(executor["cap_add"]) == len(EXECUTOR_CAPABILITIES)
+    assert set(executor["cap_add"]) == EXECUTOR_CAPABILITIES
+    # no_new_privs leaves setuid(2) to CAP_SETUID; exec gains nothing (test_executor_capabilities.py).
+    assert executor["security_opt"] == ["no-new-privileges:true"]
+    assert executor["environment"]["CORTADO_HANDLER_USERS"] == "on"
+    assert "CORTADO_HANDLER_UID_BASE" not in executor["environment"]
+    # Its password file is root's, mode 0400: the handlers' uids cannot read it.
+    [secret] = executor["secrets"]
+    assert (secret["uid"], secret["gid"], secret["mode"]) == ("0", "0", "0400")
+    # The GPU override changes none of it.
+    override = yaml.safe_load(GPU_OVERRIDE.read_text())["services"][ROOT_WORKLOAD]
+    assert not {"user", "privileged", "cap_add", "cap_drop", "security_opt", "secrets", "environment"} & set(override)
+
+
+@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "envoy"])
+def test_every_other_service_of_cortados_images_runs_without_any_capability(name: str) -> None:
+    service = compose()["services"][name]
+    # Their images' own non-root users (tests/deploy/test_dockerfiles.py), and not one capability.
+    assert "user" not in service and "privileged" not in service
+    assert service["cap_drop"] == ["ALL"] and "cap_add" not in service
+    assert service["security_opt"] == ["no-new-privileges:true"]
 
 
 def test_every_file_compose_mounts_or_builds_from_exists() -> None:

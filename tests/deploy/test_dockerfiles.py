@@ -1,4 +1,5 @@
-"""The Dockerfiles pass hadolint, stay small and non-root, and copy only what their ignore files let in.
+"""The Dockerfiles pass hadolint, stay small and non-root (the executor's root aside), and copy only what their
+ignore files let in.
 
 No Docker engine runs on the development machine or in CI, so the images are never built here:
 these checks are what can be proven without one.
@@ -93,12 +94,33 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3006" in done.stdout and "DL3002" in done.stdout
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
-def test_the_final_stage_runs_as_a_non_root_user(name: str) -> None:
+def final_user(name: str) -> str:
     final = stages(DOCKER / name)[-1]
     users = [args for instruction, args in final if instruction == "USER"]
     assert users, f"{name}: the final stage sets no USER"
-    assert users[-1].split(":")[0] not in ("root", "0")
+    return users[-1]
+
+
+@pytest.mark.parametrize("name", [n for n in DOCKERFILES if n != "Dockerfile.executor"])
+def test_the_final_stage_runs_as_a_non_root_user(name: str) -> None:
+    assert final_user(name).split(":")[0] not in ("root", "0")
+
+
+def test_the_executor_image_runs_as_root_and_refuses_to_run_handlers_as_itself() -> None:
+    """Root (the manifests take every capability away but the few the switch of users needs), so that each API's
+    handler code runs as a uid of its own; CORTADO_HANDLER_USERS=on stops the executor rather than run it as root."""
+    assert final_user("Dockerfile.executor") == "0:0"
+    final = stages(DOCKER / "Dockerfile.executor")[-1]
+    env = " ".join(a for i, a in final if i == "ENV")
+    assert re.search(r"(^|\s)CORTADO_HANDLER_USERS=on(\s|$)", env)
+    assert "CORTADO_HANDLER_UID_BASE" not in env
+    run = " ".join(a for i, a in final if i == "RUN")
+    assert "useradd" not in run and "chown" not in run
+    # Its workdir lets every user pass through to their API's folder and none list or write it.
+    assert "install -d -m 0711 /var/lib/cortado" in run
+    # The build fails when another user cannot read the Python, its packages or /usr/local, or start the handler.
+    assert "find /opt/venv /usr/local" in run
+    assert "user=65534, group=65534, extra_groups=[]" in run and "import services.executor.worker" in run
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)

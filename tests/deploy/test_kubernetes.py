@@ -19,10 +19,12 @@ from cortado.mesh import NATS_MAX_PAYLOAD, find_binary
 from tests.deploy.manifests import (
     BASE,
     DEPLOY,
+    EXECUTOR_CAPABILITIES,
     K8S,
     NEWEST_KUBERNETES,
     OLDEST_KUBERNETES,
     OVERLAYS,
+    ROOT_WORKLOAD,
     Doc,
     base_documents,
     base_files,
@@ -420,11 +422,56 @@ def test_kubernetes_and_compose_run_the_same_third_party_images() -> None:
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
-def test_every_pod_runs_as_a_non_root_user_without_privilege_escalation(kind: str) -> None:
+def test_every_pod_but_the_executor_runs_as_a_non_root_user_without_any_capability(kind: str) -> None:
+    """The executor alone runs as root (ROOT_WORKLOAD: it switches each API's handler code to a user of its own);
+    the test below holds it to the capabilities that takes."""
     for workload in of_kind(base_documents(), kind):
         pod = workload["spec"]["template"]["spec"]
+        if workload["metadata"]["name"] == ROOT_WORKLOAD:
+            continue
         assert pod["securityContext"]["runAsNonRoot"] is True, workload["metadata"]["name"]
         assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
-            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}, workload["metadata"]["name"]
+            assert container["securityContext"].get("runAsUser", 1) != 0
+
+
+def executor_pod(docs: list[Doc]) -> Doc:
+    return dict(find(docs, "Deployment", ROOT_WORKLOAD)["spec"]["template"]["spec"])
+
+
+def check_executor_pod(pod: Doc) -> None:
+    context = pod["securityContext"]
+    assert (context["runAsNonRoot"], context["runAsUser"], context["runAsGroup"]) == (False, 0, 0)
+    # No fsGroup: the kubelet would give the password file and the workdir to that group.
+    assert "fsGroup" not in context and "supplementalGroups" not in context
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    security = container["securityContext"]
+    assert set(security) == {"allowPrivilegeEscalation", "capabilities"}, "root comes from the pod, nothing else"
+    # no_new_privs leaves setuid(2) to CAP_SETUID; exec gains nothing (test_executor_capabilities.py).
+    assert security["allowPrivilegeEscalation"] is False
+    capabilities = security["capabilities"]
+    assert capabilities["drop"] == ["ALL"]
+    assert len(capabilities["add"]) == len(EXECUTOR_CAPABILITIES)
+    assert set(capabilities["add"]) == EXECUTOR_CAPABILITIES
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CORTADO_HANDLER_USERS"] == {"name": "CORTADO_HANDLER_USERS", "value": "on"}
+    assert "CORTADO_HANDLER_UID_BASE" not in env
+    # The workdir stays writable: an emptyDir, mounted read-write.
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == env["CORTADO_EXECUTOR_WORKDIR"]["value"]]
+    assert not mount.get("readOnly", False)
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+
+
+def test_the_executor_runs_as_root_with_only_the_capabilities_to_run_handlers_as_their_apis_users() -> None:
+    check_executor_pod(executor_pod(base_documents()))
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_overlays_keep_the_executors_capabilities(overlay: str) -> None:
+    check_executor_pod(executor_pod(render(overlay)))

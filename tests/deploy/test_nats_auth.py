@@ -25,6 +25,7 @@ from tests.deploy.manifests import (
     DEPLOY,
     DOCKER,
     OVERLAYS,
+    ROOT_WORKLOAD,
     Doc,
     base_documents,
     containers,
@@ -162,9 +163,10 @@ def test_each_compose_service_reads_its_own_password_from_a_secret_file(name: st
     assert secret["source"] == f"nats-{name}-password"
     assert env["CORTADO_NATS_PASSWORD_FILE"] == f"/run/secrets/{secret['target']}"
     # Owned by the image's user, readable by it alone (Compose copies a secret from the environment as root:root 0444
-    # otherwise).
-    dockerfile = "Dockerfile.executor" if name == "executor" else "Dockerfile.service"
+    # otherwise): the executor's is root's, so that the handler code it runs as other uids cannot read it.
+    dockerfile = "Dockerfile.executor" if name == ROOT_WORKLOAD else "Dockerfile.service"
     assert f"{secret['uid']}:{secret['gid']}" == dockerfile_user(dockerfile)
+    assert (dockerfile_user(dockerfile) == "0:0") == (name == ROOT_WORKLOAD)
     assert secret["mode"] == "0400"
     assert document["secrets"][secret["source"]] == {"environment": nats_password_variable(name)}
 
@@ -210,9 +212,14 @@ def check_service_pod(workload: Doc) -> None:
     secret = volume["secret"]
     assert secret["secretName"] == SECRET
     assert secret["items"] == [{"key": name, "path": path.name}], f"{name} mounts its own password only"
-    # Readable by the pod's group, which the container runs in, and by no other user.
-    assert secret["defaultMode"] == 0o440
-    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    if name == ROOT_WORKLOAD:
+        # Root's alone: the executor runs as root, its handler code as other uids, which must not read it.
+        assert secret["defaultMode"] == 0o400
+        assert pod["securityContext"]["runAsUser"] == 0 and "fsGroup" not in pod["securityContext"]
+    else:
+        # Readable by the pod's group, which the container runs in, and by no other user.
+        assert secret["defaultMode"] == 0o440
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
     for variable in container["env"]:
         ref = variable.get("valueFrom", {}).get("secretKeyRef", {})
         assert ref.get("name") != SECRET, f"{name}: a NATS password in the environment ({variable['name']})"
