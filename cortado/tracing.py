@@ -5,17 +5,25 @@ without it spans are not recorded. The sampler is OpenTelemetry's default,
 `parentbased_always_on` (every request traced, an incoming `traceparent`'s
 sampling decision kept), and `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`
 change it (e.g. `parentbased_traceidratio` with `0.1`).
+
+The trace context flows with or without an exporter: a service continues an incoming
+`traceparent` (or starts a trace with a new random id), passes it on in the work item's
+NATS headers, and the handler process makes it current while the handler runs, so every
+log line a handler writes for a request carries that request's trace id.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from opentelemetry import context, trace
 
 if TYPE_CHECKING:
@@ -55,12 +63,94 @@ def shutdown_tracing() -> None:
 
 
 def server_interceptors() -> list[Any]:
-    """gRPC server interceptors that continue the caller's trace (empty when tracing is off)."""
+    """gRPC server interceptors that continue the caller's trace, or start one.
+
+    With an exporter, OpenTelemetry's (a recorded server span per call); without one, a light interceptor that
+    makes the incoming W3C trace context current (a new trace id when the call carries none), recording nothing.
+    """
     if not enabled():
-        return []
+        return [TraceContextInterceptor()]
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def new_context() -> context.Context:
+    """A context holding a new trace (random W3C ids, sampled), recording nothing: a trace id for log lines."""
+    span = trace.SpanContext(
+        trace_id=secrets.randbits(128) or 1,
+        span_id=secrets.randbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span))
+
+
+def continued(headers: Mapping[str, str] | None) -> context.Context:
+    """The trace context these headers (or gRPC metadata) carry, or a new trace when they carry none."""
+    ctx = extract(headers)
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else new_context()
+
+
+class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs every call (but health checks) in the trace context its metadata carries, or in a new trace."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc."):
+            return handler
+        metadata = handler_call_details.invocation_metadata or ()
+        carrier = {str(k): str(v) for k, v in metadata if k in _TRACE_KEYS}
+        ctx = continued(carrier)
+        for kind, make in _HANDLER_KINDS.items():
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return make(
+                    _in_context(behaviour, ctx),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+
+_TRACE_KEYS = ("traceparent", "tracestate")
+
+_HANDLER_KINDS: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _in_context(behaviour: Callable[..., Any], ctx: context.Context) -> Callable[..., Any]:
+    """behaviour (a coroutine or async generator function) run with ctx current; anything else unchanged."""
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def stream(request: Any, servicer_context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = context.attach(ctx)
+            try:
+                async for response in behaviour(request, servicer_context):
+                    yield response
+            finally:
+                context.detach(token)
+
+        return stream
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def call(request: Any, servicer_context: grpc.aio.ServicerContext) -> Any:
+            token = context.attach(ctx)
+            try:
+                return await behaviour(request, servicer_context)
+            finally:
+                context.detach(token)
+
+        return call
+    return behaviour
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -69,8 +159,8 @@ def tracer(name: str) -> trace.Tracer:
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Add the current trace context (traceparent, tracestate) to NATS message headers."""
-    if enabled():
+    """Add the current trace context (traceparent, tracestate) to NATS message headers (exported or not)."""
+    if trace.get_current_span().get_span_context().is_valid:
         from opentelemetry import propagate
 
         propagate.inject(headers)

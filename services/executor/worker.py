@@ -199,8 +199,8 @@ class Worker:
 
     async def _run_jobs(self, jobs: list[handler_pb2.Job]) -> None:
         try:
-            if self._traced and len(jobs) == 1:
-                # Continue the request's trace: the handler's span and log lines join it.
+            if len(jobs) == 1 and jobs[0].trace_headers:
+                # Continue the request's trace (exported or not): the handler's span and log lines join it.
                 with tracing.attached(tracing.extract(jobs[0].trace_headers)):
                     outcomes = await self._execute(jobs)
             else:

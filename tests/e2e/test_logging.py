@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import threading
 from typing import Any
 
 import httpx
+import pytest
 
 from cortado.client import SchedulerClient
 from tests.conftest import Deploy, result, submit
@@ -30,6 +33,9 @@ class Handler:
         elif kind == "size":
             log.info("x" * payload["bytes"])
             log.info("after the big one")
+        elif kind == "trace":
+            log.info("traced")
+            print("printed while traced")
         return {"ok": True}
 """
 
@@ -38,8 +44,8 @@ def lines(scheduler: SchedulerClient, api: str, tail: int = 1000) -> list[dict[s
     return [json.loads(raw) for raw in scheduler.logs(api, tail=tail)]
 
 
-def run(http: httpx.Client, api: str, payload: dict[str, Any]) -> str:
-    request_id = submit(http, api, json=payload)
+def run(http: httpx.Client, api: str, payload: dict[str, Any], **request: Any) -> str:
+    request_id = submit(http, api, json=payload, **request)
     assert result(http, api, request_id)["status"] == "completed"
     return request_id
 
@@ -114,3 +120,30 @@ def test_logs_follow_streams_new_lines_as_they_come(
     thread.start()
     run(http, api, {"kind": "print", "n": 99})
     assert arrived.wait(20), seen
+
+
+def test_every_line_a_handler_writes_carries_its_request_trace_id_without_an_exporter(
+    deploy: Deploy, http: httpx.Client, scheduler: SchedulerClient
+) -> None:
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        pytest.skip("the session's mesh exports traces: this test is about a mesh without an exporter")
+    api = deploy(HANDLER)
+    trace_id = secrets.token_hex(16)
+    given = run(http, api, {"kind": "trace"}, headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    fresh = [run(http, api, {"kind": "trace"}) for _ in range(2)]
+
+    def traced() -> dict[str, dict[str, str]] | None:
+        found: dict[str, dict[str, str]] = {}
+        for line in lines(scheduler, api):
+            if line["message"] in ("traced", "printed while traced"):
+                found[f"{line['labels']['request_id']} {line['message']}"] = line
+        return found if len(found) == 6 else None
+
+    found = eventually(traced, 10, what="both lines of each of the three requests")
+    for message in ("traced", "printed while traced"):
+        assert found[f"{given} {message}"]["trace_id"] == trace_id, found[f"{given} {message}"]
+        ids = [found[f"{request_id} {message}"].get("trace_id", "") for request_id in fresh]
+        # A request without a traceparent gets a trace of its own: a valid W3C id, new for each request.
+        assert all(len(i) == 32 and int(i, 16) != 0 for i in ids), ids
+        assert len({trace_id, *ids}) == 3, ids
+        assert ids == [found[f"{request_id} traced"]["trace_id"] for request_id in fresh]
