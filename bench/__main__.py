@@ -4,8 +4,11 @@ Cortado: a fresh local mesh as it ships (NATS JetStream on file storage, the fou
 through Envoy over HTTP. The floor: a minimal skeleton of the same stack (Envoy, one ingest, one results
 server, one worker, NATS; bench/floor/), measured with the same client on the no-op workloads. Celery:
 Celery 5 with an in-memory Redis, the prefork pool, and the Redis result backend, measured through its
-client API. Prints one table with the ratios, CPU per request by process and the issue's targets, and
-writes every figure as JSON. `--quick` runs a few hundred requests on Cortado and the floor (`make test`).
+client API. Bulk: one client sends 50,000 no-op requests at once (Cortado: SubmitStream piped into WatchMany;
+Celery: the fastest of group, chunks and an apply_async loop). Batch feed: a no-op batch handler (64 per batch)
+fed over SubmitStream, end to end and at the executor (bench/drain.py). Prints one table with the ratios, CPU per
+request by process and the issue's targets, and writes every figure as JSON. `--quick` runs a few hundred
+requests on Cortado and the floor (`make test`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,11 @@ def describe(workloads: Workloads, with_celery: bool, on: dict[str, Any], with_f
         f"latency: {workloads.sequential} sequential round trips;\n"
         f"one call: {workloads.requests} POST ?wait= from {workloads.concurrency} clients (where served);\n"
         f"10 ms handler (8 at once): {workloads.slow_requests} round trips from {workloads.slow_concurrency} clients; "
-        "idle memory: every process, after the no-op runs\n"
+        "idle memory: every process, after the no-op runs;\n"
+        f"bulk: {workloads.bulk_requests} no-op requests from one client (Cortado: SubmitStream piped into WatchMany; "
+        "Celery: the fastest of group, chunks and an apply_async loop);\n"
+        f"batch feed: {workloads.batch_requests} requests to a no-op batch handler (64 per batch) over SubmitStream, "
+        "end to end and at the executor\n"
     )
 
 
@@ -72,6 +79,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, help="concurrent clients in the throughput runs (16)")
     parser.add_argument("--sequential", type=int, help="round trips in the latency run (1000)")
     parser.add_argument("--slow-requests", type=int, help="round trips of the 10 ms handler (2000)")
+    parser.add_argument("--bulk-requests", type=int, help="no-op requests of the bulk run (50000)")
+    parser.add_argument("--batch-requests", type=int, help="requests of the batch feed run (20000)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"write the figures here ({DEFAULT_JSON})")
     return parser.parse_args(argv)
 
@@ -85,6 +94,8 @@ def workloads_for(options: argparse.Namespace) -> Workloads:
         "slow_concurrency": options.concurrency,
         "sequential": options.sequential,
         "slow_requests": options.slow_requests,
+        "bulk_requests": options.bulk_requests,
+        "batch_requests": options.batch_requests,
     }
     chosen = {k: v for k, v in overrides.items() if v is not None}
     for key, value in chosen.items():

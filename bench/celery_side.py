@@ -7,6 +7,7 @@ neither has one and this is Debian run as root, the benchmark installs Debian's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -21,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery import group  # type: ignore[import-untyped]
+from celery.result import ResultSet  # type: ignore[import-untyped]
 
 from bench import celery_app
 from bench.measure import Workloads, memory, run_figures, with_cpu
+from bench.streams import rate_figures
 from cortado.mesh import ROOT, ManagedProcess, MeshError, find_binary, free_port
 
 PAYLOAD = {"x": 1}
+CHUNK = 100
+"""Calls per task in the `chunks` bulk run."""
+BULK_SECONDS = 1800
+"""The longest a bulk run waits for its results."""
 Progress = Callable[[str], object]
 
 
@@ -199,6 +207,68 @@ def sequential_run(task: Any, requests: int) -> dict[str, Any]:
     return run_figures(latencies, time.perf_counter() - started, 1)
 
 
+def group_run(task: Any, requests: int) -> dict[str, Any]:
+    """`requests` tasks sent as one group; its results collected (the Redis backend joins them natively)."""
+    started = time.perf_counter()
+    values = group(task.s(PAYLOAD) for _ in range(requests)).apply_async().get(timeout=BULK_SECONDS)
+    elapsed = time.perf_counter() - started
+    return rate_figures(_counted(values, requests), elapsed, variant="group")
+
+
+def chunks_run(task: Any, requests: int, size: int = CHUNK) -> dict[str, Any]:
+    """`requests` calls in tasks of `size` calls each (`task.chunks`): fewer messages, one result per chunk."""
+    started = time.perf_counter()
+    values = task.chunks(((PAYLOAD,) for _ in range(requests)), size).apply_async().get(timeout=BULK_SECONDS)
+    elapsed = time.perf_counter() - started
+    calls = [value for chunk in values for value in chunk]
+    return rate_figures(_counted(calls, requests), elapsed, variant=f"chunks of {size}")
+
+
+def apply_async_run(task: Any, requests: int) -> dict[str, Any]:
+    """`requests` apply_async() calls in a loop, then every result collected at once (a native join)."""
+    started = time.perf_counter()
+    results = [task.apply_async((PAYLOAD,)) for _ in range(requests)]
+    values = ResultSet(results).join_native(timeout=BULK_SECONDS)
+    elapsed = time.perf_counter() - started
+    return rate_figures(_counted(values, requests), elapsed, variant="apply_async loop")
+
+
+def _counted(values: list[Any], requests: int) -> int:
+    """How many results came back (RuntimeError unless one per request)."""
+    if len(values) != requests:
+        raise RuntimeError(f"{len(values)} results came back for {requests} tasks")
+    return len(values)
+
+
+BULK_RUNS = {"group": group_run, "chunks": chunks_run, "apply_async": apply_async_run}
+"""Celery's ways to send many tasks from one client: the fastest is Celery's bulk figure."""
+BULK_PROBE = 2000
+"""Tasks each bulk API is first tried with; the fastest then sends the whole count (the others take minutes)."""
+
+
+def fastest(variants: dict[str, dict[str, Any]]) -> str:
+    """The name of the variant with the highest requests/s."""
+    return max(variants, key=lambda name: float(variants[name]["requests_per_second"]))
+
+
+def bulk_run(
+    task: Any, requests: int, warmup: int, pids: Callable[[], dict[str, int]], progress: Progress = print
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Each bulk API on min(requests, BULK_PROBE) tasks, then the fastest on all of them: its figures, and those of
+    every API's try."""
+    probe = min(requests, BULK_PROBE)
+    tries: dict[str, dict[str, Any]] = {}
+    for name, bulk in BULK_RUNS.items():
+        bulk(task, warmup)
+        tries[name] = with_cpu(functools.partial(bulk, task, probe), pids)
+        progress(f"celery: bulk, {name}: {tries[name]['requests_per_second']:,.1f} tasks/s over {probe} tasks")
+    best = fastest(tries)
+    if probe == requests:
+        return tries[best], tries
+    progress(f"celery: bulk, {requests} tasks with the fastest: {tries[best]['variant']}")
+    return with_cpu(functools.partial(BULK_RUNS[best], task, requests), pids), tries
+
+
 def run(workloads: Workloads, progress: Progress = print, binary: str | None = None) -> dict[str, Any]:
     """Every workload on a fresh Redis (binary, else found or installed) and Celery worker; the figures."""
     binary = binary or redis_server_binary(progress)
@@ -215,6 +285,10 @@ def run(workloads: Workloads, progress: Progress = print, binary: str | None = N
         figures["latency"] = with_cpu(lambda: sequential_run(celery_app.noop, workloads.sequential), rig.pids)
         time.sleep(workloads.idle_seconds)
         figures["idle_memory"] = rig.memory()
+        progress(f"celery: bulk, {workloads.bulk_requests} no-op tasks: group, chunks of {CHUNK}, apply_async loop")
+        figures["bulk"], figures["bulk_variants"] = bulk_run(
+            celery_app.noop, workloads.bulk_requests, workloads.warmup, rig.pids, progress
+        )
         progress(f"celery: 10 ms task (prefork concurrency 8), {workloads.slow_requests} tasks")
         rig.start_worker(8)
         concurrent_run(celery_app.sleep10, workloads.warmup, min(4, workloads.slow_concurrency))

@@ -1,4 +1,5 @@
-"""Cortado's side: a fresh local mesh as it ships, measured through Envoy over HTTP."""
+"""Cortado's side: a fresh local mesh as it ships, measured through Envoy: over HTTP, and over the bulk gRPC streams
+(SubmitStream, WatchMany) for the bulk and batch feed runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from bench.http_client import Trip, concurrent_run, measured_run, one_call, round_trip, run_async, supports_one_call
 from bench.measure import Workloads, memory, with_cpu
+from bench.streams import bulk_run, executor_drain
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
@@ -19,7 +21,8 @@ from cortado.v1 import control_pb2
 HERE = Path(__file__).resolve().parent
 NOOP = "bench-noop"
 SLOW = "bench-sleep10"
-PROJECTS = {NOOP: HERE / "noop", SLOW: HERE / "sleep10"}
+BATCH = "bench-batch"
+PROJECTS = {NOOP: HERE / "noop", SLOW: HERE / "sleep10", BATCH: HERE / "batch"}
 
 
 def deploy(mesh: LocalMesh, api: str, timeout: float = 120.0) -> None:
@@ -36,6 +39,12 @@ def deploy(mesh: LocalMesh, api: str, timeout: float = 120.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{api} was not ready after {timeout:.0f}s")
             time.sleep(0.1)
+
+
+def ready_replicas(mesh: LocalMesh, api: str) -> int:
+    """How many replicas of the API are ready now (the autoscaler may have added some under load)."""
+    with SchedulerClient(mesh.scheduler_address) as scheduler:
+        return int(scheduler.describe(api).ready_replicas)
 
 
 def mesh_memory(mesh: LocalMesh) -> dict[str, Any]:
@@ -92,8 +101,21 @@ def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
             progress("cortado: POST ?wait= answers only an id: no one-call run")
         time.sleep(workloads.idle_seconds)
         figures["idle_memory"] = mesh_memory(mesh)
+        address = mesh.grpc_address
+        progress(f"cortado: bulk, {workloads.bulk_requests} no-op requests over SubmitStream piped into WatchMany")
+        bulk_run(address, NOOP, workloads.warmup)
+        figures["bulk"] = with_cpu(lambda: bulk_run(address, NOOP, workloads.bulk_requests), pids, varz)
+        figures["bulk"]["replicas"] = ready_replicas(mesh, NOOP)
         progress(f"cortado: 10 ms handler (max_concurrency 8), {workloads.slow_requests} requests")
         deploy(mesh, SLOW)
         run_async(concurrent_run(url, SLOW, workloads.warmup, min(4, workloads.slow_concurrency)))
         figures["slow"] = measured(SLOW, workloads.slow_requests, workloads.slow_concurrency)
+        progress(f"cortado: batch feed (64 per batch), {workloads.batch_requests} requests over SubmitStream")
+        deploy(mesh, BATCH)
+        bulk_run(address, BATCH, workloads.warmup)
+        figures["batch"] = with_cpu(lambda: bulk_run(address, BATCH, workloads.batch_requests), pids, varz)
+        progress(f"cortado: batch feed at the executor, {workloads.batch_requests} requests queued, then drained")
+        figures["batch_executor"] = run_async(
+            executor_drain(mesh.admin_nats_url, address, BATCH, workloads.batch_requests)
+        )
     return figures

@@ -31,6 +31,10 @@ class Workloads:
     """Round trips of the 10 ms handler."""
     slow_concurrency: int = 16
     """Concurrent clients of the 10 ms handler (which runs 8 at once)."""
+    bulk_requests: int = 50_000
+    """No-op requests of the bulk run (one SubmitStream piped into WatchMany; Celery's bulk APIs)."""
+    batch_requests: int = 20_000
+    """Requests of the batch feed (a no-op batch handler, 64 per batch), end to end and at the executor."""
     warmup: int = 100
     """Round trips before each measured run, not counted."""
     idle_seconds: float = 2.0
@@ -39,7 +43,16 @@ class Workloads:
     @classmethod
     def quick(cls) -> Workloads:
         """A few hundred requests: checks that the benchmark works, in seconds."""
-        return cls(requests=300, concurrency=8, sequential=100, slow_requests=200, warmup=20, idle_seconds=0.5)
+        return cls(
+            requests=300,
+            concurrency=8,
+            sequential=100,
+            slow_requests=200,
+            bulk_requests=500,
+            batch_requests=500,
+            warmup=20,
+            idle_seconds=0.5,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The sizes, for the JSON figures."""

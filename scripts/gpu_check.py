@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import statistics
@@ -55,16 +54,15 @@ for _folder in (SITE, ROOT):
 
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
-import nats  # noqa: E402
 import uvloop  # noqa: E402
 import yaml  # noqa: E402
 
-from cortado import names  # noqa: E402
+from bench.drain import DrainError, PausedQueue, drained  # noqa: E402
 from cortado.client import SchedulerClient  # noqa: E402
 from cortado.gpu import discover_gpus  # noqa: E402
 from cortado.mesh import LocalMesh, MeshError  # noqa: E402
 from cortado.project import pack_project  # noqa: E402
-from cortado.v1 import control_pb2, records_pb2  # noqa: E402
+from cortado.v1 import control_pb2  # noqa: E402
 
 T = TypeVar("T")
 EXAMPLE = ROOT / "examples" / "resnet"
@@ -261,67 +259,24 @@ async def round_trips(base_url: str, api: str, count: int, clients: int, seed: i
         return time.perf_counter() - started, bodies
 
 
-def _rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(ts: Any) -> float:
-    return float(ts.seconds) + ts.nanos / 1e9
-
-
 async def executor_run(
     nats_url: str, base_url: str, api: str, count: int, clients: int, sampler: GpuSampler, timeout: float = 600.0
 ) -> Run:
-    """Queue count requests with the API's consumer paused, resume it, and time the executor's draining them.
-
-    While the executor drains the queue nothing else runs: no client polls for results. The end is seen
-    in the consumer's state (nothing pending, nothing unacknowledged: a request is acknowledged after its
-    result is written), and the figures come from the request records.
-    """
-    nc = await nats.connect(nats_url, name="gpu-check")
+    """Queue count requests with the API's consumer paused, resume it, and time the executor's draining them
+    (bench/drain.py says how)."""
     try:
-        js = nc.jetstream()
-        stream = names.work_stream(api)
-        # Paused for ten minutes at most: should this script die, the API resumes by itself.
-        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
-        await js.pause_consumer(stream, names.WORK_CONSUMER, _rfc3339(until))
-        try:
+        async with PausedQueue(nats_url, api, name="gpu-check") as paused:
             async with _session(base_url, clients) as client:
                 ids = await _fan_out(clients, count, lambda i: _submit(client, api, 1_000_000 + i))
-            queued = (await js.consumer_info(stream, names.WORK_CONSUMER)).num_pending
-            if queued != count:
-                raise CheckError(f"{count} requests were submitted but {queued} wait in {api}'s queue")
-        except BaseException:
-            await js.resume_consumer(stream, names.WORK_CONSUMER)
-            raise
-        with sampler.sampling() as samples:
-            await js.resume_consumer(stream, names.WORK_CONSUMER)
-            deadline = time.monotonic() + timeout
-            while True:
-                info = await js.consumer_info(stream, names.WORK_CONSUMER)
-                if not info.num_pending and not info.num_ack_pending:
-                    break
-                if time.monotonic() > deadline:
-                    raise CheckError(f"{api} did not finish {count} requests in {timeout:.0f}s")
-                await asyncio.sleep(0.1)
-        kv = await js.key_value(names.REQUESTS_BUCKET)
-        limit = asyncio.Semaphore(64)
-
-        async def record(request_id: str) -> records_pb2.RequestRecord:
-            async with limit:
-                entry = await kv.get(request_id)
-            return records_pb2.RequestRecord.FromString(entry.value or b"")
-
-        stored = await asyncio.gather(*(record(i) for i in ids))
-    finally:
-        await nc.close()
-    for r in stored:
-        if r.status != records_pb2.REQUEST_STATUS_COMPLETED:
-            raise CheckError(f"request {r.id} of {api} did not complete: {r.error.type}: {r.error.message}")
-    first = min(_seconds(r.started_at) for r in stored)
-    last = max(_seconds(r.finished_at) for r in stored)
+            await paused.expect(count)
+            with sampler.sampling() as samples:
+                await paused.drain(timeout)
+            stored = await paused.records(ids)
+        span = drained(stored)
+    except DrainError as exc:
+        raise CheckError(f"{api}: {exc}") from None
     batch_sizes = [int(json.loads(r.result_json)["batch_size"]) for r in stored]
-    return Run(count, last - first, batch_sizes, within(samples, first, last))
+    return Run(count, span.seconds, batch_sizes, within(samples, span.first_started, span.last_finished))
 
 
 # --- the check ----------------------------------------------------------------------------------------------------
