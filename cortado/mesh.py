@@ -656,6 +656,32 @@ def _write_state(home: Path, mesh: LocalMesh) -> Path:
     return path
 
 
+STATE_ENTRIES = ("jetstream-*", "credentials", "logs", "nats*.conf", "envoy.yaml")
+"""What a mesh keeps in its folder: JetStream's stores (APIs, bundles, queues, requests), the NATS passwords,
+the logs and the rendered configurations. `--fresh` deletes exactly these, nothing else in the folder."""
+
+
+def clear_state(workdir: Path) -> list[Path]:
+    """Delete the mesh's stored state in workdir (STATE_ENTRIES); the paths removed.
+
+    Raises MeshError while a mesh started from this machine's state file runs on workdir.
+    """
+    running = read_state()
+    if running and Path(running.get("logs", "")).parent.resolve() == workdir.resolve():
+        raise MeshError(
+            f"a local mesh (pid {running['pid']}) runs on {workdir}: stop it first (Ctrl-C, or `cortado down`)"
+        )
+    removed = []
+    for pattern in STATE_ENTRIES:
+        for path in sorted(workdir.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
 def _wait_live(address: str, names: list[str], timeout: float) -> list[str]:
     """Wait until each API has a ready replica; problems (failed or unplaceable APIs) as messages."""
     from cortado.client import SchedulerClient
@@ -688,7 +714,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("CORTADO_HTTP_PORT", "8888")))
     parser.add_argument("--workdir", type=Path, default=cortado_home() / "mesh")
     parser.add_argument("--deploy", type=Path, action="append", default=[], help="project folder to deploy")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with no APIs, requests or logs: delete the state kept in --workdir first (`make run FRESH=1`)",
+    )
     options = parser.parse_args(argv)
+
+    # Every checkout shares this folder (unless CORTADO_HOME or --workdir say otherwise): say which one it is.
+    if options.fresh:
+        try:
+            removed = clear_state(options.workdir)
+        except MeshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"state: {options.workdir} (fresh: {'cleared' if removed else 'nothing was kept there'})", flush=True)
+    else:
+        print(
+            f"state: {options.workdir} (APIs and requests kept from earlier runs, from any checkout; "
+            "`make run FRESH=1` or --fresh starts empty)",
+            flush=True,
+        )
 
     mesh = LocalMesh(options.workdir, http_port=options.port)
     # The documented metrics ports, so deploy/prometheus/local.yml can scrape `make run` (free ports otherwise).

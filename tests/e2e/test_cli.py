@@ -480,16 +480,37 @@ def test_up_starts_a_local_mesh_that_get_finds_and_down_stops(tmp_path: Path) ->
         assert get.stdout.strip() == "no APIs are deployed", get.stdout
         listed = cortado("get", "-o", "json")
         assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed
+        project = write_project(tmp_path, "kept", "class Handler:\n    def handle_async(self):\n        return {}\n")
+        deployed = cortado("deploy", str(project), "--no-wait")
+        assert deployed.returncode == 0, (deployed.stdout, deployed.stderr)
 
-        down = cortado("down", "--timeout", "120")
-        assert down.returncode == 0, (down.stdout, down.stderr)
-        assert "stopped" in down.stderr
-        assert not state_file.exists()
-        stopped = pid
-        eventually(lambda: not _alive(stopped), timeout=60, interval=0.2, what=f"the mesh (pid {stopped}) exited")
+        def down() -> None:
+            stopped = cortado("down", "--timeout", "120")
+            assert stopped.returncode == 0, (stopped.stdout, stopped.stderr)
+            assert "stopped" in stopped.stderr
+            assert not state_file.exists()
+            gone = pid
+            eventually(lambda: gone is None or not _alive(gone), timeout=60, interval=0.2, what=f"mesh {gone} exited")
 
+        down()
         after = cortado("down")
         assert after.returncode == 0 and "no local mesh is running" in after.stderr, after
+
+        # The state folder outlives the mesh (every checkout shares it): the next start says so and lists the API.
+        again = cortado("up", "--port", str(port), "--timeout", "180")
+        pid = mesh_pid()
+        assert again.returncode == 0, (again.stdout, again.stderr)
+        assert f"state: {home / 'mesh'}, APIs and requests of earlier runs kept; --fresh starts empty" in again.stderr
+        assert [a["name"] for a in json.loads(cortado("get", "-o", "json").stdout)] == ["kept"]
+        down()
+        # --fresh starts empty.
+        fresh = cortado("up", "--port", str(port), "--timeout", "180", "--fresh")
+        pid = mesh_pid()
+        assert fresh.returncode == 0, (fresh.stdout, fresh.stderr)
+        assert f"state: {home / 'mesh'}, cleared first" in fresh.stderr
+        assert cortado("get").stdout.strip() == "no APIs are deployed"
+        assert f"state: {home / 'mesh'} (fresh: cleared)" in (home / "mesh.log").read_text()
+        down()
     finally:
         pid = mesh_pid()
         if pid is not None and _alive(pid):
