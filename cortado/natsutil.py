@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import names
+from cortado.env import Env
 from cortado.mirror import KvMirror
 from cortado.natsauth import NatsCredentials
 from cortado.v1 import control_pb2
@@ -99,28 +100,59 @@ async def _while_jetstream_starts(what: str, attempt: Callable[[], Awaitable[T]]
             await asyncio.sleep(0.5)
 
 
+GIB = 1024**3
+
+STORE_LIMITS: dict[str, tuple[str, int]] = {
+    names.REQUESTS_BUCKET: ("REQUESTS_MAX_BYTES", 8 * GIB),
+    names.PAYLOADS_STORE: ("PAYLOADS_MAX_BYTES", 16 * GIB),
+    names.BUNDLES_STORE: ("BUNDLES_MAX_BYTES", 8 * GIB),
+    names.IDEMPOTENCY_BUCKET: ("IDEMPOTENCY_MAX_BYTES", GIB // 4),
+}
+"""Bucket or object store -> (setting, default): the bytes it may hold. A write past the limit is refused (a full
+store never evicts a record); the other buckets hold one small entry per API, executor or lease and get 64 MiB."""
+
+SMALL_BUCKET_BYTES = 64 * 1024**2
+
+QUEUE_MAX_BYTES = 2 * GIB
+"""Default byte limit of one API's work stream (`CORTADO_QUEUE_MAX_BYTES`): bodies inline up to 512 KiB, larger
+ones count in the payloads store."""
+
+
+def queue_max_bytes(env: Env | None = None) -> int:
+    """The byte limit an API's work stream is created (or updated) with."""
+    return (env or Env()).integer("QUEUE_MAX_BYTES", QUEUE_MAX_BYTES, minimum=1024)
+
+
+def max_bytes(bucket: str, env: Env | None = None) -> int:
+    """The byte limit bucket is created with: its `CORTADO_*_MAX_BYTES` setting, or the default."""
+    setting, default = STORE_LIMITS.get(bucket, ("", SMALL_BUCKET_BYTES))
+    return (env or Env()).integer(setting, default, minimum=1024) if setting else default
+
+
 async def key_value(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
-    """The KV bucket, created (file storage, replicated) if it does not exist yet."""
+    """The KV bucket, created (file storage, replicated, with its byte limit) if it does not exist yet."""
 
     async def attempt() -> KeyValue:
         try:
             return await js.key_value(bucket)
         except BucketNotFoundError:
             return await js.create_key_value(
-                KeyValueConfig(bucket=bucket, storage=StorageType.FILE, replicas=_replicas, **config)
+                KeyValueConfig(
+                    bucket=bucket, storage=StorageType.FILE, replicas=_replicas, max_bytes=max_bytes(bucket), **config
+                )
             )
 
     return await _while_jetstream_starts(bucket, attempt)
 
 
 async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
-    """The Object Store bucket, created (file storage, replicated) if it does not exist yet."""
+    """The Object Store bucket, created (file storage, replicated, with its byte limit) if it does not exist yet."""
 
     async def attempt() -> ObjectStore:
         try:
             return await js.object_store(bucket)
         except BucketNotFoundError:
-            config = ObjectStoreConfig(storage=StorageType.FILE, replicas=_replicas)
+            config = ObjectStoreConfig(storage=StorageType.FILE, replicas=_replicas, max_bytes=max_bytes(bucket))
             return await js.create_object_store(bucket, config)
 
     return await _while_jetstream_starts(bucket, attempt)
@@ -156,6 +188,12 @@ async def placements_bucket(js: JetStreamContext) -> KeyValue:
 
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+async def kv_put(js: JetStreamContext, bucket: str, key: str, value: bytes, msg_ttl: float | None = None) -> int:
+    """Write key whatever it holds, optionally expiring after msg_ttl seconds; the new revision."""
+    ack = await js.publish(f"$KV.{bucket}.{key}", value, msg_ttl=msg_ttl)
+    return int(ack.seq)
 
 
 async def kv_put_if(

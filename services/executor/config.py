@@ -29,6 +29,7 @@ class ExecutorSettings:
     ack_wait_seconds: float
     handler_users: str
     handler_uid_base: int
+    max_deliveries: int
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -60,4 +61,6 @@ class ExecutorSettings:
             handler_users=env.choice("HANDLER_USERS", "auto", ("auto", "on", "off")),
             # First uid (and gid) given to an API's user code; each API gets the next free one.
             handler_uid_base=env.integer("HANDLER_UID_BASE", 70000, minimum=1000),
+            # A request delivered this often without an outcome being recorded fails (DeliveryLimitExceeded).
+            max_deliveries=env.integer("MAX_DELIVERIES", 20, minimum=2),
         )

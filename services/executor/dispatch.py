@@ -43,6 +43,9 @@ MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 
+REDELIVERY_MAX_DELAY = 30.0
+"""Longest wait before a request handed back again and again is delivered anew (seconds)."""
+
 
 @dataclass
 class _Held:
@@ -72,6 +75,7 @@ class Dispatcher:
         room: int,
         ack_wait_seconds: float,
         on_outcome: Callable[[bool], None],
+        max_deliveries: int = 20,
     ) -> None:
         self._spec = spec
         self._js = js
@@ -81,6 +85,7 @@ class Dispatcher:
         self._on_outcome = on_outcome
         self._room = max(1, room)
         self._retention = spec.retention.ToTimedelta().total_seconds()
+        self._max_deliveries = max_deliveries
         """Jobs the process may hold: all of them run, or join the batch being collected."""
         self._capacity = self._room * 2
         """Requests held at once: the process's room plus as many prepared, ready to send."""
@@ -188,8 +193,12 @@ class Dispatcher:
             return
         held = _Held(msg, item, asyncio.get_running_loop().time())
         self._held[item.id] = held
+        delivered = int(msg.metadata.num_delivered or 1)
         try:
-            if int(msg.metadata.num_delivered or 1) > 1 and not await self._check_redelivery(held):
+            if delivered > self._max_deliveries:
+                await self._give_up(held, delivered)
+                return
+            if delivered > 1 and not await self._check_redelivery(held):
                 return
             held.payload = await self._payload(item)
         except Exception:
@@ -199,6 +208,27 @@ class Dispatcher:
         if item.id in self._held:
             self._ready.append(held)
             self._send()
+
+    async def _give_up(self, held: _Held, delivered: int) -> None:
+        """Fail a request delivered more often than allowed without an outcome being recorded."""
+        log.error(
+            "request delivered too often without an outcome; it fails",
+            extra={"id": held.item.id, "api": self._spec.name, "deliveries": delivered},
+        )
+        stored, revision = await self._store.read(held.item.id)
+        if stored is not None and records.is_final(stored.status):
+            await self._ack(held)
+            return
+        failed = _base_record(held.item, stored.attempts if stored is not None else 0)
+        failed.status = records_pb2.REQUEST_STATUS_FAILED
+        failed.finished_at.CopyFrom(records.now_timestamp())
+        failed.error.type = "DeliveryLimitExceeded"
+        failed.error.message = (
+            f"the request was delivered {delivered} times without an outcome being recorded (the store was full "
+            f"or unreachable, or its executors kept stopping); giving up after {self._max_deliveries} deliveries "
+            "(CORTADO_MAX_DELIVERIES)"
+        )
+        await self._write_final(held, failed, revision)
 
     async def _check_redelivery(self, held: _Held) -> bool:
         """Whether a redelivered request should run; acks it (finished already, or given up) when not."""
@@ -270,7 +300,7 @@ class Dispatcher:
         try:
             if held.revision == 0:
                 # A first delivery can only find the request absent or in_queue: no read needed.
-                return await self._store.put(held.item.id, held.started)
+                return await self._store.put(held.item.id, held.started, self._retention)
             _, _, revision = await self._store.advance(held.item.id, held.started, held.revision, self._retention)
             return revision
         except Exception as exc:
@@ -372,7 +402,7 @@ class Dispatcher:
         del self._held[held.item.id]
         self._in_process.discard(held.item.id)
         if nak:
-            await _nak(held.msg)
+            await _nak(held.msg, delay=redelivery_delay(int(held.msg.metadata.num_delivered or 1)))
         self._space.set()
 
     async def _return_unsent(self) -> None:
@@ -402,6 +432,17 @@ class Dispatcher:
 
 
 _tracer = tracing.tracer(__name__)
+
+
+def redelivery_delay(delivered: int) -> float | None:
+    """How long a request handed back after its `delivered`-th delivery waits before the next one.
+
+    The first hand-back is immediate (a process died; a drain); later ones back off exponentially up to
+    REDELIVERY_MAX_DELAY seconds, so a request that keeps failing to be recorded (a full store) never loops hot.
+    """
+    if delivered <= 1:
+        return None
+    return min(REDELIVERY_MAX_DELAY, 0.5 * 2.0 ** (delivered - 2))
 
 
 def cut_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:

@@ -27,19 +27,24 @@ class RecordStore:
             return None, entry.revision or 0
         return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
 
-    async def put(self, request_id: str, new: records_pb2.RequestRecord) -> int:
-        """Write new whatever is stored (only for states nothing else can have overtaken); its revision."""
-        return await self._kv.put(request_id, new.SerializeToString())
+    async def put(self, request_id: str, new: records_pb2.RequestRecord, retention_seconds: float) -> int:
+        """Write new whatever is stored (only for states nothing else can have overtaken); its revision.
+
+        Like every record, it expires after retention_seconds (at least 1), should nothing overwrite it.
+        """
+        return await natsutil.kv_put(
+            self._js, names.REQUESTS_BUCKET, request_id, new.SerializeToString(), max(1.0, retention_seconds)
+        )
 
     async def advance(
         self, request_id: str, new: records_pb2.RequestRecord, revision: int, retention_seconds: float
     ) -> tuple[bool, records_pb2.RequestRecord | None, int]:
         """Write new if the stored record may move to it; (written, stored record, revision) after the attempt.
 
-        A final record expires after retention_seconds (at least 1). A concurrent write makes it re-read and
-        decide again, so a final state is never overwritten.
+        The record expires after retention_seconds (at least 1), should nothing overwrite it. A concurrent
+        write makes it re-read and decide again, so a final state is never overwritten.
         """
-        ttl = max(1.0, retention_seconds) if records.is_final(new.status) else None
+        ttl = max(1.0, retention_seconds)
         current: records_pb2.RequestRecord | None = None
         for _ in range(10):
             try:

@@ -54,6 +54,7 @@ class ReplicaContext:
     metrics_dir: Path
     ack_wait_seconds: float
     grace_seconds: float
+    max_deliveries: int
 
 
 async def prepare_project(
@@ -334,6 +335,7 @@ class Replica:
                         message.room,
                         self._context.ack_wait_seconds,
                         self._count,
+                        self._context.max_deliveries,
                     )
                     if self._stopping:
                         self._dispatcher.stop()

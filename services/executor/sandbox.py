@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,7 +108,10 @@ class Sandbox:
             self._users[api] = uid
             path = self._workdir / USERS_FILE
             partial = path.with_suffix(".tmp")
-            partial.write_text(json.dumps(self._users, indent=1, sort_keys=True))
+            # Readable by the executor only: the list names every API this executor runs.
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(json.dumps(self._users, indent=1, sort_keys=True))
             partial.replace(path)
         return HandlerUser(uid, uid)
 
@@ -145,7 +149,8 @@ async def can_run_python_as(user: HandlerUser, cwd: Path) -> str:
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await process.communicate()
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
+        # SubprocessError: the switch to the user failed in the child (no CAP_SETUID, say).
         return str(exc)
     if process.returncode == 0:
         return ""

@@ -69,6 +69,7 @@ class Supervisor:
             metrics_dir=metrics_dir,
             ack_wait_seconds=settings.ack_wait_seconds,
             grace_seconds=settings.grace_seconds,
+            max_deliveries=settings.max_deliveries,
         )
 
     def info(self) -> control_pb2.ExecutorInfo:

@@ -143,6 +143,7 @@ class Registry:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_msgs=int(spec.queue_max_length),
+            max_bytes=natsutil.queue_max_bytes(),
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             num_replicas=natsutil.replicas(),
