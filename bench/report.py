@@ -261,6 +261,15 @@ def _bulk_notes(cortado: dict[str, Any], celery: dict[str, Any] | None) -> list[
         rates = ", ".join(f"{v['variant']} {float(v['requests_per_second']):,.1f}" for v in ranked)
         tried = max(int(v["requests"]) for v in ranked)
         notes.append(f"celery bulk: its fastest API on {tried:,} tasks sent them all; tasks/s then: {rates}")
+    for run, name in (("bulk", "bulk"), ("batch", "batch feed")):
+        unanswered = (cortado.get(run) or {}).get("unanswered")
+        if unanswered:
+            by_status = unanswered["status"].items()
+            states = ", ".join(f"{n} {status.removeprefix('REQUEST_STATUS_').lower()}" for status, n in by_status)
+            notes.append(
+                f"note: WatchMany never answered {unanswered['requests']} of the {name} run's requests (Get says: "
+                f"{states}); the rate counts those it answered, up to the last answer"
+            )
     replicas = figure(cortado, ("bulk", "replicas"))
     if replicas is not None and replicas > 1:
         notes.append(f"note: the no-op API had {replicas:g} replicas after the bulk run (the autoscaler added them)")

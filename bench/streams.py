@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ PAYLOAD = b'{"x":1}'
 CONTENT_TYPE = "application/json"
 STREAM_SECONDS = 1800.0
 """Deadline of each stream: far beyond any run, so only a stuck one ends on it."""
+STALL_SECONDS = 60.0
+"""Once every id is back, the longest WatchMany may go without answering before a bulk run stops waiting."""
 CODES = {code.value[0]: code.name for code in grpc.StatusCode}
 """gRPC status names by number (a refused item carries the number)."""
 
@@ -59,16 +62,23 @@ def _items(api: str, count: int) -> Iterator[Any]:
         yield item
 
 
-def bulk_run(address: str, api: str, count: int) -> dict[str, Any]:
+def bulk_run(address: str, api: str, count: int, stall: float = STALL_SECONDS) -> dict[str, Any]:
     """`count` no-op requests through SubmitStream, each id followed on WatchMany as it comes back; from the
-    first item sent to the last final state.
+    first item sent to the last final state WatchMany answered.
 
-    RuntimeError when an item is refused, a request fails, or a state is missing at the end.
+    Should WatchMany answer nothing for `stall` seconds once every id is back, the run stops waiting: the
+    requests it never answered are read with Get, and counted in `unanswered` (by the status Get gives).
+    RuntimeError when an item is refused or a request does not complete.
     """
     refused: Counter[str] = Counter()
     submitted: list[str] = []
+    answered: set[str] = set()
     sizes: list[int] = []
     done: Counter[str] = Counter()
+    all_back = threading.Event()
+    finished = threading.Event()
+    stalled = threading.Event()
+    started = last = time.perf_counter()
     ids_back = 0.0
 
     with Client(address) as client:
@@ -82,25 +92,48 @@ def bulk_run(address: str, api: str, count: int) -> dict[str, Any]:
                 else:
                     refused[CODES.get(answer.status.code, str(answer.status.code))] += 1
             ids_back = time.perf_counter()
+            all_back.set()
 
-        started = time.perf_counter()
-        for view in client.results(api, ids(), timeout=STREAM_SECONDS):
-            done[records_pb2.RequestStatus.Name(view.status)] += 1
-            if (size := _batch_size(view.result_json)) is not None:
-                sizes.append(size)
-        elapsed = time.perf_counter() - started
+        def watchdog() -> None:
+            while not finished.wait(0.2):
+                if all_back.is_set() and time.perf_counter() - max(last, ids_back) > stall:
+                    stalled.set()
+                    client.close()  # ends the WatchMany call (CANCELLED)
+                    return
+
+        guard = threading.Thread(target=watchdog, name="bulk-watchdog", daemon=True)
+        guard.start()
+        try:
+            for view in client.results(api, ids(), timeout=STREAM_SECONDS):
+                last = time.perf_counter()
+                answered.add(view.id)
+                done[records_pb2.RequestStatus.Name(view.status)] += 1
+                if (size := _batch_size(view.result_json)) is not None:
+                    sizes.append(size)
+        except grpc.RpcError:
+            if not stalled.is_set():
+                raise
+        finally:
+            finished.set()
+            guard.join()
     if refused:
         raise RuntimeError(f"SubmitStream refused {sum(refused.values())} of {count} items: {dict(refused)}")
     completed = done.pop("REQUEST_STATUS_COMPLETED", 0)
-    if completed != count:
-        raise RuntimeError(f"{completed} of {count} requests completed; also seen: {dict(done) or 'nothing'}")
-    return rate_figures(
+    if done:
+        raise RuntimeError(f"{completed} of {count} requests completed; also seen: {dict(done)}")
+    figures = rate_figures(
         completed,
-        elapsed,
+        last - started,
         streams=1,
         submit_seconds=round(ids_back - started, 3),
         mean_batch_size=mean_batch_size(sizes),
     )
+    unanswered = [i for i in submitted if i not in answered]
+    if unanswered:
+        with Client(address) as reader:
+            states = Counter(records_pb2.RequestStatus.Name(reader.get(api, i).status) for i in unanswered)
+        figures["unanswered"] = {"requests": len(unanswered), "status": dict(states)}
+    return figures
 
 
 def submit_all(address: str, api: str, count: int) -> list[str]:

@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
@@ -19,9 +22,11 @@ from bench.drain import DrainError, drained
 from bench.floor.rig import render_envoy_config
 from bench.http_client import figures_of
 from bench.measure import Workloads, cpu_seconds, memory, per_request, percentiles, run_figures, with_cpu
-from cortado.v1 import records_pb2
+from cortado.client import Client
+from cortado.v1 import public_pb2, records_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
+DONE = records_pb2.REQUEST_STATUS_COMPLETED
 
 
 def side(rps: float, p50: float, p99: float, rss: float) -> dict[str, Any]:
@@ -249,6 +254,66 @@ def test_rate_figures_and_batch_sizes() -> None:
     assert streams._batch_size(b"[1, 2]") is None
     assert streams._batch_size(b"not json") is None
     assert streams.CODES[8] == "RESOURCE_EXHAUSTED"
+
+
+class _Cancelled(grpc.RpcError):  # type: ignore[misc]
+    """What a stream raises once its channel is closed."""
+
+
+class _StallingClient:
+    """Client's bulk streams, in memory: WatchMany answers every id but the last, then waits until closed."""
+
+    instances: list[_StallingClient] = []
+    request = staticmethod(Client.request)
+
+    def __init__(self, address: str) -> None:
+        self.closed = threading.Event()
+        _StallingClient.instances.append(self)
+
+    def __enter__(self) -> _StallingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def submit_many(self, requests: Iterator[Any], timeout: float | None = None) -> Iterator[Any]:
+        for n, _ in enumerate(requests):
+            yield public_pb2.SubmitStreamResponse(id=f"{n:032x}")
+
+    def results(self, api: str, ids: Iterator[str], timeout: float | None = None) -> Iterator[Any]:
+        followed = list(ids)
+        for request_id in followed[:-1]:
+            result = json.dumps({"ok": True, "batch_size": 2}).encode()
+            yield records_pb2.RequestView(id=request_id, status=DONE, result_json=result)
+        if not self.closed.wait(10):
+            raise AssertionError("the bulk run did not stop waiting")
+        raise _Cancelled()
+
+    def get(self, api: str, request_id: str) -> records_pb2.RequestView:
+        return records_pb2.RequestView(id=request_id, status=DONE)
+
+
+def test_a_bulk_run_stops_waiting_for_answers_watch_many_never_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streams, "Client", _StallingClient)
+    figures = streams.bulk_run("nowhere:1", "api", 5, stall=0.3)
+    assert figures["requests"] == 4  # what WatchMany answered
+    assert figures["mean_batch_size"] == 2.0
+    assert figures["unanswered"] == {"requests": 1, "status": {"REQUEST_STATUS_COMPLETED": 1}}
+    assert figures["seconds"] < 0.3  # up to the last answer, not the wait that followed
+    assert _StallingClient.instances[0].closed.is_set()
+
+
+def test_table_notes_requests_watch_many_never_answered() -> None:
+    cortado = bulk_side(300, 2400, batch=1800)
+    assert "never answered" not in report.table(cortado, None)
+    cortado["bulk"]["unanswered"] = {"requests": 5, "status": {"REQUEST_STATUS_COMPLETED": 5}}
+    assert (
+        "note: WatchMany never answered 5 of the bulk run's requests (Get says: 5 completed); "
+        "the rate counts those it answered, up to the last answer"
+    ) in report.table(cortado, None).splitlines()
 
 
 def _record(request_id: str, started: float, finished: float, completed: bool = True) -> records_pb2.RequestRecord:
