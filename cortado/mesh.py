@@ -30,10 +30,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cortado import natsauth
+from cortado.runtime import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
-MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024 * 1024
 """A body declared larger than MAX_BODY_BYTES is read (and dropped) up to this size before Envoy answers 413;
 a larger one is answered at once (a client that reads only after sending everything then sees a reset)."""
@@ -329,20 +329,32 @@ NATS_MAX_PAYLOAD = "8MB"
 """NATS's message limit in Cortado's deployments: log lines up to 5 MB and results up to ~8 MB travel whole."""
 
 
+NATS_SYNC_INTERVAL = "2m"
+"""How often the local NATS server fsyncs JetStream's files (`CORTADO_NATS_SYNC_INTERVAL`; nats-server's default).
+
+Every write reaches the operating system before JetStream acknowledges it, so a killed nats-server (even
+SIGKILL) loses nothing acknowledged: tests/reliability/test_restarts.py kills it mid-load and counts one final
+record per accepted request. Only a crash of the machine itself can lose the writes of the last interval;
+`always` closes that too, at a quarter to a tenth of the writes per second (docs/decisions.md)."""
+
+
 def nats_config(
     port: int,
     store: Path,
     listen: str = "127.0.0.1",
     monitor_port: int = 0,
     credentials: Mapping[str, natsauth.NatsCredentials] | None = None,
+    sync_interval: str = NATS_SYNC_INTERVAL,
 ) -> str:
-    """nats-server configuration: JetStream on file storage, Cortado's message limit, the service users and
-    their permissions (when credentials are given), and (when a port is given) the HTTP monitoring endpoint
-    (`/varz`, `/jsz`) on loopback."""
+    """nats-server configuration: JetStream on file storage (fsynced every sync_interval, or `always`), Cortado's
+    message limit, the service users and their permissions (when credentials are given), and (when a port is
+    given) the HTTP monitoring endpoint (`/varz`, `/jsz`) on loopback."""
+    if not re.fullmatch(r"always|[1-9][0-9]*(ms|s|m|h)", sync_interval):
+        raise MeshError(f"CORTADO_NATS_SYNC_INTERVAL must be `always` or a duration such as 2m, got {sync_interval!r}")
     text = (
         f"listen: {listen}:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
-        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: {json.dumps(sync_interval)}\n}}\n"
     )
     if credentials:
         text += natsauth.authorization_config(credentials)
@@ -475,11 +487,13 @@ class LocalMesh:
     def start_nats(self, name: str = "nats") -> None:
         """Start one nats-server with JetStream on file storage under the workdir (in a cluster: with routes)."""
         config = self.workdir / f"{name}.conf"
+        sync_interval = {**os.environ, **self.env}.get("CORTADO_NATS_SYNC_INTERVAL") or NATS_SYNC_INTERVAL
         text = nats_config(
             self.ports[name],
             self.workdir / f"jetstream-{name}",
             monitor_port=self.ports.get(f"{name}-monitor", 0),
             credentials=self.credentials,
+            sync_interval=sync_interval,
         )
         if self.nats_cluster > 1:
             route = self.credentials[natsauth.ROUTE_USER]
