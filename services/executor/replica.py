@@ -146,6 +146,8 @@ class Replica:
         self._set(control_pb2.REPLICA_STATE_DRAINING)
         if self._dispatcher is not None:
             self._dispatcher.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -157,8 +159,10 @@ class Replica:
                     process.kill()
                 await process.wait()
         if self._task is not None:
-            # The process is gone: its last outcomes are being written; give them the grace period too.
-            done, _ = await asyncio.wait([self._task], timeout=grace if process is not None else 0)
+            # The process is gone: its last outcomes are being written, within what is left of the grace period
+            # (at least a moment: writes already under way take milliseconds).
+            left = max(1.0, deadline - loop.time()) if process is not None else 0
+            done, _ = await asyncio.wait([self._task], timeout=left)
             if not done:
                 self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
