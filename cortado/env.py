@@ -22,8 +22,8 @@ class Env:
         """The variable's value, or default when unset or empty."""
         return self._environ.get(PREFIX + name) or default
 
-    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
-        """The variable as an integer; SettingsError if it is not one or is below minimum."""
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        """The variable as an integer; SettingsError if it is not one or is below minimum or above maximum."""
         raw = self._environ.get(PREFIX + name)
         if not raw:
             return default
@@ -33,6 +33,8 @@ class Env:
             raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
         if minimum is not None and value < minimum:
             raise SettingsError(f"{PREFIX}{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{PREFIX}{name} must be at most {maximum}, got {value}")
         return value
 
     def number(self, name: str, default: float, minimum: float | None = None) -> float:

@@ -28,6 +28,11 @@ SERVER_OPTIONS = [
 ]
 
 
+def server_options(max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS with another limit on the messages the server takes."""
+    return [(k, max_receive_bytes if k == "grpc.max_receive_message_length" else v) for k, v in SERVER_OPTIONS]
+
+
 async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     """End the call with code and message (context.abort raises; this says so to the type checker)."""
     await context.abort(code, message)
@@ -69,6 +74,7 @@ class ServiceRunner:
         service_names: Sequence[str],
         grace: float = 10.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        max_receive_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.name = name
         self.address = address
@@ -79,7 +85,7 @@ class ServiceRunner:
 
         self._refusing = _RefuseWhenStopping()
         self.server = grpc.aio.server(
-            options=SERVER_OPTIONS,
+            options=server_options(max_receive_bytes),
             interceptors=[self._refusing, *server_interceptors(), MetricsInterceptor(service_names), *interceptors],
         )
         self.health = health.aio.HealthServicer()

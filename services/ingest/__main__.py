@@ -8,7 +8,7 @@ from cortado import names, natsutil
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
-from services.ingest.config import IngestSettings
+from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES, IngestSettings
 from services.ingest.outcomes import Outcomes
 from services.ingest.servicer import SubmissionServicer, WaitingSubmissionServicer
 from services.ingest.submitter import Submitter
@@ -26,11 +26,17 @@ async def main() -> None:
     idempotency = await natsutil.idempotency_bucket(js)
     payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
 
-    submitter = Submitter(js, apis, payloads, settings.inline_payload_bytes, requests, idempotency)
+    submitter = Submitter(
+        js, apis, payloads, settings.inline_payload_bytes, requests, idempotency, json_limits=settings.json_limits
+    )
     outcomes = Outcomes(nc, requests)
     submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds)
     runner = ServiceRunner(
-        "ingest", settings.address, ["cortado.v1.Submission", "cortado.v1.WaitingSubmission"], settings.grace_seconds
+        "ingest",
+        settings.address,
+        ["cortado.v1.Submission", "cortado.v1.WaitingSubmission"],
+        settings.grace_seconds,
+        max_receive_bytes=MAX_SUBMIT_MESSAGE_BYTES,
     )
     public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
     public_pb2_grpc.add_WaitingSubmissionServicer_to_server(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cortado.env import Env
+from cortado.runtime import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_BODY_BYTES, MAX_JSON_DEPTH, JsonLimits
 from cortado.waiting import max_wait_seconds
+
+MAX_SUBMIT_MESSAGE_BYTES = MAX_BODY_BYTES + 1024 * 1024
+"""Largest Submit message (or SubmitStream item) ingest reads: a body at the limit and room for the rest of the
+message. A body past the limit in a message under this is refused by ingest, naming the limit (INVALID_ARGUMENT);
+a larger message is refused by gRPC before ingest sees it (RESOURCE_EXHAUSTED), so none costs more memory."""
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class IngestSettings:
     grace_seconds: float
     metrics_address: str
     max_wait_seconds: float
+    json_limits: JsonLimits
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> IngestSettings:
@@ -34,4 +41,9 @@ class IngestSettings:
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9461"),
             # Cap of a waiting submit (`POST /<api>?wait=`, Submit's wait): the same setting as GET's.
             max_wait_seconds=max_wait_seconds(env),
+            # What an application/json body may hold; past either, the submit is refused (400) naming the limit.
+            json_limits=JsonLimits(
+                max_depth=env.integer("MAX_JSON_DEPTH", DEFAULT_JSON_DEPTH, minimum=1, maximum=MAX_JSON_DEPTH),
+                max_values=env.integer("MAX_JSON_VALUES", DEFAULT_JSON_VALUES, minimum=1),
+            ),
         )

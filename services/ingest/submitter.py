@@ -18,7 +18,7 @@ from nats.js.object_store import ObjectStore
 from cortado import lookup, metrics, names, natsutil, tracing
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
-from cortado.runtime import PayloadError, validate_payload
+from cortado.runtime import MAX_BODY_BYTES, JsonLimits, PayloadError, check_payload
 from cortado.v1 import control_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,14 @@ RETRY_AFTER_SECONDS = 1
 MAX_IDEMPOTENCY_KEY = 256
 PUBLISH_ATTEMPTS = 3
 """Publishes of one work item whose outcome is unknown (same Nats-Msg-Id) before the submit is refused."""
+
+
+def body_too_large(size: int) -> str:
+    """The refusal of a body over MAX_BODY_BYTES (over HTTP, Envoy refuses it first: 413)."""
+    return (
+        f"the request body is {size:,} bytes, larger than the {MAX_BODY_BYTES // 2**20} MiB limit "
+        f"({MAX_BODY_BYTES:,} bytes); it is refused whatever the retry"
+    )
 
 
 def new_request_id() -> str:
@@ -68,7 +76,9 @@ class Submitter:
         inline_payload_bytes: int,
         requests: KeyValue,
         idempotency: KeyValue,
+        json_limits: JsonLimits | None = None,
     ) -> None:
+        self._json_limits = json_limits or JsonLimits()
         self._requests = requests
         self._idempotency = idempotency
         self._js = js
@@ -94,8 +104,12 @@ class Submitter:
         if spec is None:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"API {requested!r} is not deployed")
         api = str(spec.name)
+        if len(body) > MAX_BODY_BYTES:
+            metrics.REQUESTS_REJECTED.labels(api, "too_large").inc()
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, body_too_large(len(body)))
         try:
-            validate_payload(content_type, body)
+            # A piece at a time, building nothing: a large or hostile body neither holds the loop nor grows memory.
+            await check_payload(content_type, body, self._json_limits)
         except PayloadError as exc:
             metrics.REQUESTS_REJECTED.labels(api, "invalid_payload").inc()
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
