@@ -120,3 +120,23 @@ def result(http: httpx.Client, api: str, request_id: str, wait: float = 30) -> d
         return body if body["status"] in ("completed", "failed") else None
 
     return eventually(final, timeout=wait * 2, what=f"request {request_id} finished")
+
+
+def fill_queue(
+    http: httpx.Client, scheduler: SchedulerClient, api: str, hold: Callable[[], Any], max_length: int
+) -> list[str]:
+    """Fill the queue of an API whose one replica runs one request at a time: submit hold() payloads until its
+    replica holds two (one running, one fetched ahead) and max_length more wait, so the next submit finds the
+    queue full (queue.max_length counts only requests not yet delivered). Their ids, in order."""
+    ids = [submit(http, api, json=hold())]
+    eventually(lambda: scheduler.describe(api).in_flight == 1, what=f"the first request of {api} taken")
+    ids.append(submit(http, api, json=hold()))
+
+    def held_ahead() -> bool:
+        status = scheduler.describe(api)
+        return (status.in_flight, status.queued) == (2, 0)
+
+    eventually(held_ahead, what=f"a second request of {api} fetched ahead")
+    ids += [submit(http, api, json=hold()) for _ in range(max_length)]
+    assert scheduler.describe(api).queued == max_length
+    return ids

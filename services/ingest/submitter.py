@@ -20,6 +20,7 @@ from cortado.mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import MAX_BODY_BYTES, JsonLimits, PayloadError, check_payload
 from cortado.v1 import control_pb2, records_pb2
+from services.ingest.queuelimit import QueueFullError, QueueLimits
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 _QUEUE_FULL_CODES = {10077, 10047, 10078}
 RETRY_AFTER_SECONDS = 1
 MAX_IDEMPOTENCY_KEY = 256
+_NO_LIMIT = 2**63
 PUBLISH_ATTEMPTS = 3
 """Publishes of one work item whose outcome is unknown (same Nats-Msg-Id) before the submit is refused."""
 
@@ -85,6 +87,7 @@ class Submitter:
         self._index = ApiIndex(apis)
         self._payloads = payloads
         self._inline_payload_bytes = inline_payload_bytes
+        self._queues = QueueLimits(js)
 
     @property
     def inline_payload_bytes(self) -> int:
@@ -130,19 +133,32 @@ class Submitter:
         item = records_pb2.WorkItem(
             id=request_id, api=api, content_type=prepared.content_type, submitted_at=now_timestamp()
         )
-        if len(body) > self._inline_payload_bytes:
-            await self._payloads.put(request_id, body)
-            item.payload_object = request_id
-        else:
-            item.payload = body
+        spec = self._index.lookup(api)
+        # queue.max_length counts the requests waiting undelivered (services/ingest/queuelimit.py).
+        max_length = int(spec.queue_max_length) if spec is not None and spec.queue_max_length else _NO_LIMIT
         try:
-            await self._publish(item)
-        except Exception as exc:
-            # Nothing was queued: take back the body stored beside it, so a refusal changes nothing.
-            if item.payload_object:
-                with contextlib.suppress(Exception):
-                    await self._payloads.delete(request_id)
-            raise self._refusal(api, exc) from exc
+            async with self._queues.admitted(api, max_length) as queued:
+                if len(body) > self._inline_payload_bytes:
+                    await self._payloads.put(request_id, body)
+                    item.payload_object = request_id
+                else:
+                    item.payload = body
+                try:
+                    await self._publish(item)
+                except Exception as exc:
+                    # Nothing was queued: take back the body stored beside it, so a refusal changes nothing.
+                    if item.payload_object:
+                        with contextlib.suppress(Exception):
+                            await self._payloads.delete(request_id)
+                    raise self._refusal(api, exc) from exc
+                queued()
+        except QueueFullError as exc:
+            metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{exc}; retry after {RETRY_AFTER_SECONDS}s",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
         metrics.REQUESTS_SUBMITTED.labels(api).inc()
 
     async def _publish(self, item: records_pb2.WorkItem) -> None:

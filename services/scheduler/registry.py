@@ -142,7 +142,7 @@ class Registry:
             subjects=[names.work_subjects(spec.name)],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
-            max_msgs=int(spec.queue_max_length),
+            max_msgs=queue_ceiling(spec),
             max_bytes=natsutil.queue_max_bytes(),
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
@@ -200,3 +200,10 @@ class Registry:
         except NotFoundError:
             return 0, 0
         return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+
+def queue_ceiling(spec: control_pb2.ApiSpec) -> int:
+    """The most messages the API's stream holds: `queue.max_length` waiting, which ingest enforces on the requests
+    not yet delivered (services/ingest/queuelimit.py), plus all that its replicas may run and hold fetched ahead."""
+    held = int(spec.autoscaling.max_replicas) * int(spec.autoscaling.max_replica_concurrency)
+    return min(int(spec.queue_max_length) + held, 2**63 - 1)

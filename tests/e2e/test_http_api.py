@@ -22,7 +22,7 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
-from tests.conftest import result, submit, wait_ready
+from tests.conftest import fill_queue, result, submit, wait_ready
 from tests.helpers import eventually, unique_name, write_project
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +125,7 @@ def api(deploy_module: Any) -> Api:
 
 @pytest.fixture(scope="module")
 def short_api(deploy_module: Any) -> Api:
-    """A second API whose results expire after 2 s and whose queue holds 2 requests."""
+    """A second API whose results expire after 2 s and whose queue holds 2 waiting requests."""
     deployed: Api = deploy_module({"results": {"retention": "2s"}, "queue": {"max_length": 2}})
     return deployed
 
@@ -450,19 +450,22 @@ def test_a_full_queue_answers_429_with_retry_after_and_queues_nothing(
     http: httpx.Client, scheduler: SchedulerClient, short_api: Api
 ) -> None:
     try:
-        first = submit(http, short_api.name, json=short_api.hold())
-        status_becomes(http, short_api.name, first, "in_progress")
-        second = submit(http, short_api.name, json={"n": 2})
+        # One runs, one is fetched ahead, two wait: the queue (max_length 2) is full.
+        held = fill_queue(http, scheduler, short_api.name, short_api.hold, 2)
         before = short_api.called()
         refused = http.post(f"/{short_api.name}", json={"n": 3})
         assert_error(refused, 429, "full")
+        assert refused.json()["message"] == (
+            f"the queue of API {short_api.name!r} is full: 2 requests are waiting, its queue.max_length is 2; "
+            "retry after 1s"
+        )
         assert int(refused.headers["retry-after"]) >= 1, refused.headers
-        assert scheduler.describe(short_api.name).queued <= 1
+        assert scheduler.describe(short_api.name).queued == 2
     finally:
         short_api.release_all()
-    assert result(http, short_api.name, first)["status"] == "completed"
-    assert result(http, short_api.name, second)["status"] == "completed"
-    assert short_api.called()[len(before) :] == [second]
+    for request_id in held:
+        assert result(http, short_api.name, request_id)["status"] == "completed"
+    assert short_api.called()[len(before) :] == held[1:]
     # Room again once the queue drained.
     assert result(http, short_api.name, submit(http, short_api.name, json={"n": 4}))["status"] == "completed"
 
@@ -636,7 +639,9 @@ def test_a_bad_wait_answers_400_with_a_message_saying_what_is_wrong_and_queues_n
     assert api.called()[len(before) :] == [marker]
 
 
-def test_a_waiting_post_is_refused_like_a_plain_one(http: httpx.Client, api: Api, short_api: Api) -> None:
+def test_a_waiting_post_is_refused_like_a_plain_one(
+    http: httpx.Client, scheduler: SchedulerClient, api: Api, short_api: Api
+) -> None:
     missing = unique_name("missing")
     assert_error(post_waiting(http, missing, json={"x": 1}), 404, missing)
     assert_error(http.post(f"/{missing}", json={"x": 1}, headers={"Prefer": "wait=5"}), 404, missing)
@@ -644,9 +649,7 @@ def test_a_waiting_post_is_refused_like_a_plain_one(http: httpx.Client, api: Api
         post_waiting(http, api.name, content=b'{"broken": ', headers={"content-type": "application/json"}), 400
     )
     try:
-        first = submit(http, short_api.name, json=short_api.hold())
-        status_becomes(http, short_api.name, first, "in_progress")
-        submit(http, short_api.name, json={"n": 2})
+        fill_queue(http, scheduler, short_api.name, short_api.hold, 2)
         refused = post_waiting(http, short_api.name, json={"n": 3})
         assert_error(refused, 429, "full")
         assert int(refused.headers["retry-after"]) >= 1, refused.headers

@@ -16,9 +16,9 @@ import pytest
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
-from tests.conftest import result, submit, wait_ready
+from tests.conftest import fill_queue, result, submit, wait_ready
 from tests.e2e.test_http_api import HANDLER, Api
-from tests.helpers import eventually, unique_name, write_project
+from tests.helpers import unique_name, write_project
 
 pytestmark = pytest.mark.e2e
 
@@ -66,13 +66,13 @@ def item(api: str, payload: Any, key: str = "", content_type: str = JSON) -> pub
 
 
 def test_a_stream_of_hundreds_answers_each_item_in_order_and_refusals_keep_it_open(
-    grpc_client: Client, http: httpx.Client, apis: tuple[Api, Api]
+    grpc_client: Client, http: httpx.Client, scheduler: SchedulerClient, apis: tuple[Api, Api]
 ) -> None:
     busy, tight = apis
     before = (len(busy.called()), len(tight.called()))
-    # The tight API's one place is taken by a request its handler holds: its next submit finds the queue full.
-    blocker = submit(http, tight.name, json=tight.hold())
-    eventually(lambda: http.get(f"/{tight.name}/{blocker}").json()["status"] == "in_progress", what="blocker runs")
+    # The tight API's one place in the queue is taken (behind one request running and one fetched ahead, all held
+    # by its handler): its next submit finds the queue full.
+    held = fill_queue(http, scheduler, tight.name, tight.hold, 1)
     missing = unique_name("missing")
     refusals = {
         40: (item(missing, {"lost": True}), grpc.StatusCode.NOT_FOUND, f"API {missing!r} is not deployed"),
@@ -115,8 +115,9 @@ def test_a_stream_of_hundreds_answers_each_item_in_order_and_refusals_keep_it_op
         assert json.loads(view.result_json) == {"echo": {"i": accepted[view.id]}}
     # Nothing refused was queued: the handlers saw exactly the accepted ids, and the tight API only its blocker.
     assert sorted(busy.called()[before[0] :]) == sorted(accepted)
-    assert result(http, tight.name, blocker)["status"] == "completed"
-    assert tight.called()[before[1] :] == [blocker]
+    for request_id in held:
+        assert result(http, tight.name, request_id)["status"] == "completed"
+    assert tight.called()[before[1] :] == held
 
 
 def test_each_item_carries_its_own_idempotency_key(grpc_client: Client, apis: tuple[Api, Api]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cortado.client import SchedulerClient
 from tests.conftest import Deploy, submit
 from tests.faults import final
 from tests.helpers import eventually
@@ -20,15 +21,58 @@ pytestmark = pytest.mark.reliability
 QUEUE_LENGTH = 5
 
 
+def held_by_the_replica(scheduler: SchedulerClient, api: str, count: int) -> None:
+    """Wait until the API's replica holds `count` requests (running or fetched ahead) and none waits undelivered."""
+
+    def held() -> bool:
+        status = scheduler.describe(api)
+        return (status.in_flight, status.queued) == (count, 0)
+
+    eventually(held, what=f"{count} requests held by the replica of {api}, none waiting")
+
+
+def test_queue_max_length_counts_the_requests_waiting_not_those_running_or_fetched_ahead(
+    http: httpx.Client, scheduler: SchedulerClient, deploy_recording_api: DeployRecording
+) -> None:
+    api = deploy_recording_api({"queue": {"max_length": 2}})  # max_concurrency 1: one runs, one is fetched ahead
+    running = submit(http, api.name, json={"n": 0, "hold": 60})
+    eventually(lambda: api.starts(running), what="the first request running")
+    ahead = submit(http, api.name, json={"n": 1, "hold": 60})
+    held_by_the_replica(scheduler, api.name, 2)
+
+    # Two more wait in the queue: max_length is reached only now.
+    waiting = [submit(http, api.name, json={"n": n}) for n in (2, 3)]
+    assert scheduler.describe(api.name).queued == 2
+    refused = http.post(f"/{api.name}", json={"n": 4})
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["message"] == (
+        f"the queue of API {api.name!r} is full: 2 requests are waiting, its queue.max_length is 2; retry after 1s"
+    )
+    assert scheduler.describe(api.name).queued == 2
+
+    # The running one finishes: the one ahead runs, a waiting one is fetched ahead, and a place is free again.
+    api.release(running)
+    eventually(lambda: scheduler.describe(api.name).queued == 1, what="one request left waiting")
+    again = submit(http, api.name, json={"n": 4})
+    assert http.post(f"/{api.name}", json={"n": 5}).status_code == 429
+
+    api.release(ahead)
+    for n, request_id in enumerate([running, ahead, *waiting, again]):
+        assert final(http, api.name, request_id)["result"] == {"n": n}
+
+
 def test_a_full_queue_answers_429_with_retry_after_and_nothing_accepted_is_lost_once_it_drains(
-    http: httpx.Client, deploy_recording_api: DeployRecording
+    http: httpx.Client, scheduler: SchedulerClient, deploy_recording_api: DeployRecording
 ) -> None:
     api = deploy_recording_api({"queue": {"max_length": QUEUE_LENGTH}})
     blocker = submit(http, api.name, json={"n": 0, "hold": 60})
     eventually(lambda: api.starts(blocker), what="the first request running")
-    accepted = {blocker: 0}
+    # The one replica holds the next request too (fetched ahead): neither counts against queue.max_length.
+    accepted = {blocker: 0, submit(http, api.name, json={"n": 1}): 1}
+    held_by_the_replica(scheduler, api.name, 2)
     refused: list[int] = []
-    for n in range(1, 3 * QUEUE_LENGTH):
+    for n in range(2, 3 * QUEUE_LENGTH):
         reply = http.post(f"/{api.name}", json={"n": n})
         if reply.status_code == 200:
             accepted[reply.json()["id"]] = n
@@ -41,9 +85,9 @@ def test_a_full_queue_answers_429_with_retry_after_and_nothing_accepted_is_lost_
         assert isinstance(body, dict) and isinstance(body.get("message"), str), body
         assert "full" in body["message"], body
         refused.append(n)
-    # The queue holds QUEUE_LENGTH requests, the running one included (it is not acknowledged yet).
-    assert len(accepted) == QUEUE_LENGTH, accepted
-    assert refused == list(range(QUEUE_LENGTH, 3 * QUEUE_LENGTH)), refused
+    # The queue holds QUEUE_LENGTH requests waiting, besides the running one and the one fetched ahead.
+    assert len(accepted) == QUEUE_LENGTH + 2, accepted
+    assert refused == list(range(QUEUE_LENGTH + 2, 3 * QUEUE_LENGTH)), refused
     assert all(status_of(http, api.name, request_id) in ("in_queue", "in_progress") for request_id in accepted)
 
     # The queue drains; the refused requests are retried (after Retry-After) and accepted in turn.
