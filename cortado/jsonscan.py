@@ -58,8 +58,14 @@ _FAST_SCALAR = rf"(?:{_FAST_NUMBER}|{_FAST_STRING}|true|false|null)"
 _FAST_LEAF = rf"(?:{_FAST_SCALAR}|\[\]|\{{\}})"
 
 
+_RUN_ITEMS = 255
+"""Items one fast-run match takes at most (the scan goes on with the next match): the regular-expression engine
+keeps a little state per repetition until the match ends, so this bounds its memory. A possessive repetition
+(`*+`) would keep none, but Python 3.11.2's gives up earlier repetitions when a later one fails."""
+
+
 def _separated(item: str) -> str:
-    return rf"{item}(?:{_BLANK},{_BLANK}{item})*+"
+    return rf"{item}(?:{_BLANK},{_BLANK}{item}){{0,{_RUN_ITEMS}}}"
 
 
 def _member(value: str) -> str:

@@ -276,8 +276,9 @@ async def test_check_payload_lets_other_tasks_run_while_it_checks_a_large_body()
     took = time.perf_counter() - began
     checking = False
     await ticks
-    assert len(gaps) > 100, gaps
-    assert max(gaps) < 0.05, f"the loop waited {max(gaps) * 1000:.0f} ms at once (check took {took:.2f} s)"
+    # The other task ran between pieces: at least once per 16 KiB checked before the value limit tripped
+    # (about 4 MiB of "[1]," here), however fast or slow this machine is.
+    assert len(gaps) > (1_000_000 * len("[1],")) // (16 * 1024) // 2, (len(gaps), took)
 
 
 def test_the_default_limits() -> None:
