@@ -222,6 +222,41 @@ def cmd_delete(options: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(options: argparse.Namespace) -> int:
+    """The requests of an API that Cortado gave up on, newest first."""
+    with _scheduler(options) as scheduler:
+        letters = scheduler.dead_letters(options.api)
+    data = [
+        {
+            "id": letter.id,
+            "error_type": letter.error_type,
+            "error_message": letter.error_message,
+            "failed_at": rfc3339(letter.failed_at),
+            "submitted_at": rfc3339(letter.submitted_at),
+            "content_type": letter.content_type,
+        }
+        for letter in letters
+    ]
+
+    def human() -> None:
+        if not data:
+            print(f"{options.api} has no dead letters")
+            return
+        _table([("ID", "ERROR", "FAILED AT"), *((d["id"], d["error_type"], d["failed_at"]) for d in data)], sys.stdout)
+        print(f"\nreplay one with: cortado replay {options.api} <id>")
+
+    _print(options, data, human)
+    return 0
+
+
+def cmd_replay(options: argparse.Namespace) -> int:
+    """Queue a dead letter's request again, under a new id."""
+    with _scheduler(options) as scheduler:
+        new_id = scheduler.replay(options.api, options.id)
+    _print(options, {"id": new_id, "replayed": options.id}, lambda: print(new_id))
+    return 0
+
+
 def _payload(options: argparse.Namespace) -> tuple[bytes, str]:
     if options.json is not None:
         try:
@@ -409,6 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--wait", action="store_true", help="wait until the request finishes")
     result.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     result.set_defaults(run=cmd_result)
+    dead = commands.add_parser(
+        "dead-letters", parents=[common], help="requests Cortado gave up on (their process kept dying, say)"
+    )
+    dead.add_argument("api", metavar="API")
+    dead.set_defaults(run=cmd_dead_letters)
+
+    replay = commands.add_parser("replay", parents=[common], help="queue a dead letter again; prints its new id")
+    replay.add_argument("api", metavar="API")
+    replay.add_argument("id", metavar="ID")
+    replay.set_defaults(run=cmd_replay)
+
     logs = commands.add_parser("logs", parents=[common], help="an API's log lines")
     logs.add_argument("api", metavar="API")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -168,6 +169,20 @@ class SchedulerClient:
         request = control_pb2.StreamLogsRequest(name=name, tail=tail, follow=follow)
         for reply in self._stub.StreamLogs(request, metadata=self._metadata):
             yield bytes(reply.line)
+
+    def dead_letters(self, name: str) -> builtins.list[control_pb2.DeadLetter]:
+        """The API's requests Cortado gave up on, newest first (grpc.RpcError NOT_FOUND for an unknown API)."""
+        request = control_pb2.ListDeadLettersRequest(name=name)
+        reply = self._stub.ListDeadLetters(request, timeout=30, metadata=self._metadata)
+        return list(reply.dead_letters)
+
+    def replay(self, name: str, request_id: str) -> str:
+        """Queue a dead letter's request again; its new id (grpc.RpcError NOT_FOUND when there is no such letter)."""
+        request = control_pb2.ReplayDeadLetterRequest(name=name, id=request_id)
+        reply: control_pb2.ReplayDeadLetterResponse = self._stub.ReplayDeadLetter(
+            request, timeout=30, metadata=self._metadata
+        )
+        return reply.id
 
     def describe(self, name: str) -> control_pb2.ApiStatus:
         """One API's status (grpc.RpcError NOT_FOUND if it is not deployed)."""

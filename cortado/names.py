@@ -53,6 +53,15 @@ def bundle_object(api: str, version: int) -> str:
     return f"{api}/v{version}"
 
 
+DEAD_STREAM = "CORTADO_DEAD"
+"""JetStream stream keeping the work items of requests Cortado gave up on, for an operator to look at and replay."""
+
+
+def dead_subject(api: str, request_id: str) -> str:
+    """Subject of a request's dead letter."""
+    return f"cortado.dead.{api}.{request_id}"
+
+
 LOGS_STREAM = "CORTADO_LOGS"
 """JetStream stream keeping recent handler log lines of every API."""
 

@@ -52,6 +52,7 @@ PERMISSIONS: Mapping[str, Mapping[str, list[str]]] = {
             "$KV.cortado_executors.>",
             "$O.cortado_payloads.>",
             "cortado.logs.>",
+            "cortado.dead.>",
         ],
         "subscribe": _COMMON_SUBSCRIBE,
     },

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/control.proto\x12\ncortado.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\rDeployRequest\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62undle\x18\x03 \x01(\x0c\"F\n\x0e\x44\x65ployResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\x12\x0f\n\x07notices\x18\x02 \x03(\t\"/\n\x10\x44\x65leteApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x13\n\x11\x44\x65leteApiResponse\"\x11\n\x0fListApisRequest\"7\n\x10ListApisResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\"\"\n\x12\x44\x65scribeApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x44\x65scribeApiResponse\x12\"\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x15.cortado.v1.ApiStatus\"?\n\x11StreamLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04tail\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\"\n\x12StreamLogsResponse\x12\x0c\n\x04line\x18\x01 \x01(\x0c\"\x89\x02\n\tApiStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cortado.v1.ApiState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\r\x12\x16\n\x0eready_replicas\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12/\n\x0b\x64\x65ployed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcompleted\x18\n \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x04\"=\n\x07\x43ompute\x12\x12\n\ncpu_millis\x18\x01 \x01(\r\x12\x11\n\tmem_bytes\x18\x02 \x01(\x04\x12\x0b\n\x03gpu\x18\x03 \x01(\r\"\xac\x03\n\x0b\x41utoscaling\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x15\n\rinit_replicas\x18\x03 \x01(\r\x12\x18\n\x10target_in_flight\x18\x04 \x01(\x01\x12\x1f\n\x17max_replica_concurrency\x18\x05 \x01(\r\x12)\n\x06window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\x1e\x64ownscale_stabilization_period\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cupscale_stabilization_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_downscale_factor\x18\t \x01(\x01\x12\x1a\n\x12max_upscale_factor\x18\n \x01(\x01\x12\x1b\n\x13\x64ownscale_tolerance\x18\x0b \x01(\x01\x12\x19\n\x11upscale_tolerance\x18\x0c \x01(\x01\"\xc2\x05\n\x07\x41piSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0chandler_path\x18\x03 \x01(\t\x12\x1b\n\x13handler_config_json\x18\x04 \x01(\x0c\x12\x13\n\x0bpython_path\x18\x05 \x01(\t\x12)\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1c.cortado.v1.ApiSpec.EnvEntry\x12\x11\n\tlog_level\x18\x07 \x01(\t\x12$\n\x07\x63ompute\x18\x08 \x01(\x0b\x32\x13.cortado.v1.Compute\x12,\n\x0b\x61utoscaling\x18\t \x01(\x0b\x32\x17.cortado.v1.Autoscaling\x12\x17\n\x0fmax_concurrency\x18\n \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x31\n\x0e\x62\x61tch_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x0e \x01(\r\x12\x18\n\x10queue_max_length\x18\x0f \x01(\x04\x12,\n\tretention\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbundle_object\x18\x11 \x01(\t\x12\x15\n\rbundle_sha256\x18\x12 \x01(\t\x12/\n\x0b\x64\x65ployed_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65pendencies_pip\x18\x14 \x01(\t\x12\x1a\n\x12\x64\x65pendencies_shell\x18\x15 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x16 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_free\x18\x04 \x01(\x04\"\xb0\x01\n\rReplicaStatus\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.cortado.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x0f\n\x07replica\x18\x06 \x01(\r\x12\x11\n\tcompleted\x18\x07 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x04\"\xe4\x01\n\x0c\x45xecutorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12!\n\x04gpus\x18\x03 \x03(\x0b\x32\x13.cortado.v1.GpuInfo\x12\x12\n\ncpu_millis\x18\x04 \x01(\r\x12\x11\n\tmem_bytes\x18\x05 \x01(\x04\x12+\n\x08replicas\x18\x06 \x03(\x0b\x32\x19.cortado.v1.ReplicaStatus\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\t\"V\n\x10ReplicaPlacement\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\"Y\n\x12\x45xecutorPlacements\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12.\n\x08replicas\x18\x02 \x03(\x0b\x32\x1c.cortado.v1.ReplicaPlacement\"\x10\n\x0eGetInfoRequest\"9\n\x0fGetInfoResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.cortado.v1.ExecutorInfo*\x96\x01\n\x08\x41piState\x12\x19\n\x15\x41PI_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_STATE_STARTING\x10\x01\x12\x12\n\x0e\x41PI_STATE_LIVE\x10\x02\x12\x14\n\x10\x41PI_STATE_FAILED\x10\x03\x12\x19\n\x15\x41PI_STATE_UNPLACEABLE\x10\x04\x12\x12\n\x0e\x41PI_STATE_IDLE\x10\x05*\x98\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x32\xfc\x02\n\tScheduler\x12?\n\x06\x44\x65ploy\x12\x19.cortado.v1.DeployRequest\x1a\x1a.cortado.v1.DeployResponse\x12H\n\tDeleteApi\x12\x1c.cortado.v1.DeleteApiRequest\x1a\x1d.cortado.v1.DeleteApiResponse\x12\x45\n\x08ListApis\x12\x1b.cortado.v1.ListApisRequest\x1a\x1c.cortado.v1.ListApisResponse\x12N\n\x0b\x44\x65scribeApi\x12\x1e.cortado.v1.DescribeApiRequest\x1a\x1f.cortado.v1.DescribeApiResponse\x12M\n\nStreamLogs\x12\x1d.cortado.v1.StreamLogsRequest\x1a\x1e.cortado.v1.StreamLogsResponse0\x01\x32N\n\x08\x45xecutor\x12\x42\n\x07GetInfo\x12\x1a.cortado.v1.GetInfoRequest\x1a\x1b.cortado.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/control.proto\x12\ncortado.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\rDeployRequest\x12\x13\n\x0b\x63onfig_name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62undle\x18\x03 \x01(\x0c\"F\n\x0e\x44\x65ployResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\x12\x0f\n\x07notices\x18\x02 \x03(\t\"/\n\x10\x44\x65leteApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x13\n\x11\x44\x65leteApiResponse\"\x11\n\x0fListApisRequest\"7\n\x10ListApisResponse\x12#\n\x04\x61pis\x18\x01 \x03(\x0b\x32\x15.cortado.v1.ApiStatus\"\"\n\x12\x44\x65scribeApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x44\x65scribeApiResponse\x12\"\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x15.cortado.v1.ApiStatus\"?\n\x11StreamLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04tail\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"\"\n\x12StreamLogsResponse\x12\x0c\n\x04line\x18\x01 \x01(\x0c\"&\n\x16ListDeadLettersRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xce\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nerror_type\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12-\n\tfailed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0csubmitted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x12\n\nbody_bytes\x18\x07 \x01(\x04\"G\n\x17ListDeadLettersResponse\x12,\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x16.cortado.v1.DeadLetter\"3\n\x17ReplayDeadLetterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"&\n\x18ReplayDeadLetterResponse\x12\n\n\x02id\x18\x01 \x01(\t\"\x89\x02\n\tApiStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cortado.v1.ApiState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x05 \x01(\r\x12\x16\n\x0eready_replicas\x18\x06 \x01(\r\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12/\n\x0b\x64\x65ployed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcompleted\x18\n \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x04\"=\n\x07\x43ompute\x12\x12\n\ncpu_millis\x18\x01 \x01(\r\x12\x11\n\tmem_bytes\x18\x02 \x01(\x04\x12\x0b\n\x03gpu\x18\x03 \x01(\r\"\xac\x03\n\x0b\x41utoscaling\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\r\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x15\n\rinit_replicas\x18\x03 \x01(\r\x12\x18\n\x10target_in_flight\x18\x04 \x01(\x01\x12\x1f\n\x17max_replica_concurrency\x18\x05 \x01(\r\x12)\n\x06window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\x1e\x64ownscale_stabilization_period\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cupscale_stabilization_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_downscale_factor\x18\t \x01(\x01\x12\x1a\n\x12max_upscale_factor\x18\n \x01(\x01\x12\x1b\n\x13\x64ownscale_tolerance\x18\x0b \x01(\x01\x12\x19\n\x11upscale_tolerance\x18\x0c \x01(\x01\"\xc2\x05\n\x07\x41piSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0chandler_path\x18\x03 \x01(\t\x12\x1b\n\x13handler_config_json\x18\x04 \x01(\x0c\x12\x13\n\x0bpython_path\x18\x05 \x01(\t\x12)\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1c.cortado.v1.ApiSpec.EnvEntry\x12\x11\n\tlog_level\x18\x07 \x01(\t\x12$\n\x07\x63ompute\x18\x08 \x01(\x0b\x32\x13.cortado.v1.Compute\x12,\n\x0b\x61utoscaling\x18\t \x01(\x0b\x32\x17.cortado.v1.Autoscaling\x12\x17\n\x0fmax_concurrency\x18\n \x01(\r\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x31\n\x0e\x62\x61tch_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x0e \x01(\r\x12\x18\n\x10queue_max_length\x18\x0f \x01(\x04\x12,\n\tretention\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbundle_object\x18\x11 \x01(\t\x12\x15\n\rbundle_sha256\x18\x12 \x01(\t\x12/\n\x0b\x64\x65ployed_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65pendencies_pip\x18\x14 \x01(\t\x12\x1a\n\x12\x64\x65pendencies_shell\x18\x15 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x16 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_total\x18\x03 \x01(\x04\x12\x13\n\x0bmemory_free\x18\x04 \x01(\x04\"\xb0\x01\n\rReplicaStatus\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.cortado.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x0f\n\x07replica\x18\x06 \x01(\r\x12\x11\n\tcompleted\x18\x07 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x04\"\xe4\x01\n\x0c\x45xecutorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12!\n\x04gpus\x18\x03 \x03(\x0b\x32\x13.cortado.v1.GpuInfo\x12\x12\n\ncpu_millis\x18\x04 \x01(\r\x12\x11\n\tmem_bytes\x18\x05 \x01(\x04\x12+\n\x08replicas\x18\x06 \x03(\x0b\x32\x19.cortado.v1.ReplicaStatus\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\t\"V\n\x10ReplicaPlacement\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\"Y\n\x12\x45xecutorPlacements\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12.\n\x08replicas\x18\x02 \x03(\x0b\x32\x1c.cortado.v1.ReplicaPlacement\"\x10\n\x0eGetInfoRequest\"9\n\x0fGetInfoResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.cortado.v1.ExecutorInfo*\x96\x01\n\x08\x41piState\x12\x19\n\x15\x41PI_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_STATE_STARTING\x10\x01\x12\x12\n\x0e\x41PI_STATE_LIVE\x10\x02\x12\x14\n\x10\x41PI_STATE_FAILED\x10\x03\x12\x19\n\x15\x41PI_STATE_UNPLACEABLE\x10\x04\x12\x12\n\x0e\x41PI_STATE_IDLE\x10\x05*\x98\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x17\n\x13REPLICA_STATE_READY\x10\x02\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x03\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x04\x32\xb7\x04\n\tScheduler\x12?\n\x06\x44\x65ploy\x12\x19.cortado.v1.DeployRequest\x1a\x1a.cortado.v1.DeployResponse\x12H\n\tDeleteApi\x12\x1c.cortado.v1.DeleteApiRequest\x1a\x1d.cortado.v1.DeleteApiResponse\x12\x45\n\x08ListApis\x12\x1b.cortado.v1.ListApisRequest\x1a\x1c.cortado.v1.ListApisResponse\x12N\n\x0b\x44\x65scribeApi\x12\x1e.cortado.v1.DescribeApiRequest\x1a\x1f.cortado.v1.DescribeApiResponse\x12M\n\nStreamLogs\x12\x1d.cortado.v1.StreamLogsRequest\x1a\x1e.cortado.v1.StreamLogsResponse0\x01\x12Z\n\x0fListDeadLetters\x12\".cortado.v1.ListDeadLettersRequest\x1a#.cortado.v1.ListDeadLettersResponse\x12]\n\x10ReplayDeadLetter\x12#.cortado.v1.ReplayDeadLetterRequest\x1a$.cortado.v1.ReplayDeadLetterResponse2N\n\x08\x45xecutor\x12\x42\n\x07GetInfo\x12\x1a.cortado.v1.GetInfoRequest\x1a\x1b.cortado.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APISPEC_ENVENTRY']._loaded_options = None
   _globals['_APISPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_APISTATE']._serialized_start=2815
-  _globals['_APISTATE']._serialized_end=2965
-  _globals['_REPLICASTATE']._serialized_start=2968
-  _globals['_REPLICASTATE']._serialized_end=3120
+  _globals['_APISTATE']._serialized_start=3230
+  _globals['_APISTATE']._serialized_end=3380
+  _globals['_REPLICASTATE']._serialized_start=3383
+  _globals['_REPLICASTATE']._serialized_end=3535
   _globals['_DEPLOYREQUEST']._serialized_start=105
   _globals['_DEPLOYREQUEST']._serialized_end=178
   _globals['_DEPLOYRESPONSE']._serialized_start=180
@@ -59,32 +59,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMLOGSREQUEST']._serialized_end=556
   _globals['_STREAMLOGSRESPONSE']._serialized_start=558
   _globals['_STREAMLOGSRESPONSE']._serialized_end=592
-  _globals['_APISTATUS']._serialized_start=595
-  _globals['_APISTATUS']._serialized_end=860
-  _globals['_COMPUTE']._serialized_start=862
-  _globals['_COMPUTE']._serialized_end=923
-  _globals['_AUTOSCALING']._serialized_start=926
-  _globals['_AUTOSCALING']._serialized_end=1354
-  _globals['_APISPEC']._serialized_start=1357
-  _globals['_APISPEC']._serialized_end=2063
-  _globals['_APISPEC_ENVENTRY']._serialized_start=2021
-  _globals['_APISPEC_ENVENTRY']._serialized_end=2063
-  _globals['_GPUINFO']._serialized_start=2065
-  _globals['_GPUINFO']._serialized_end=2146
-  _globals['_REPLICASTATUS']._serialized_start=2149
-  _globals['_REPLICASTATUS']._serialized_end=2325
-  _globals['_EXECUTORINFO']._serialized_start=2328
-  _globals['_EXECUTORINFO']._serialized_end=2556
-  _globals['_REPLICAPLACEMENT']._serialized_start=2558
-  _globals['_REPLICAPLACEMENT']._serialized_end=2644
-  _globals['_EXECUTORPLACEMENTS']._serialized_start=2646
-  _globals['_EXECUTORPLACEMENTS']._serialized_end=2735
-  _globals['_GETINFOREQUEST']._serialized_start=2737
-  _globals['_GETINFOREQUEST']._serialized_end=2753
-  _globals['_GETINFORESPONSE']._serialized_start=2755
-  _globals['_GETINFORESPONSE']._serialized_end=2812
-  _globals['_SCHEDULER']._serialized_start=3123
-  _globals['_SCHEDULER']._serialized_end=3503
-  _globals['_EXECUTOR']._serialized_start=3505
-  _globals['_EXECUTOR']._serialized_end=3583
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=594
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=632
+  _globals['_DEADLETTER']._serialized_start=635
+  _globals['_DEADLETTER']._serialized_end=841
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=843
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=914
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=916
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=967
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=969
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=1007
+  _globals['_APISTATUS']._serialized_start=1010
+  _globals['_APISTATUS']._serialized_end=1275
+  _globals['_COMPUTE']._serialized_start=1277
+  _globals['_COMPUTE']._serialized_end=1338
+  _globals['_AUTOSCALING']._serialized_start=1341
+  _globals['_AUTOSCALING']._serialized_end=1769
+  _globals['_APISPEC']._serialized_start=1772
+  _globals['_APISPEC']._serialized_end=2478
+  _globals['_APISPEC_ENVENTRY']._serialized_start=2436
+  _globals['_APISPEC_ENVENTRY']._serialized_end=2478
+  _globals['_GPUINFO']._serialized_start=2480
+  _globals['_GPUINFO']._serialized_end=2561
+  _globals['_REPLICASTATUS']._serialized_start=2564
+  _globals['_REPLICASTATUS']._serialized_end=2740
+  _globals['_EXECUTORINFO']._serialized_start=2743
+  _globals['_EXECUTORINFO']._serialized_end=2971
+  _globals['_REPLICAPLACEMENT']._serialized_start=2973
+  _globals['_REPLICAPLACEMENT']._serialized_end=3059
+  _globals['_EXECUTORPLACEMENTS']._serialized_start=3061
+  _globals['_EXECUTORPLACEMENTS']._serialized_end=3150
+  _globals['_GETINFOREQUEST']._serialized_start=3152
+  _globals['_GETINFOREQUEST']._serialized_end=3168
+  _globals['_GETINFORESPONSE']._serialized_start=3170
+  _globals['_GETINFORESPONSE']._serialized_end=3227
+  _globals['_SCHEDULER']._serialized_start=3538
+  _globals['_SCHEDULER']._serialized_end=4105
+  _globals['_EXECUTOR']._serialized_start=4107
+  _globals['_EXECUTOR']._serialized_end=4185
 # @@protoc_insertion_point(module_scope)

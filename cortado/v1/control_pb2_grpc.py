@@ -60,6 +60,16 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.StreamLogsResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/cortado.v1.Scheduler/ListDeadLetters',
+                request_serializer=cortado_dot_v1_dot_control__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/cortado.v1.Scheduler/ReplayDeadLetter',
+                request_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -102,6 +112,23 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters answers the requests of an API that failed because
+        Cortado gave up on them (their handler's process kept dying, or no
+        outcome could be recorded), newest first, while they are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """ReplayDeadLetter queues a dead letter's request again, with its body,
+        under a new id, and removes the dead letter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +156,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.StreamLogsRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +304,60 @@ class Scheduler:
             '/cortado.v1.Scheduler/StreamLogs',
             cortado_dot_v1_dot_control__pb2.StreamLogsRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/ListDeadLetters',
+            cortado_dot_v1_dot_control__pb2.ListDeadLettersRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/ReplayDeadLetter',
+            cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

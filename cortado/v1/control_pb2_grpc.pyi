@@ -48,6 +48,15 @@ class SchedulerStub:
     """StreamLogs streams an API's recent log lines, then, when asked to follow,
     each new line as its handler processes write it.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]
+    """ListDeadLetters answers the requests of an API that failed because
+    Cortado gave up on them (their handler's process kept dying, or no
+    outcome could be recorded), newest first, while they are kept.
+    """
+    ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReplayDeadLetterRequest, _control_pb2.ReplayDeadLetterResponse]
+    """ReplayDeadLetter queues a dead letter's request again, with its body,
+    under a new id, and removes the dead letter.
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -65,6 +74,15 @@ class SchedulerAsyncStub(SchedulerStub):
     StreamLogs: _aio.UnaryStreamMultiCallable[_control_pb2.StreamLogsRequest, _control_pb2.StreamLogsResponse]  # type: ignore[assignment]
     """StreamLogs streams an API's recent log lines, then, when asked to follow,
     each new line as its handler processes write it.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_control_pb2.ListDeadLettersRequest, _control_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """ListDeadLetters answers the requests of an API that failed because
+    Cortado gave up on them (their handler's process kept dying, or no
+    outcome could be recorded), newest first, while they are kept.
+    """
+    ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_control_pb2.ReplayDeadLetterRequest, _control_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
+    """ReplayDeadLetter queues a dead letter's request again, with its body,
+    under a new id, and removes the dead letter.
     """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +128,27 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_control_pb2.StreamLogsResponse], _abc.AsyncIterator[_control_pb2.StreamLogsResponse]]:
         """StreamLogs streams an API's recent log lines, then, when asked to follow,
         each new line as its handler processes write it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _control_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListDeadLettersResponse, _abc.Awaitable[_control_pb2.ListDeadLettersResponse]]:
+        """ListDeadLetters answers the requests of an API that failed because
+        Cortado gave up on them (their handler's process kept dying, or no
+        outcome could be recorded), newest first, while they are kept.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetter(
+        self,
+        request: _control_pb2.ReplayDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_control_pb2.ReplayDeadLetterResponse]]:
+        """ReplayDeadLetter queues a dead letter's request again, with its body,
+        under a new id, and removes the dead letter.
         """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -43,6 +43,10 @@ MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 
+DEAD_ERROR_TYPE = "Cortado-Error-Type"
+DEAD_ERROR_MESSAGE = "Cortado-Error-Message"
+"""Headers of a dead letter: why Cortado gave up on the request (services/scheduler/deadletters.py reads them)."""
+
 REDELIVERY_MAX_DELAY = 30.0
 """Longest wait before a request handed back again and again is delivered anew (seconds)."""
 
@@ -228,7 +232,23 @@ class Dispatcher:
             f"or unreachable, or its executors kept stopping); giving up after {self._max_deliveries} deliveries "
             "(CORTADO_MAX_DELIVERIES)"
         )
-        await self._write_final(held, failed, revision)
+        await self._bury(held, failed)
+        await self._write_final(held, failed, revision, keep_payload=True)
+
+    async def _bury(self, held: _Held, failed: records_pb2.RequestRecord) -> None:
+        """Keep the request Cortado gives up on as a dead letter (its work item, body included) for replay."""
+        headers = {k: v for k, v in (held.msg.headers or {}).items() if k in TRACE_HEADERS}
+        headers[DEAD_ERROR_TYPE] = failed.error.type
+        headers[DEAD_ERROR_MESSAGE] = failed.error.message[:1000].replace("\r", " ").replace("\n", " ")
+        try:
+            await self._js.publish(
+                names.dead_subject(held.item.api, held.item.id),
+                held.msg.data,
+                stream=names.DEAD_STREAM,
+                headers=headers,
+            )
+        except Exception as exc:
+            log.warning("dead letter not kept", extra={"id": held.item.id, "error": repr(exc)})
 
     async def _check_redelivery(self, held: _Held) -> bool:
         """Whether a redelivered request should run; acks it (finished already, or given up) when not."""
@@ -249,7 +269,8 @@ class Dispatcher:
                 f"the handler's process died while handling this request {died} times; "
                 f"giving up after max_retries={self._spec.max_retries}"
             )
-            await self._write_final(held, failed, revision)
+            await self._bury(held, failed)
+            await self._write_final(held, failed, revision, keep_payload=True)
             return False
         held.revision = revision
         held.attempts = died + 1
@@ -358,8 +379,13 @@ class Dispatcher:
         revision = await held.marked if held.marked is not None else held.revision
         await self._write_final(held, final, revision)
 
-    async def _write_final(self, held: _Held, final: records_pb2.RequestRecord, revision: int) -> None:
-        """Write the final record (retried across a NATS fail-over), count it, ack; back to the queue if it can't."""
+    async def _write_final(
+        self, held: _Held, final: records_pb2.RequestRecord, revision: int, keep_payload: bool = False
+    ) -> None:
+        """Write the final record (retried across a NATS fail-over), count it, ack; back to the queue if it can't.
+
+        A large body is deleted with it, unless keep_payload (a dead letter still names it).
+        """
         written = False
         for attempt in range(RECORD_ATTEMPTS):
             try:
@@ -386,7 +412,8 @@ class Dispatcher:
             if self._traced:
                 _trace_queue_wait(held, final)
         await self._ack(held)
-        await self._drop_payload(held.item)
+        if not keep_payload:
+            await self._drop_payload(held.item)
 
     # Holding and letting go.
 

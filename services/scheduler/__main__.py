@@ -12,6 +12,7 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
+from services.scheduler.deadletters import ensure_dead_stream
 from services.scheduler.kube import KubeServices
 from services.scheduler.lease import Lease
 from services.scheduler.logs import ensure_logs_stream
@@ -39,6 +40,7 @@ async def main() -> None:
     await natsutil.object_store(js, names.PAYLOADS_STORE)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
     await ensure_logs_stream(js)
+    await ensure_dead_stream(js)
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
     reconciler = Reconciler(

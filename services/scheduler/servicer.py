@@ -11,6 +11,7 @@ from cortado import metrics
 from cortado.mirror import KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.deadletters import NoSuchDeadLetterError, list_dead_letters, replay_dead_letter
 from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import ApiBusyError, DeployError, Registry, UnknownApiError
@@ -123,6 +124,29 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         if spec is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
         return control_pb2.DescribeApiResponse(api=await self._status(spec))
+
+    async def ListDeadLetters(
+        self, request: control_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ListDeadLettersResponse:
+        if self._registry.apis.get(request.name) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        return control_pb2.ListDeadLettersResponse(dead_letters=await list_dead_letters(self._js, request.name))
+
+    async def ReplayDeadLetter(
+        self, request: control_pb2.ReplayDeadLetterRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ReplayDeadLetterResponse:
+        if self._registry.apis.get(request.name) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        try:
+            new_id = await replay_dead_letter(self._js, request.name, request.id)
+        except NoSuchDeadLetterError:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"API {request.name!r} has no dead letter {request.id!r} (never failed that way, replayed already, "
+                "or expired)",
+            )
+        return control_pb2.ReplayDeadLetterResponse(id=new_id)
 
     async def StreamLogs(
         self, request: control_pb2.StreamLogsRequest, context: grpc.aio.ServicerContext
