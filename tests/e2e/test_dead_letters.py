@@ -1,4 +1,4 @@
-"""Dead letters: a request Cortado gives up on is kept, listed by `cortado dead-letters`, replayed by `cortado replay`."""
+"""Dead letters: requests Cortado gave up on, listed by `cortado dead-letters` and replayed by `cortado replay`."""
 
 from __future__ import annotations
 
