@@ -190,12 +190,6 @@ async def placements_bucket(js: JetStreamContext) -> KeyValue:
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
-async def kv_put(js: JetStreamContext, bucket: str, key: str, value: bytes, msg_ttl: float | None = None) -> int:
-    """Write key whatever it holds, optionally expiring after msg_ttl seconds; the new revision."""
-    ack = await js.publish(f"$KV.{bucket}.{key}", value, msg_ttl=msg_ttl)
-    return int(ack.seq)
-
-
 async def kv_put_if(
     js: JetStreamContext, bucket: str, key: str, value: bytes, last: int, msg_ttl: float | None = None
 ) -> int:

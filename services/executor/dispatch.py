@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
 
 from cortado import metrics, names, natsutil, records, tracing
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
@@ -65,6 +66,8 @@ class _Held:
     started: records_pb2.RequestRecord = field(default_factory=records_pb2.RequestRecord)
     marked: asyncio.Task[int] | None = None
     """The in_progress write, started when the job is sent; its result is the record's revision."""
+    finished: bool = False
+    """The in_progress write found a final record: a delivery the broker repeated (it lost the ack in a crash)."""
 
 
 class Dispatcher:
@@ -317,11 +320,24 @@ class Dispatcher:
             self._writer.write(frame(handler_pb2.ToHandler(jobs=jobs)))
 
     async def _mark(self, held: _Held) -> int:
-        """Write in_progress (the handler may start before it lands); the record's revision, 0 if it failed."""
+        """Write in_progress (the handler may start before it lands); the record's revision, 0 if it failed.
+
+        A first delivery creates the record, and finds nothing there, unless the broker delivered the request
+        again as a first one (it lost its ack and delivery count in a crash): then a final record is never
+        overwritten (the request is marked finished and its new outcome dropped), and an in_progress one counts
+        one more attempt, as any redelivery does.
+        """
         try:
             if held.revision == 0:
-                # A first delivery can only find the request absent or in_queue: no read needed.
-                return await self._store.put(held.item.id, held.started, self._retention)
+                try:
+                    return await self._store.create(held.item.id, held.started, self._retention)
+                except KeyWrongLastSequenceError:
+                    stored, held.revision = await self._store.read(held.item.id)
+                    if stored is not None and records.is_final(stored.status):
+                        held.finished = True
+                        return held.revision
+                    if stored is not None and stored.status == records_pb2.REQUEST_STATUS_IN_PROGRESS:
+                        held.started.attempts = stored.attempts + 1
             _, _, revision = await self._store.advance(held.item.id, held.started, held.revision, self._retention)
             return revision
         except Exception as exc:
@@ -377,6 +393,11 @@ class Dispatcher:
                 final.error.type = outcome.error.type[:200]
                 final.error.message = cut_message(outcome.error.message)
         revision = await held.marked if held.marked is not None else held.revision
+        if held.finished:
+            # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.
+            await self._ack(held)
+            await self._drop_payload(held.item)
+            return
         await self._write_final(held, final, revision)
 
     async def _write_final(

@@ -27,13 +27,13 @@ class RecordStore:
             return None, entry.revision or 0
         return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
 
-    async def put(self, request_id: str, new: records_pb2.RequestRecord, retention_seconds: float) -> int:
-        """Write new whatever is stored (only for states nothing else can have overtaken); its revision.
+    async def create(self, request_id: str, new: records_pb2.RequestRecord, retention_seconds: float) -> int:
+        """Write new only where the request has no record yet; its revision. KeyWrongLastSequenceError otherwise.
 
         Like every record, it expires after retention_seconds (at least 1), should nothing overwrite it.
         """
-        return await natsutil.kv_put(
-            self._js, names.REQUESTS_BUCKET, request_id, new.SerializeToString(), max(1.0, retention_seconds)
+        return await natsutil.kv_put_if(
+            self._js, names.REQUESTS_BUCKET, request_id, new.SerializeToString(), 0, max(1.0, retention_seconds)
         )
 
     async def advance(
