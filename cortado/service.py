@@ -21,10 +21,17 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message a service takes or sends: above the 32 MiB body limit Envoy enforces,
 so an oversized body is answered 413 by Envoy rather than RESOURCE_EXHAUSTED (429) by gRPC."""
 
+MAX_PENDING_CALLS = 16384
+"""Calls a service has received but not started yet (a burst: thousands of long polls arriving at once). Past it
+gRPC sheds new calls at random, answering CANCELLED, until twice as many; gRPC's own default is 1,000 (3,000), which
+Envoy's budget for waiting calls alone (8,192) exceeds."""
+
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
 ]
 
 

@@ -89,13 +89,13 @@ class LongPolls:
             self.sockets.append(connection)
 
     def answered(self) -> list[bytes]:
-        """The start of every answer that came back so far (each poll should still be waiting)."""
+        """Every answer that came back so far (each poll should still be waiting)."""
         replies = []
         for key, _ in self._selector.select(timeout=0):
             connection = key.fileobj
             assert isinstance(connection, socket.socket)
             try:
-                replies.append(connection.recv(200))
+                replies.append(connection.recv(4096))
             except OSError as exc:
                 replies.append(repr(exc).encode())
         return replies
