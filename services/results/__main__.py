@@ -18,7 +18,7 @@ async def main() -> None:
     js = nc.jetstream()
     apis = await natsutil.api_registry(js)
     requests = await natsutil.requests_bucket(js)
-    waiters = RecordWaiters(nc)
+    waiters = RecordWaiters(nc, requests)
     await waiters.start()
 
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)

@@ -11,13 +11,17 @@ from collections.abc import AsyncIterator, Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 
-from cortado import names
+from cortado import lookup, names
 from cortado.v1 import records_pb2
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[records_pb2.RequestRecord], None]
+
+LATE_CHECKS = (0.1, 0.9)
+"""Seconds after a subscription opens (then after that) at which its record is read again (see _check_late)."""
 
 
 class Followed:
@@ -49,11 +53,13 @@ class RecordWaiters:
     callers wait for, and nothing of the others (no stream of every write to keep up
     with, however many requests go through). A caller subscribes, then reads the
     bucket: NATS handles a connection's subscription before the read that follows it,
-    so every write lands in the read or reaches the subscription.
+    so a write lands in the read or reaches the subscription — except one NATS received just before the
+    subscription and stored just after the read, which the late checks (a read 0.1 s and 1 s on) catch.
     """
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, requests: KeyValue) -> None:
         self._nc = nc
+        self._requests = requests
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._subs: dict[str, Subscription | None] = {}
         """Per followed id, its subscription (None while it is being opened)."""
@@ -76,10 +82,35 @@ class RecordWaiters:
 
     async def _listen(self, request_id: str, listener: Listener) -> None:
         self._listeners[request_id].add(listener)
-        if request_id not in self._subs:
-            self._subs[request_id] = await self._nc.subscribe(
-                names.REQUESTS_SUBJECT_PREFIX + request_id, cb=self._on_msg
-            )
+        if request_id in self._subs:
+            return
+        self._subs[request_id] = None
+        sub = await self._nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + request_id, cb=self._on_msg)
+        if request_id in self._subs and self._subs[request_id] is None:
+            self._subs[request_id] = sub
+            task = asyncio.get_running_loop().create_task(self._check_late(request_id, sub))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        else:
+            # Forgotten (and perhaps followed again) while it opened: the newer state wins.
+            _unsubscribe_later(sub)
+
+    async def _check_late(self, request_id: str, sub: Subscription) -> None:
+        """Read the record again a moment after the subscription opened, then once more, while it is followed.
+
+        NATS delivers a write to subscribers as it arrives and stores it a moment later: a write that arrived
+        just before the subscription and was not stored yet when the caller read escapes both. These reads
+        find it (one or two reads, only for waits that last that long).
+        """
+        for delay in LATE_CHECKS:
+            await asyncio.sleep(delay)
+            if self._subs.get(request_id) is not sub:
+                return
+            with contextlib.suppress(Exception):
+                record = await lookup.stored(self._requests, request_id)
+                listeners = self._listeners.get(request_id)
+                if record is not None and listeners:
+                    for listener in list(listeners):
+                        listener(record)
 
     async def _on_msg(self, msg: Msg) -> None:
         request_id = msg.subject[len(names.REQUESTS_SUBJECT_PREFIX) :]
