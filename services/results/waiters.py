@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[records_pb2.RequestRecord], None]
 
-LATE_CHECKS = (0.1, 0.9)
-"""Seconds after a subscription opens (then after that) at which its record is read again (see _check_late)."""
+LATE_CHECK_SECONDS = 0.1
+"""How long after its subscription opened a followed record that has had no write since is read again."""
 
 
 class Followed:
@@ -54,7 +54,7 @@ class RecordWaiters:
     with, however many requests go through). A caller subscribes, then reads the
     bucket: NATS handles a connection's subscription before the read that follows it,
     so a write lands in the read or reaches the subscription — except one NATS received just before the
-    subscription and stored just after the read, which the late checks (a read 0.1 s and 1 s on) catch.
+    subscription and stored just after the read, which the late check (a read 0.1 s on) catches.
     """
 
     def __init__(self, nc: Client, requests: KeyValue) -> None:
@@ -95,22 +95,22 @@ class RecordWaiters:
             _unsubscribe_later(sub)
 
     async def _check_late(self, request_id: str, sub: Subscription) -> None:
-        """Read the record again a moment after the subscription opened, then once more, while it is followed.
+        """Read the record again a moment after its subscription opened, unless a write reached it meanwhile.
 
         NATS delivers a write to subscribers as it arrives and stores it a moment later: a write that arrived
-        just before the subscription and was not stored yet when the caller read escapes both. These reads
-        find it (one or two reads, only for waits that last that long).
+        just before the subscription and was not stored yet when the caller read escapes both. Such a write is
+        the last one the caller would see before the next (a final record: none ever follows), so a
+        subscription that has received nothing is read again once, when the moment is surely past.
         """
-        for delay in LATE_CHECKS:
-            await asyncio.sleep(delay)
-            if self._subs.get(request_id) is not sub:
-                return
-            with contextlib.suppress(Exception):
-                record = await lookup.stored(self._requests, request_id)
-                listeners = self._listeners.get(request_id)
-                if record is not None and listeners:
-                    for listener in list(listeners):
-                        listener(record)
+        await asyncio.sleep(LATE_CHECK_SECONDS)
+        if self._subs.get(request_id) is not sub or sub.delivered:
+            return
+        with contextlib.suppress(Exception):
+            record = await lookup.stored(self._requests, request_id)
+            listeners = self._listeners.get(request_id)
+            if record is not None and listeners:
+                for listener in list(listeners):
+                    listener(record)
 
     async def _on_msg(self, msg: Msg) -> None:
         request_id = msg.subject[len(names.REQUESTS_SUBJECT_PREFIX) :]
