@@ -345,22 +345,42 @@ def nats_config(
     monitor_port: int = 0,
     credentials: Mapping[str, natsauth.NatsCredentials] | None = None,
     sync_interval: str = NATS_SYNC_INTERVAL,
+    max_file_store: str = "",
 ) -> str:
-    """nats-server configuration: JetStream on file storage (fsynced every sync_interval, or `always`), Cortado's
-    message limit, the service users and their permissions (when credentials are given), and (when a port is
-    given) the HTTP monitoring endpoint (`/varz`, `/jsz`) on loopback."""
+    """nats-server configuration: JetStream on file storage (fsynced every sync_interval, or `always`; at most
+    max_file_store bytes when given, such as `4GB`), Cortado's message limit, the service users and their
+    permissions (when credentials are given), and (when a port is given) the HTTP monitoring endpoint (`/varz`,
+    `/jsz`) on loopback."""
     if not re.fullmatch(r"always|[1-9][0-9]*(ms|s|m|h)", sync_interval):
         raise MeshError(f"CORTADO_NATS_SYNC_INTERVAL must be `always` or a duration such as 2m, got {sync_interval!r}")
+    if max_file_store and not re.fullmatch(r"[1-9][0-9]*(KB|MB|GB|TB)?", max_file_store):
+        raise MeshError(f"CORTADO_NATS_MAX_FILE_STORE must be a size such as 4GB, got {max_file_store!r}")
+    limit = f"  max_file_store: {max_file_store}\n" if max_file_store else ""
     text = (
         f"listen: {listen}:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
-        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: {json.dumps(sync_interval)}\n}}\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: {json.dumps(sync_interval)}\n"
+        f"{limit}}}\n"
     )
     if credentials:
         text += natsauth.authorization_config(credentials)
     if monitor_port:
         text += f"http: 127.0.0.1:{monitor_port}\n"
     return text
+
+
+LOCAL_STORE_LIMITS = {
+    "CORTADO_REQUESTS_MAX_BYTES": str(512 * 1024**2),
+    "CORTADO_PAYLOADS_MAX_BYTES": str(1024**3),
+    "CORTADO_BUNDLES_MAX_BYTES": str(256 * 1024**2),
+    "CORTADO_IDEMPOTENCY_MAX_BYTES": str(64 * 1024**2),
+    "CORTADO_DEAD_MAX_BYTES": str(64 * 1024**2),
+    "CORTADO_LOGS_MAX_BYTES": str(256 * 1024**2),
+    "CORTADO_QUEUE_MAX_BYTES": str(64 * 1024**2),
+}
+"""Byte limits of the local mesh's buckets and streams (its `env` overrides them): JetStream reserves each from
+its storage, which on a developer's machine is 75% of the free disk; these reserve about 2.2 GiB, plus 64 MiB per
+API."""
 
 
 @dataclass
@@ -418,6 +438,7 @@ class LocalMesh:
 
     def _service_env(self, module: str = "") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+        env.update(LOCAL_STORE_LIMITS)
         if module:
             env["CORTADO_NATS_USER"] = module
             env["CORTADO_NATS_PASSWORD_FILE"] = str(natsauth.password_file(self.credentials_dir, module))
@@ -487,13 +508,14 @@ class LocalMesh:
     def start_nats(self, name: str = "nats") -> None:
         """Start one nats-server with JetStream on file storage under the workdir (in a cluster: with routes)."""
         config = self.workdir / f"{name}.conf"
-        sync_interval = {**os.environ, **self.env}.get("CORTADO_NATS_SYNC_INTERVAL") or NATS_SYNC_INTERVAL
+        settings = {**os.environ, **self.env}
         text = nats_config(
             self.ports[name],
             self.workdir / f"jetstream-{name}",
             monitor_port=self.ports.get(f"{name}-monitor", 0),
             credentials=self.credentials,
-            sync_interval=sync_interval,
+            sync_interval=settings.get("CORTADO_NATS_SYNC_INTERVAL") or NATS_SYNC_INTERVAL,
+            max_file_store=settings.get("CORTADO_NATS_MAX_FILE_STORE", ""),
         )
         if self.nats_cluster > 1:
             route = self.credentials[natsauth.ROUTE_USER]

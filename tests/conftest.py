@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,23 @@ def _mktemp_open_to_handlers(self: pytest.TempPathFactory, basename: str, number
 
 pytest.TempPathFactory.mktemp = _mktemp_open_to_handlers  # type: ignore[method-assign]
 os.umask(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Temporary folders of this session's own, in a root no other session touches.
+
+    pytest closes its shared root (`pytest-of-<user>`) to other users whenever a session starts: with a
+    second session on the machine, handlers of this one would lose their way to its folders.
+    """
+    if config.option.basetemp is None:
+        config.option.basetemp = str(Path(tempfile.gettempdir()) / f"cortado-tests-{os.getpid()}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's temporary folders when every test passed (a failure's logs stay for reading)."""
+    if exitstatus == 0 and session.config.option.basetemp:
+        shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
+
 
 # Tests deploy many small APIs on the one executor: let it host them all.
 MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5"}

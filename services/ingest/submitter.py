@@ -25,7 +25,10 @@ from services.ingest.queuelimit import QueueFullError, QueueLimits
 log = logging.getLogger(__name__)
 
 # JetStream error codes that mean the API's queue is full (discard-new limits).
-_QUEUE_FULL_CODES = {10077, 10047, 10078}
+_QUEUE_FULL_CODES = {10077, 10078}
+# JetStream error codes that mean the server's storage itself is full (insufficient resources): no queue is.
+_STORE_FULL_CODES = {10023, 10047}
+STORE_FULL_RETRY_SECONDS = 5
 RETRY_AFTER_SECONDS = 1
 MAX_IDEMPOTENCY_KEY = 256
 _NO_LIMIT = 2**63
@@ -219,6 +222,14 @@ class Submitter:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the queue of API {api!r} is full; retry after {RETRY_AFTER_SECONDS}s",
                 retry_after=RETRY_AFTER_SECONDS,
+            )
+        if isinstance(exc, APIError) and exc.err_code in _STORE_FULL_CODES:
+            metrics.REQUESTS_REJECTED.labels(api, "store_full").inc()
+            log.error("the store is full; submits are refused", extra={"api": api, "error": exc.description})
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"Cortado's store is full, so the request was not queued; retry after {STORE_FULL_RETRY_SECONDS}s",
+                retry_after=STORE_FULL_RETRY_SECONDS,
             )
         log.error("enqueue failed", extra={"api": api, "error": repr(exc)})
         return Refused(grpc.StatusCode.UNAVAILABLE, "the request could not be queued; it is safe to retry")

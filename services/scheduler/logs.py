@@ -13,6 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageTyp
 from nats.js.errors import NotFoundError
 
 from cortado import names, natsutil
+from cortado.env import Env
 
 LOGS_MAX_AGE_SECONDS = 24 * 3600.0
 LOGS_MAX_BYTES = 1024**3
@@ -27,7 +28,7 @@ async def ensure_logs_stream(js: JetStreamContext) -> None:
         subjects=[names.logs_subject("*")],
         storage=StorageType.FILE,
         max_age=LOGS_MAX_AGE_SECONDS,
-        max_bytes=LOGS_MAX_BYTES,
+        max_bytes=Env().integer("LOGS_MAX_BYTES", LOGS_MAX_BYTES, minimum=1024),
         discard=DiscardPolicy.OLD,
         num_replicas=natsutil.replicas(),
     )

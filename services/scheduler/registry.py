@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -26,6 +26,10 @@ from cortado.v1 import control_pb2
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+_NO_ROOM_CODES = {10023, 10047}
+"""JetStream's "insufficient (storage) resources": the stream's byte limit cannot be reserved."""
 
 
 class DeployError(Exception):
@@ -149,10 +153,19 @@ class Registry:
             num_replicas=natsutil.replicas(),
         )
         try:
-            await self._js.stream_info(stream.name or "")
-            await self._js.update_stream(stream)
-        except NotFoundError:
-            await self._js.add_stream(stream)
+            try:
+                await self._js.stream_info(stream.name or "")
+                await self._js.update_stream(stream)
+            except NotFoundError:
+                await self._js.add_stream(stream)
+        except APIError as exc:
+            if exc.err_code not in _NO_ROOM_CODES:
+                raise
+            raise DeployError(
+                f"{spec.name}: JetStream has no room left for this API's queue, which reserves "
+                f"{stream.max_bytes:,} bytes (CORTADO_QUEUE_MAX_BYTES): give NATS more storage (its max_file_store) "
+                "or lower that setting, or delete an API you no longer need"
+            ) from exc
         await self._js.add_consumer(
             stream.name or "",
             ConsumerConfig(

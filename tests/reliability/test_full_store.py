@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import grpc
 import nats
 import pytest
 
@@ -81,3 +82,18 @@ def test_a_full_requests_store_neither_loops_nor_loses_an_accepted_request(priva
     # Exactly one final record each: it reads the same however often it is read.
     for request_id, body in finals.items():
         assert http.get(f"/{api.name}/{request_id}").json() == body
+
+
+def test_an_api_whose_queue_finds_no_room_in_the_store_is_refused_at_deploy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The mesh's buckets and streams reserve about 2.2 GiB of the 3 GB NATS may store; a queue of 2 GiB does not fit.
+    with private_mesh(
+        tmp_path_factory.mktemp("no-room"), CORTADO_NATS_MAX_FILE_STORE="3GB", CORTADO_QUEUE_MAX_BYTES=str(2 * 1024**3)
+    ) as cramped:
+        with pytest.raises(grpc.RpcError) as refused:
+            cramped.deploy()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        message = refused.value.details() or ""
+        assert "JetStream has no room left for this API's queue, which reserves 2,147,483,648 bytes" in message
+        assert "(CORTADO_QUEUE_MAX_BYTES): give NATS more storage (its max_file_store) or lower that setting" in message
