@@ -11,8 +11,14 @@ from typing import Any, TypeVar
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
-from nats.js.errors import APIError, BucketNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -158,6 +164,14 @@ async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
             return await js.create_object_store(bucket, config)
 
     return await _while_jetstream_starts(bucket, attempt)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream if it does not exist yet (an existing one keeps its configuration)."""
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
 
 
 async def requests_bucket(js: JetStreamContext) -> KeyValue:

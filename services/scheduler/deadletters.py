@@ -48,10 +48,7 @@ async def ensure_dead_stream(js: JetStreamContext) -> None:
         discard=DiscardPolicy.OLD,
         num_replicas=natsutil.replicas(),
     )
-    try:
-        await js.stream_info(names.DEAD_STREAM)
-    except NotFoundError:
-        await js.add_stream(config)
+    await natsutil.ensure_stream(js, config)
 
 
 async def list_dead_letters(js: JetStreamContext, api: str) -> list[control_pb2.DeadLetter]:

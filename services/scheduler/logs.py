@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
 from cortado import names, natsutil
 from cortado.env import Env
@@ -32,10 +31,7 @@ async def ensure_logs_stream(js: JetStreamContext) -> None:
         discard=DiscardPolicy.OLD,
         num_replicas=natsutil.replicas(),
     )
-    try:
-        await js.stream_info(names.LOGS_STREAM)
-    except NotFoundError:
-        await js.add_stream(config)
+    await natsutil.ensure_stream(js, config)
 
 
 async def stream_logs(js: JetStreamContext, api: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
