@@ -331,12 +331,14 @@ class Replica:
                 restarting = restarting or message.restarting
                 if message.ready and self._dispatcher is None:
                     ready_at = loop.time()
+                    # The process says how many jobs it takes at once; never more than its API allows.
+                    most = max(1, self.spec.max_concurrency) * max(1, self.spec.max_batch_size)
                     self._dispatcher = Dispatcher(
                         self.spec,
                         self._context.js,
                         self._context.store,
                         writer,
-                        message.room,
+                        min(message.room, most),
                         self._context.ack_wait_seconds,
                         self._count,
                         self._context.max_deliveries,
