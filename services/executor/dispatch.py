@@ -97,6 +97,8 @@ class Dispatcher:
         self._capacity = self._room * 2
         """Requests held at once: the process's room plus as many prepared, ready to send."""
         self._held: dict[str, _Held] = {}
+        self._arriving = 0
+        """Messages delivered whose _prepare has not finished yet."""
         self._ready: deque[_Held] = deque()
         self._in_process: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,13 +165,15 @@ class Dispatcher:
         if self._stopping.is_set():
             self._spawn(_nak(msg))
             return
+        # Counted at once: until _prepare holds it, it still takes a place the next pull must not ask for.
+        self._arriving += 1
         self._spawn(self._prepare(msg))
 
     async def _pull(self, feed: PullFeed) -> None:
         while not self._stopping.is_set():
             if feed.expired():
                 feed.forget()
-            space = self._capacity - len(self._held) - feed.outstanding
+            space = self._capacity - len(self._held) - self._arriving - feed.outstanding
             if feed.outstanding == 0 and space > 0:
                 try:
                     await feed.request(space)
@@ -188,6 +192,13 @@ class Dispatcher:
 
     async def _prepare(self, msg: Msg) -> None:
         """Decide whether the request runs, fetch its body, and queue it for the process."""
+        try:
+            await self._prepare_arrived(msg)
+        finally:
+            self._arriving -= 1
+            self._space.set()
+
+    async def _prepare_arrived(self, msg: Msg) -> None:
         try:
             item = records_pb2.WorkItem.FromString(msg.data)
         except Exception:
