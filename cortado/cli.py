@@ -1,5 +1,6 @@
 """`cortado`: deploy and inspect APIs, submit requests and read results, run the local mesh."""
 
+# ruff: noqa: E402 (gRPC's log level is set before the imports that load gRPC: see below)
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+# gRPC's core would log a failed TLS handshake on stderr at INFO; the CLI says in one line what went wrong instead.
+# It reads the level once, when imported: hence before the imports that load it. (`cortado up` starts the mesh
+# with the caller's own setting.)
+_GRPC_VERBOSITY = os.environ.get("GRPC_VERBOSITY")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import grpc
 
 from cortado.client import Client, SchedulerClient
@@ -21,6 +28,7 @@ from cortado.mesh import cortado_home, read_state
 from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size, pack_project
 from cortado.records import STATUS_NAMES, rfc3339
 from cortado.runtime import dumps_json, loads_json
+from cortado.tls import CA_SETTING, TlsError
 from cortado.v1 import control_pb2, records_pb2
 
 API_STATES = {
@@ -70,8 +78,13 @@ def _token() -> str:
     return token
 
 
+def _ca(options: argparse.Namespace) -> str:
+    """The CA file the scheduler's certificate must chain to: --ca, else $CORTADO_SCHEDULER_CA (empty: plain text)."""
+    return str(options.ca or os.environ.get(CA_SETTING, ""))
+
+
 def _scheduler(options: argparse.Namespace) -> SchedulerClient:
-    return SchedulerClient(_endpoints(options)[0], _token())
+    return SchedulerClient(_endpoints(options)[0], _token(), _ca(options))
 
 
 def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
@@ -355,8 +368,11 @@ def cmd_up(options: argparse.Namespace) -> int:
     if options.fresh:
         argv.append("--fresh")
     log_path = home / "mesh.log"
+    env = dict(os.environ)
+    if _GRPC_VERBOSITY is None:
+        env.pop("GRPC_VERBOSITY", None)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     kept = "cleared first" if options.fresh else "APIs and requests of earlier runs kept; --fresh starts empty"
     _progress(f"starting the local mesh (state: {home / 'mesh'}, {kept}; log: {log_path}) ...")
     deadline = time.monotonic() + options.timeout
@@ -395,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
     common.add_argument("--scheduler", help="scheduler gRPC address (default: the local mesh's, or $CORTADO_SCHEDULER)")
     common.add_argument("--endpoint", help="public gRPC address (default: the local mesh's, or $CORTADO_ENDPOINT)")
+    common.add_argument(
+        "--ca",
+        metavar="FILE",
+        help=f"connect to the scheduler with TLS, trusting the CA certificate (PEM) in FILE (default: ${CA_SETTING}; "
+        "neither: plain text, as the local mesh's scheduler serves)",
+    )
 
     parser = argparse.ArgumentParser(prog="cortado", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -468,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         return int(options.run(options))
-    except (CliError, ConfigError, ProjectError) as exc:
+    except (CliError, ConfigError, ProjectError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except grpc.RpcError as exc:
         code = exc.code()

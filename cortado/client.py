@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from google.api import httpbody_pb2
 
 from cortado.project import find_config, pack_project
 from cortado.service import MAX_MESSAGE_BYTES
+from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
 from cortado.v1 import control_pb2, control_pb2_grpc, public_pb2, public_pb2_grpc, records_pb2
 
 _CHANNEL_OPTIONS = [
@@ -123,10 +125,23 @@ def _watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchMa
 
 
 class SchedulerClient:
-    """Deploys, lists, describes and deletes APIs through the scheduler's gRPC port."""
+    """Deploys, lists, describes and deletes APIs through the scheduler's gRPC port.
 
-    def __init__(self, address: str, token: str = "") -> None:
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    ca: the PEM file of the CA that signed the scheduler's certificate: connect with TLS, as a scheduler listening
+    beyond loopback requires (empty: plain text, as the local mesh's scheduler on loopback serves). TlsError when
+    that file cannot be used, and from any call whose connection failed at TLS: a certificate the CA did not sign
+    (or made out to other names than the address's host), a scheduler serving TLS to a plain-text client, or the
+    other way round.
+    """
+
+    def __init__(self, address: str, token: str = "", ca: str | Path = "") -> None:
+        self._address = address
+        self._ca_file = str(ca)
+        self._ca = load_ca(ca) if ca else None
+        if self._ca is None:
+            self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(address, channel_credentials(self._ca), options=_CHANNEL_OPTIONS)
         self._stub = control_pb2_grpc.SchedulerStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -140,6 +155,18 @@ class SchedulerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _explained(self) -> Iterator[None]:
+        """A call that failed to connect because of TLS raises TlsError saying why, not gRPC's UNAVAILABLE."""
+        try:
+            yield
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                reason = diagnose(self._address, self._ca, self._ca_file)
+                if reason:
+                    raise TlsError(reason) from None
+            raise
+
     def deploy(self, project_dir: Path) -> control_pb2.DeployResponse:
         """Package the project folder and deploy its APIs.
 
@@ -152,40 +179,50 @@ class SchedulerClient:
     def deploy_bundle(self, config_name: str, config_yaml: bytes, bundle: bytes) -> control_pb2.DeployResponse:
         """Deploy an already packaged project (see deploy)."""
         request = control_pb2.DeployRequest(config_name=config_name, config_yaml=config_yaml, bundle=bundle)
-        reply: control_pb2.DeployResponse = self._stub.Deploy(request, timeout=120, metadata=self._metadata)
+        with self._explained():
+            reply: control_pb2.DeployResponse = self._stub.Deploy(request, timeout=120, metadata=self._metadata)
         return reply
 
     def delete(self, name: str, force: bool = False) -> None:
         """Delete an API (grpc.RpcError NOT_FOUND if it is not deployed, FAILED_PRECONDITION while it has work)."""
         request = control_pb2.DeleteApiRequest(name=name, force=force)
-        self._stub.DeleteApi(request, timeout=30, metadata=self._metadata)
+        with self._explained():
+            self._stub.DeleteApi(request, timeout=30, metadata=self._metadata)
 
     def list(self) -> list[control_pb2.ApiStatus]:
         """Every deployed API's status."""
-        return list(self._stub.ListApis(control_pb2.ListApisRequest(), timeout=30, metadata=self._metadata).apis)
+        with self._explained():
+            reply = self._stub.ListApis(control_pb2.ListApisRequest(), timeout=30, metadata=self._metadata)
+        return list(reply.apis)
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
         """The API's last `tail` log lines (JSON, one per item), then with follow every new one."""
         request = control_pb2.StreamLogsRequest(name=name, tail=tail, follow=follow)
-        for reply in self._stub.StreamLogs(request, metadata=self._metadata):
-            yield bytes(reply.line)
+        with self._explained():
+            for reply in self._stub.StreamLogs(request, metadata=self._metadata):
+                yield bytes(reply.line)
 
     def dead_letters(self, name: str) -> builtins.list[control_pb2.DeadLetter]:
         """The API's requests Cortado gave up on, newest first (grpc.RpcError NOT_FOUND for an unknown API)."""
         request = control_pb2.ListDeadLettersRequest(name=name)
-        reply = self._stub.ListDeadLetters(request, timeout=30, metadata=self._metadata)
+        with self._explained():
+            reply = self._stub.ListDeadLetters(request, timeout=30, metadata=self._metadata)
         return list(reply.dead_letters)
 
     def replay(self, name: str, request_id: str) -> str:
         """Queue a dead letter's request again; its new id (grpc.RpcError NOT_FOUND when there is no such letter)."""
         request = control_pb2.ReplayDeadLetterRequest(name=name, id=request_id)
-        reply: control_pb2.ReplayDeadLetterResponse = self._stub.ReplayDeadLetter(
-            request, timeout=30, metadata=self._metadata
-        )
+        with self._explained():
+            reply: control_pb2.ReplayDeadLetterResponse = self._stub.ReplayDeadLetter(
+                request, timeout=30, metadata=self._metadata
+            )
         return reply.id
 
     def describe(self, name: str) -> control_pb2.ApiStatus:
         """One API's status (grpc.RpcError NOT_FOUND if it is not deployed)."""
         request = control_pb2.DescribeApiRequest(name=name)
-        reply: control_pb2.DescribeApiResponse = self._stub.DescribeApi(request, timeout=30, metadata=self._metadata)
+        with self._explained():
+            reply: control_pb2.DescribeApiResponse = self._stub.DescribeApi(
+                request, timeout=30, metadata=self._metadata
+            )
         return reply.api

@@ -29,7 +29,7 @@ from string import Template
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cortado import natsauth
+from cortado import natsauth, tls
 from cortado.runtime import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,9 +135,16 @@ class ManagedProcess:
             return ""
 
 
-def grpc_serving(address: str, service: str = "") -> bool:
-    """Whether the gRPC health service at address answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def grpc_serving(address: str, service: str = "", ca_file: str = "") -> bool:
+    """Whether the gRPC health service at address answers SERVING (with ca_file: over TLS, trusting that CA).
+
+    The health checks of deploy/ run it too: a scheduler serving TLS is checked with ca_file.
+    """
+    if ca_file:
+        channel = grpc.secure_channel(address, tls.channel_credentials(tls.load_ca(ca_file)))
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

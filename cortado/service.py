@@ -70,6 +70,8 @@ class _RefuseWhenStopping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 class ServiceRunner:
     """Owns a grpc.aio server with `grpc.health.v1` health and stops it in order on SIGTERM or SIGINT.
 
+    It listens in plain text, or with `credentials` (grpc.ssl_server_credentials) on a TLS port only.
+
     Order of the stop: health NOT_SERVING, stop taking calls (in-flight ones get
     `grace` seconds), then the `on_stop` callbacks (drain NATS and the like).
     """
@@ -82,6 +84,7 @@ class ServiceRunner:
         grace: float = 10.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_receive_bytes: int = MAX_MESSAGE_BYTES,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.name = name
         self.address = address
@@ -102,6 +105,7 @@ class ServiceRunner:
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._on_stopping: list[Callable[[], None]] = []
         self.port = 0
+        self._credentials = credentials
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run callback after the gRPC server stopped, in the order registered."""
@@ -117,13 +121,16 @@ class ServiceRunner:
 
     async def start(self) -> None:
         """Bind and start serving; health says SERVING for every registered service."""
-        self.port = self.server.add_insecure_port(self.address)
+        if self._credentials is None:
+            self.port = self.server.add_insecure_port(self.address)
+        else:
+            self.port = self.server.add_secure_port(self.address, self._credentials)
         if self.port == 0:
             raise RuntimeError(f"{self.name}: cannot listen on {self.address} (Address already in use, or not local)")
         await self.server.start()
         for service in self._service_names:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"address": self.address, "port": self.port})
+        log.info("serving", extra={"address": self.address, "port": self.port, "tls": self._credentials is not None})
 
     async def run_until_stopped(self) -> None:
         """Serve until SIGTERM/SIGINT or request_stop(), then stop in order."""

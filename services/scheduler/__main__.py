@@ -10,6 +10,7 @@ from cortado.auth import TokenInterceptor
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
+from cortado.tls import server_credentials
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.deadletters import ensure_dead_stream
@@ -56,7 +57,12 @@ async def main() -> None:
     )
     interceptors = [TokenInterceptor(settings.token)] if settings.token else []
     runner = ServiceRunner(
-        "scheduler", settings.address, ["cortado.v1.Scheduler"], settings.grace_seconds, interceptors
+        "scheduler",
+        settings.address,
+        ["cortado.v1.Scheduler"],
+        settings.grace_seconds,
+        interceptors,
+        credentials=server_credentials(settings.tls) if settings.tls else None,
     )
     control_pb2_grpc.add_SchedulerServicer_to_server(
         SchedulerServicer(registry, reconciler, executors, js), runner.server

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortado.env import Env, SettingsError
+from cortado.tls import TlsError, load_server_pair
 
 MIN_TOKEN_LENGTH = 32
 """Fewest characters a scheduler token may have: the token guards deploying code, so it must not be guessable."""
@@ -30,6 +31,25 @@ def _token(env: Env) -> str:
             "(for example `openssl rand -hex 32`)"
         )
     return token
+
+
+TLS_CERT_SETTING = "CORTADO_SCHEDULER_TLS_CERT"
+TLS_KEY_SETTING = "CORTADO_SCHEDULER_TLS_KEY"
+
+
+def _tls(env: Env) -> tuple[bytes, bytes] | None:
+    """The scheduler's (certificate chain, private key), read and checked at start; None when neither is set."""
+    cert = env.text("SCHEDULER_TLS_CERT", "")
+    key = env.text("SCHEDULER_TLS_KEY", "")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        given, missing = (TLS_CERT_SETTING, TLS_KEY_SETTING) if cert else (TLS_KEY_SETTING, TLS_CERT_SETTING)
+        raise SettingsError(f"{given} is set but {missing} is not: the scheduler serves TLS with both or neither")
+    try:
+        return load_server_pair(cert, key, TLS_CERT_SETTING, TLS_KEY_SETTING)
+    except TlsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _is_loopback(address: str) -> bool:
@@ -57,19 +77,31 @@ class SchedulerSettings:
     scheduler_id: str
     grace_seconds: float
     metrics_address: str
+    tls: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    """(certificate chain, private key), PEM, from CORTADO_SCHEDULER_TLS_CERT and _KEY: serve TLS only.
+    None: plain text, allowed on a loopback address only."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
         """Read `CORTADO_*` variables; SettingsError names a malformed one.
 
-        Deploying runs code: listening anywhere but on loopback requires a token.
+        Deploying runs code: listening anywhere but on loopback requires a token, and TLS so that neither the
+        token nor the code deployed crosses the network in clear.
         """
         env = env or Env()
         settings = cls._read(env)
-        if not settings.token and not _is_loopback(settings.address):
+        if _is_loopback(settings.address):
+            return settings
+        if not settings.token:
             raise SettingsError(
                 f"the scheduler listens on {settings.address}, not a loopback address: set CORTADO_SCHEDULER_TOKEN "
                 "(or CORTADO_SCHEDULER_TOKEN_FILE), which every control-plane call must then present"
+            )
+        if settings.tls is None:
+            raise SettingsError(
+                f"the scheduler listens on {settings.address}, not a loopback address: set {TLS_CERT_SETTING} and "
+                f"{TLS_KEY_SETTING} (PEM files: its certificate and private key), so that it serves TLS and "
+                "neither the token nor the code deployed crosses the network in clear"
             )
         return settings
 
@@ -92,4 +124,5 @@ class SchedulerSettings:
             grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),
+            tls=_tls(env),
         )

@@ -267,3 +267,26 @@ def test_the_compose_file_ships_no_scheduler_token_and_fails_clearly_without_one
     )
     token = "0123456789abcdef" * 4
     assert interpolate(value, {"CORTADO_SCHEDULER_TOKEN": token}) == token
+
+
+def test_the_scheduler_serves_tls_with_its_compose_secrets_and_its_health_check_trusts_their_ca() -> None:
+    document = compose()
+    scheduler = document["services"]["scheduler"]
+    env = scheduler["environment"]
+    mounted = {secret["source"]: secret for secret in scheduler["secrets"]}
+    assert env["CORTADO_SCHEDULER_ADDRESS"] == "0.0.0.0:50053"
+    assert env["CORTADO_SCHEDULER_TLS_CERT"] == f"/run/secrets/{mounted['scheduler-tls-cert']['target']}"
+    assert env["CORTADO_SCHEDULER_TLS_KEY"] == f"/run/secrets/{mounted['scheduler-tls-key']['target']}"
+    assert (mounted["scheduler-tls-key"]["uid"], mounted["scheduler-tls-key"]["mode"]) == ("10001", "0400")
+    for name in ("scheduler-tls-cert", "scheduler-tls-key", "scheduler-tls-ca"):
+        # From a variable: Compose copies it into the container with the owner and mode asked. A file secret is
+        # bind-mounted as the host has it, which the scheduler's user (10001) may not be allowed to read.
+        assert list(document["secrets"][name]) == ["environment"]
+        assert mounted[name]["uid"] == "10001"
+    ca = f"/run/secrets/{mounted['scheduler-tls-ca']['target']}"
+    assert scheduler["healthcheck"]["test"] == [
+        "CMD",
+        "python",
+        "-c",
+        f"from cortado.mesh import grpc_serving; grpc_serving('127.0.0.1:50053', ca_file='{ca}') or exit(1)",
+    ]

@@ -215,8 +215,15 @@ def test_nats_servers_go_one_at_a_time_and_warn_their_clients_first() -> None:
 def test_each_service_is_ready_and_alive_by_grpc_health_on_its_own_port(name: str) -> None:
     [container] = containers(find(base_documents(), "Deployment", name))
     port = GRPC_PORTS[name]
-    assert container["readinessProbe"]["grpc"] == {"port": port}
-    assert container["livenessProbe"]["grpc"] == {"port": port}
+    if name == "scheduler":
+        # It serves TLS, which Kubernetes' own gRPC probe does not speak: the same check, over TLS, from inside.
+        ca = scheduler_tls_mount(container) + "/ca.crt"
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["exec"]["command"] == scheduler_health_check(port, ca)
+            assert container[probe]["timeoutSeconds"] >= 5
+    else:
+        assert container["readinessProbe"]["grpc"] == {"port": port}
+        assert container["livenessProbe"]["grpc"] == {"port": port}
     assert port in [p["containerPort"] for p in container["ports"]]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[f"CORTADO_{name.upper()}_ADDRESS"].endswith(f":{port}")
@@ -295,7 +302,47 @@ def test_the_local_overlay_runs_cpu_executors_without_keda() -> None:
     assert of_kind(docs, "ScaledObject") == []
 
 
-# --- control plane: RBAC, network policy ---------------------------------------------------------------
+# --- control plane: TLS, RBAC, network policy ----------------------------------------------------------
+
+
+def scheduler_health_check(port: int, ca: str) -> list[str]:
+    """The command that asks the scheduler's health over TLS, trusting the CA file ca (cortado.mesh.grpc_serving)."""
+    return [
+        "python",
+        "-c",
+        f"from cortado.mesh import grpc_serving; grpc_serving('127.0.0.1:{port}', ca_file='{ca}') or exit(1)",
+    ]
+
+
+def scheduler_tls_mount(container: dict[str, Any]) -> str:
+    """Where the scheduler's container mounts the Secret cortado-scheduler-tls."""
+    [volume] = [
+        v
+        for v in find(base_documents(), "Deployment", "scheduler")["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == "cortado-scheduler-tls"
+    ]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    return str(mount["mountPath"])
+
+
+def test_the_scheduler_serves_tls_with_the_certificate_and_key_of_its_secret() -> None:
+    deployment = find(base_documents(), "Deployment", "scheduler")
+    [container] = containers(deployment)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CORTADO_SCHEDULER_ADDRESS"] == "0.0.0.0:50053"
+    mount = scheduler_tls_mount(container)
+    assert env["CORTADO_SCHEDULER_TLS_CERT"] == f"{mount}/tls.crt"
+    assert env["CORTADO_SCHEDULER_TLS_KEY"] == f"{mount}/tls.key"
+    [volume] = [
+        v
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == "cortado-scheduler-tls"
+    ]
+    secret = volume["secret"]
+    assert {(i["key"], i["path"]) for i in secret["items"]} == {(k, k) for k in ("tls.crt", "tls.key", "ca.crt")}
+    # Readable by the pod's group (fsGroup 10001) only, as the NATS password is.
+    assert secret["defaultMode"] == 0o440
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
 
 
 def test_the_scheduler_may_create_and_delete_services_and_nothing_else() -> None:

@@ -159,7 +159,8 @@ def test_each_compose_service_reads_its_own_password_from_a_secret_file(name: st
     service = document["services"][name]
     env = service["environment"]
     assert env["CORTADO_NATS_USER"] == name
-    [secret] = service["secrets"]
+    # The scheduler's TLS files are secrets too (test_compose.py); one NATS password only.
+    [secret] = [s for s in service["secrets"] if s["source"].startswith("nats-")]
     assert secret["source"] == f"nats-{name}-password"
     assert env["CORTADO_NATS_PASSWORD_FILE"] == f"/run/secrets/{secret['target']}"
     # Owned by the image's user, readable by it alone (Compose copies a secret from the environment as root:root 0444
@@ -182,9 +183,15 @@ def test_compose_holds_no_password_in_a_services_environment() -> None:
         if name != "nats":
             values = " ".join(map(str, service.get("environment", {}).values()))
             assert not re.search(r"CORTADO_NATS_\w*PASSWORD\b", values), f"{name} gets a NATS password"
-    # The secrets' sources are exactly nats's password variables, the admin's excepted (no service is admin).
-    sources = {s["environment"] for s in document["secrets"].values()}
+    # The secrets' sources are exactly nats's password variables, the admin's excepted (no service is admin), and the
+    # scheduler's TLS files.
+    sources = {s["environment"] for name, s in document["secrets"].items() if not name.startswith("scheduler-tls-")}
     assert sources == {nats_password_variable(user) for user in SERVICES}
+    assert {name for name in document["secrets"] if name.startswith("scheduler-tls-")} == {
+        "scheduler-tls-cert",
+        "scheduler-tls-key",
+        "scheduler-tls-ca",
+    }
 
 
 def k8s_workloads(docs: list[Doc]) -> list[Doc]:

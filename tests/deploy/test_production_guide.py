@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cortado.env import Env
 from cortado.natsauth import PERMISSIONS, ROUTE_USER
+from services.scheduler.config import SchedulerSettings
 from tests.deploy.manifests import BASE, DEPLOY, ROOT, base_documents, find, load_all, nats_password_variable
 
 GUIDE = ROOT / "docs" / "production.md"
@@ -32,10 +37,13 @@ def test_the_guide_walks_from_kubectl_apply_to_a_first_request() -> None:
     text = GUIDE.read_text()
     order = [
         "docker build -f deploy/docker/Dockerfile.service",
-        "kubectl -n cortado create secret generic cortado-scheduler",
+        "mkdir -p -m 700 ~/.cortado/tls",
+        "kubectl -n cortado create secret generic cortado-scheduler ",
+        "kubectl -n cortado create secret generic cortado-scheduler-tls",
         "kubectl -n cortado create secret generic cortado-nats",
         "kubectl apply -k deploy/k8s/overlays/production",
         "kubectl -n cortado port-forward svc/scheduler 50053",
+        'export CORTADO_SCHEDULER_CA="$HOME/.cortado/tls/ca.crt"',
         "cortado deploy examples/iris",
         'curl -s -X POST "http://$HOST:8888/iris"',
     ]
@@ -109,3 +117,70 @@ def test_the_docs_set_every_variable_compose_requires(document: Path) -> None:
     if loop:
         exported |= {nats_password_variable(user) for user in loop.group(1).split()}
     assert required <= exported
+
+
+def tls_recipe() -> str:
+    """The guide's commands that make the scheduler's TLS files: the folder, then the subshell that fills it."""
+    match = re.search(r"^mkdir -p -m 700 ~/\.cortado/tls\n\(\n.*?\n\)$", GUIDE.read_text(), re.M | re.S)
+    assert match is not None, "the guide has no commands making ~/.cortado/tls"
+    return match.group(0)
+
+
+def test_the_guides_openssl_commands_make_a_certificate_the_scheduler_serves_and_its_clients_trust(
+    tmp_path: Path,
+) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    done = subprocess.run(
+        ["bash", "-euc", tls_recipe()],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / ".cortado" / "tls"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    settings = SchedulerSettings.from_env(
+        Env(
+            {
+                "CORTADO_SCHEDULER_ADDRESS": "0.0.0.0:50053",
+                "CORTADO_SCHEDULER_TOKEN": "0123456789abcdef" * 2,
+                "CORTADO_SCHEDULER_TLS_CERT": str(folder / "tls.crt"),
+                "CORTADO_SCHEDULER_TLS_KEY": str(folder / "tls.key"),
+            }
+        )
+    )
+    assert settings.tls is not None
+    # Every name the probes, port-forwarding and pods of the namespace dial; strict X.509 checks.
+    names = [["-verify_ip", "127.0.0.1"], ["-verify_hostname", "localhost"]]
+    names += [["-verify_hostname", name] for name in ("scheduler", "scheduler.cortado", "scheduler.cortado.svc")]
+    for name in names:
+        verify = [openssl, "verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", "ca.crt", *name, "tls.crt"]
+        checked = subprocess.run(verify, cwd=folder, capture_output=True, text=True, timeout=30, check=False)
+        assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+    wrong = [openssl, "verify", "-CAfile", "ca.crt", "-verify_hostname", "elsewhere", "tls.crt"]
+    assert subprocess.run(wrong, cwd=folder, capture_output=True, timeout=30, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("document", [GUIDE, DEPLOY / "README.md"], ids=lambda p: p.name)
+def test_the_tls_secret_the_docs_create_has_every_key_the_scheduler_mounts(document: Path) -> None:
+    command = create_secret_command(document.read_text(), "cortado-scheduler-tls")
+    files = dict(re.findall(r'--from-file=([\w.]+)="\$HOME/\.cortado/tls/([\w.]+)"', command))
+    assert files == {"tls.crt": "tls.crt", "tls.key": "tls.key", "ca.crt": "ca.crt"}
+    assert set(files) == secret_keys_read("cortado-scheduler-tls")
+
+
+@pytest.mark.parametrize("document", [GUIDE, DEPLOY / "README.md"], ids=lambda p: p.name)
+def test_the_docs_export_the_scheduler_tls_files_compose_hands_it(document: Path) -> None:
+    secrets = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["secrets"]
+    variables = {s["environment"] for name, s in secrets.items() if name.startswith("scheduler-tls-")}
+    assert variables == {"CORTADO_SCHEDULER_TLS_CERT_PEM", "CORTADO_SCHEDULER_TLS_KEY_PEM", "CORTADO_SCHEDULER_CA_PEM"}
+    exported = dict(re.findall(r'export (\w+_PEM)="\$\(cat ~/\.cortado/tls/([\w.]+)\)"', document.read_text()))
+    assert exported == {
+        "CORTADO_SCHEDULER_TLS_CERT_PEM": "tls.crt",
+        "CORTADO_SCHEDULER_TLS_KEY_PEM": "tls.key",
+        "CORTADO_SCHEDULER_CA_PEM": "ca.crt",
+    }
