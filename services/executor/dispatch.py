@@ -237,15 +237,23 @@ class Dispatcher:
         if stored is not None and records.is_final(stored.status):
             await self._ack(held)
             return
-        failed = _base_record(held.item, stored.attempts if stored is not None else 0)
-        failed.status = records_pb2.REQUEST_STATUS_FAILED
-        failed.finished_at.CopyFrom(records.now_timestamp())
-        failed.error.type = "DeliveryLimitExceeded"
-        failed.error.message = (
+        await self._abandon(
+            held,
+            stored.attempts if stored is not None else 0,
+            revision,
+            "DeliveryLimitExceeded",
             f"the request was delivered {delivered} times without an outcome being recorded (the store was full "
             f"or unreachable, or its executors kept stopping); giving up after {self._max_deliveries} deliveries "
-            "(CORTADO_MAX_DELIVERIES)"
+            "(CORTADO_MAX_DELIVERIES)",
         )
+
+    async def _abandon(self, held: _Held, attempts: int, revision: int, kind: str, message: str) -> None:
+        """Fail a request Cortado gives up on: kept as a dead letter, then its final record (body kept for replay)."""
+        failed = _base_record(held.item, attempts)
+        failed.status = records_pb2.REQUEST_STATUS_FAILED
+        failed.finished_at.CopyFrom(records.now_timestamp())
+        failed.error.type = kind
+        failed.error.message = message
         await self._bury(held, failed)
         await self._write_final(held, failed, revision, keep_payload=True)
 
@@ -275,16 +283,14 @@ class Dispatcher:
         # record says a handler started and its process died.
         died = stored.attempts if stored is not None and stored.status == records_pb2.REQUEST_STATUS_IN_PROGRESS else 0
         if died > self._spec.max_retries:
-            failed = _base_record(held.item, died)
-            failed.status = records_pb2.REQUEST_STATUS_FAILED
-            failed.finished_at.CopyFrom(records.now_timestamp())
-            failed.error.type = "HandlerProcessDied"
-            failed.error.message = (
+            await self._abandon(
+                held,
+                died,
+                revision,
+                "HandlerProcessDied",
                 f"the handler's process died while handling this request {died} times; "
-                f"giving up after max_retries={self._spec.max_retries}"
+                f"giving up after max_retries={self._spec.max_retries}",
             )
-            await self._bury(held, failed)
-            await self._write_final(held, failed, revision, keep_payload=True)
             return False
         held.revision = revision
         held.attempts = died + 1
