@@ -107,11 +107,6 @@ class Dispatcher:
         self._payloads: Any = None
         self._traced = tracing.enabled()
 
-    @property
-    def in_process(self) -> int:
-        """Jobs sent to the process and not yet answered."""
-        return len(self._in_process)
-
     def stop(self) -> None:
         """Stop pulling (the process is draining or gone)."""
         self._stopping.set()

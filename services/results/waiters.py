@@ -75,11 +75,6 @@ class RecordWaiters:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
 
-    @property
-    def subscriptions(self) -> int:
-        """Ids followed right now (one subscription each)."""
-        return len(self._subs)
-
     async def _listen(self, request_id: str, listener: Listener) -> None:
         self._listeners[request_id].add(listener)
         if request_id in self._subs:
