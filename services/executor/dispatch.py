@@ -4,9 +4,11 @@ The handler process runs user code and holds no broker connection. For each of i
 processes the executor keeps one Dispatcher, which pulls from the API's durable
 consumer, decides what may run (a redelivery whose request already finished is just
 acknowledged; one past `max_retries` fails with HandlerProcessDied), sends jobs over
-the channel while the process has room, marks them `in_progress` without waiting,
-keeps JetStream's ack timer from firing on long handlers, writes each outcome with
-compare-and-set and the retention TTL, and only then acknowledges. When the process
+the channel while the process has room, marks them `in_progress` once they have
+run IN_PROGRESS_AFTER seconds (a request that finishes sooner goes straight from the
+queue to its final record: one write instead of two), keeps JetStream's ack timer
+from firing on long handlers, writes each outcome with compare-and-set and the
+retention TTL, and only then acknowledges. When the process
 dies, the requests it held go back to the queue at once, counted as an attempt.
 """
 
@@ -48,6 +50,9 @@ DEAD_ERROR_TYPE = "Cortado-Error-Type"
 DEAD_ERROR_MESSAGE = "Cortado-Error-Message"
 """Headers of a dead letter: why Cortado gave up on the request (services/scheduler/deadletters.py reads them)."""
 
+IN_PROGRESS_AFTER = 0.025
+"""How long a job runs before its `in_progress` record is written (seconds); quicker ones never get one."""
+
 REDELIVERY_MAX_DELAY = 30.0
 """Longest wait before a request handed back again and again is delivered anew (seconds)."""
 
@@ -65,7 +70,9 @@ class _Held:
     attempts: int = 1
     started: records_pb2.RequestRecord = field(default_factory=records_pb2.RequestRecord)
     marked: asyncio.Task[int] | None = None
-    """The in_progress write, started when the job is sent; its result is the record's revision."""
+    """The in_progress write, due IN_PROGRESS_AFTER seconds after the job is sent; its result is the revision."""
+    marking: bool = False
+    """The in_progress write has begun (it is no longer just waiting for its moment)."""
     finished: bool = False
     """The in_progress write found a final record: a delivery the broker repeated (it lost the ack in a crash)."""
 
@@ -144,10 +151,9 @@ class Dispatcher:
                 extra={"api": self._spec.name, "count": len(lost), "died": process_died},
             )
         for held in lost:
-            if held.marked is not None:
-                # The in_progress record (with its attempt count) must land before the redelivery reads it.
-                with contextlib.suppress(Exception):
-                    await held.marked
+            # The in_progress record (with its attempt count) must land before the redelivery reads it.
+            with contextlib.suppress(Exception):
+                await self._settle_mark(held, write_now=True)
             await self._release(held, nak=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -313,7 +319,7 @@ class Dispatcher:
             held.started = _base_record(held.item, held.attempts)
             held.started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
             held.started.started_at.CopyFrom(records.now_timestamp())
-            held.marked = asyncio.create_task(self._mark(held))
+            held.marked = asyncio.create_task(self._mark_later(held))
             metrics.QUEUE_WAIT.labels(self._spec.name).observe(
                 _seconds_between(held.item.submitted_at, held.started.started_at)
             )
@@ -330,6 +336,31 @@ class Dispatcher:
             self._in_process.add(held.item.id)
         if jobs:
             self._writer.write(frame(handler_pb2.ToHandler(jobs=jobs)))
+
+    async def _mark_later(self, held: _Held) -> int:
+        """Write in_progress once the job has run IN_PROGRESS_AFTER seconds (unless _settle_mark cancels it)."""
+        await asyncio.sleep(IN_PROGRESS_AFTER)
+        held.marking = True
+        return await self._mark(held)
+
+    async def _settle_mark(self, held: _Held, write_now: bool) -> int:
+        """The record's revision once the in_progress write is settled.
+
+        A write already begun is awaited; one still waiting for its moment is called off, and done at once when
+        write_now (the attempt must be counted: the process died).
+        """
+        task = held.marked
+        if task is None:
+            return held.revision
+        if held.marking:
+            return await task
+        task.cancel()
+        held.marked = None
+        if not write_now:
+            return held.revision
+        held.marking = True
+        held.marked = asyncio.create_task(self._mark(held))
+        return await held.marked
 
     async def _mark(self, held: _Held) -> int:
         """Write in_progress (the handler may start before it lands); the record's revision, 0 if it failed.
@@ -374,8 +405,8 @@ class Dispatcher:
 
     async def _hand_back_unstarted(self, held: _Held) -> None:
         # It never ran: take back the attempt its in_progress record counted, then return it to the queue.
-        revision = await held.marked if held.marked is not None else held.revision
-        if revision:
+        revision = await self._settle_mark(held, write_now=False)
+        if revision and held.marking:
             undone = records_pb2.RequestRecord()
             undone.CopyFrom(held.started)
             undone.attempts = held.attempts - 1
@@ -404,7 +435,7 @@ class Dispatcher:
             else:
                 final.error.type = outcome.error.type[:200]
                 final.error.message = cut_message(outcome.error.message)
-        revision = await held.marked if held.marked is not None else held.revision
+        revision = await self._settle_mark(held, write_now=False)
         if held.finished:
             # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.
             await self._ack(held)

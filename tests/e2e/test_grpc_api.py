@@ -122,12 +122,17 @@ def test_watch_streams_in_queue_then_in_progress_then_completed_and_ends(grpc_cl
         lambda: grpc_client.get(held.name, blocker).status == S.REQUEST_STATUS_IN_PROGRESS,
         what="the blocker in progress",
     )
-    request_id = grpc_client.submit(held.name, as_json({"watched": True}), JSON)
+    blocker_release = held.held[-1]
+    # Held too, so that it runs long enough for its in_progress state to be recorded.
+    watched = held.hold()
+    request_id = grpc_client.submit(held.name, as_json(watched), JSON)
     states: list[records_pb2.RequestView] = []
     for view in grpc_client.watch(held.name, request_id, timeout=60):
         states.append(view)
         if len(states) == 1:
             # The current state comes first; let the queue move once it has.
+            blocker_release.touch()
+        elif len(states) == 2:
             held.release_all()
     assert [s.status for s in states] == [
         S.REQUEST_STATUS_IN_QUEUE,
@@ -135,7 +140,7 @@ def test_watch_streams_in_queue_then_in_progress_then_completed_and_ends(grpc_cl
         S.REQUEST_STATUS_COMPLETED,
     ], states
     assert all(s.id == request_id for s in states)
-    assert json.loads(states[-1].result_json) == {"echo": {"watched": True}}
+    assert json.loads(states[-1].result_json) == {"echo": watched}
     assert_recent(states[-1])
 
 

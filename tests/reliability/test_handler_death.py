@@ -37,7 +37,8 @@ def test_a_handler_process_killed_mid_request_is_redelivered_at_once_and_complet
     doomed = submit(http, api.name, json={"n": 1, "hold": 60, "first_only": True})
     queued = [submit(http, api.name, json={"n": n}) for n in range(2, 5)]
     (_, pid), *_ = eventually(lambda: api.starts(doomed), what="the first run began")
-    assert status_of(http, api.name, doomed) == "in_progress"
+    # Recorded once the handler has run a moment (dispatch.IN_PROGRESS_AFTER).
+    eventually(lambda: status_of(http, api.name, doomed) == "in_progress", what="in_progress recorded")
 
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()

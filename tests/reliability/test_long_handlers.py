@@ -52,7 +52,8 @@ def test_a_long_handler_whose_process_is_killed_is_redelivered_and_completes(pri
     http = private.http
     request_id = submit(http, api.name, json={"n": 7, "hold": 60, "first_only": True})
     (_, pid), *_ = eventually(lambda: api.starts(request_id), what="the first run began")
-    assert status_of(http, api.name, request_id) == "in_progress"
+    # Recorded once the handler has run a moment (dispatch.IN_PROGRESS_AFTER).
+    eventually(lambda: status_of(http, api.name, request_id) == "in_progress", what="in_progress recorded")
 
     os.kill(pid, signal.SIGKILL)
     body = final(http, api.name, request_id, timeout=60)

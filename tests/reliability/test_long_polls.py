@@ -55,6 +55,10 @@ def held(private: Private, api: RecordingApi) -> Iterator[str]:
     """A request the handler holds (in_progress) until the test ends."""
     request_id = submit(private.http, api.name, json={"n": 0, "hold": 120})
     eventually(lambda: api.starts(request_id), what="the held request running")
+    eventually(
+        lambda: private.http.get(f"/{api.name}/{request_id}").json()["status"] == "in_progress",
+        what="its in_progress state recorded",
+    )
     try:
         yield request_id
     finally:
