@@ -97,6 +97,87 @@ REPLICA_STATE_DRAINING: ReplicaState.ValueType  # 4
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
+class RotateWebhookSecretRequest(_message.Message):
+    """RotateWebhookSecretRequest names the API."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # noqa: Y015
+
+@_typing.final
+class RotateWebhookSecretResponse(_message.Message):
+    """RotateWebhookSecretResponse carries the new secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new secret, `whsec_` and base64 (the Standard Webhooks form)."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateWebhookSecretResponse: _TypeAlias = RotateWebhookSecretResponse  # noqa: Y015
+
+@_typing.final
+class WebhookSecrets(_message.Message):
+    """WebhookSecrets are an API's webhook signing secrets: the value of key
+    `<api>` in the webhook secrets bucket, which only the scheduler and the
+    webhook senders may read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_UNTIL_FIELD_NUMBER: _builtins.int
+    current: _builtins.str
+    """The secret webhooks are signed with, `whsec_` and base64."""
+    previous: _builtins.str
+    """The secret before the last rotation; webhooks are signed with it too
+    until `previous_until`.
+    """
+    @_builtins.property
+    def previous_until(self) -> _timestamp_pb2.Timestamp:
+        """When the previous secret stops signing."""
+
+    def __init__(
+        self,
+        *,
+        current: _builtins.str = ...,
+        previous: _builtins.str = ...,
+        previous_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_until", b"previous_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "previous", b"previous", "previous_until", b"previous_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookSecrets: _TypeAlias = WebhookSecrets  # noqa: Y015
+
+@_typing.final
 class DeployRequest(_message.Message):
     """DeployRequest carries a packaged project."""
 
@@ -136,8 +217,29 @@ class DeployResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class WebhookSecretsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APIS_FIELD_NUMBER: _builtins.int
     NOTICES_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SECRETS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def apis(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiStatus]:
         """The APIs created or updated, in configuration order."""
@@ -146,15 +248,22 @@ class DeployResponse(_message.Message):
     def notices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable notices (accepted but ignored keys and the like)."""
 
+    @_builtins.property
+    def webhook_secrets(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Webhook signing secrets made by this deploy, by API name: an API gets
+        one the first time it is deployed, shown here once.
+        """
+
     def __init__(
         self,
         *,
         apis: _abc.Iterable[Global___ApiStatus] | None = ...,
         notices: _abc.Iterable[_builtins.str] | None = ...,
+        webhook_secrets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "notices", b"notices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "notices", b"notices", "webhook_secrets", b"webhook_secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,6 +603,26 @@ class ApiStatus(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class QueuedByPriorityEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -505,6 +634,8 @@ class ApiStatus(_message.Message):
     DEPLOYED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
+    QUEUED_BY_PRIORITY_FIELD_NUMBER: _builtins.int
+    WEBHOOKS_UNDELIVERED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -525,9 +656,17 @@ class ApiStatus(_message.Message):
     """Requests its replicas completed since they started."""
     failed: _builtins.int
     """Requests its replicas failed since they started."""
+    webhooks_undelivered: _builtins.int
+    """Webhooks of the API's requests not delivered yet (pending or retrying)."""
     @_builtins.property
     def deployed_at(self) -> _timestamp_pb2.Timestamp:
         """When the API was last deployed."""
+
+    @_builtins.property
+    def queued_by_priority(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Requests waiting in the queue by priority (high, normal, low); their
+        sum is `queued`.
+        """
 
     def __init__(
         self,
@@ -543,10 +682,12 @@ class ApiStatus(_message.Message):
         deployed_at: _timestamp_pb2.Timestamp | None = ...,
         completed: _builtins.int = ...,
         failed: _builtins.int = ...,
+        queued_by_priority: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        webhooks_undelivered: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployed_at", b"deployed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "failed", b"failed", "in_flight", b"in_flight", "message", b"message", "name", b"name", "queued", b"queued", "ready_replicas", b"ready_replicas", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "failed", b"failed", "in_flight", b"in_flight", "message", b"message", "name", b"name", "queued", b"queued", "queued_by_priority", b"queued_by_priority", "ready_replicas", b"ready_replicas", "state", b"state", "version", b"version", "webhooks_undelivered", b"webhooks_undelivered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,6 +843,7 @@ class ApiSpec(_message.Message):
     DEPENDENCIES_PIP_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_SHELL_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -732,6 +874,10 @@ class ApiSpec(_message.Message):
     """Shell script run before the pip install, relative to the project root."""
     endpoint: _builtins.str
     """The HTTP path of the API (Cortex's networking.endpoint)."""
+    webhook_url: _builtins.str
+    """`webhook.url`: where the final record of each of its requests is POSTed
+    unless the request names its own (`Cortado-Webhook`); empty for none.
+    """
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment variables for the handler process."""
@@ -785,10 +931,11 @@ class ApiSpec(_message.Message):
         dependencies_pip: _builtins.str = ...,
         dependencies_shell: _builtins.str = ...,
         endpoint: _builtins.str = ...,
+        webhook_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "compute", b"compute", "deployed_at", b"deployed_at", "retention", b"retention", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "timeout", b"timeout", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "timeout", b"timeout", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

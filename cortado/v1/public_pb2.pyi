@@ -24,6 +24,56 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CancelRequestRequest(_message.Message):
+    """CancelRequestRequest names the request to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """Name (or endpoint) of the API the request was submitted to."""
+    id: _builtins.str
+    """The request id returned by Submit."""
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequestRequest: _TypeAlias = CancelRequestRequest  # noqa: Y015
+
+@_typing.final
+class CancelResponse(_message.Message):
+    """CancelResponse is the state of a cancelled request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> _records_pb2.RequestView:
+        """The request's state: REQUEST_STATUS_CANCELLED."""
+
+    def __init__(
+        self,
+        *,
+        request: _records_pb2.RequestView | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
+
+@_typing.final
 class SubmitRequest(_message.Message):
     """SubmitRequest carries one payload for one API."""
 
@@ -33,6 +83,8 @@ class SubmitRequest(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     api: _builtins.str
     """Name of the API (a DNS-1035 label)."""
     wait: _builtins.float
@@ -47,6 +99,15 @@ class SubmitRequest(_message.Message):
     the last 24 hours answers the first one's id and enqueues nothing. At
     most 256 characters. On SubmitStream, each item carries its own.
     """
+    priority: _records_pb2.Priority.ValueType
+    """Same meaning as the `Cortado-Priority` header (this field wins when set):
+    HIGH requests are dispatched before NORMAL (the default) and LOW ones.
+    """
+    webhook: _builtins.str
+    """Same meaning as the `Cortado-Webhook` header (this field wins when set):
+    an http(s) URL the request's final state is POSTed to, signed; it takes
+    the place of the API's `webhook.url`.
+    """
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
         """The payload: its bytes and Content-Type, exactly as the client sent them."""
@@ -58,10 +119,12 @@ class SubmitRequest(_message.Message):
         body: _httpbody_pb2.HttpBody | None = ...,
         wait: _builtins.float = ...,
         idempotency_key: _builtins.str = ...,
+        priority: _records_pb2.Priority.ValueType = ...,
+        webhook: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "body", b"body", "idempotency_key", b"idempotency_key", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "body", b"body", "idempotency_key", b"idempotency_key", "priority", b"priority", "wait", b"wait", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -245,6 +245,133 @@ class WaitingSubmission:
             _registered_method=True)
 
 
+class RequestsStub:
+    """Requests acts on requests already submitted. Served by the ingest service.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CancelRequest = channel.unary_unary(
+                '/cortado.v1.Requests/CancelRequest',
+                request_serializer=cortado_dot_v1_dot_public__pb2.CancelRequestRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/cortado.v1.Requests/Cancel',
+                request_serializer=cortado_dot_v1_dot_public__pb2.CancelRequestRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_public__pb2.CancelResponse.FromString,
+                _registered_method=True)
+
+
+class RequestsServicer:
+    """Requests acts on requests already submitted. Served by the ingest service.
+    """
+
+    def CancelRequest(self, request, context):
+        """CancelRequest cancels a request over HTTP: `DELETE /<api>/<id>`. A queued
+        request ends `cancelled` at once and never runs; a running one ends
+        `cancelled` at once and its handler is told to stop (see Cancel). The
+        answer is the request's state as `GET /<api>/<id>` shows it: 200 when it
+        is (now, or already) cancelled, 409 with its final state when it had
+        finished otherwise, 404 for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cancel(self, request, context):
+        """Cancel is CancelRequest for gRPC clients: the cancelled request's state;
+        FAILED_PRECONDITION naming its final status when it had finished
+        otherwise; NOT_FOUND for an unknown id. Cancelling twice answers the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RequestsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CancelRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRequest,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.CancelRequestRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.CancelRequestRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_public__pb2.CancelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cortado.v1.Requests', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cortado.v1.Requests', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Requests:
+    """Requests acts on requests already submitted. Served by the ingest service.
+    """
+
+    @staticmethod
+    def CancelRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Requests/CancelRequest',
+            cortado_dot_v1_dot_public__pb2.CancelRequestRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Requests/Cancel',
+            cortado_dot_v1_dot_public__pb2.CancelRequestRequest.SerializeToString,
+            cortado_dot_v1_dot_public__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ResultsStub:
     """Results serves the outcome of requests. Served by the results service.
     """

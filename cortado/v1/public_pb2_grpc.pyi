@@ -163,6 +163,76 @@ class WaitingSubmissionServicer(metaclass=_abc_1.ABCMeta):
 
 def add_WaitingSubmissionServicer_to_server(servicer: WaitingSubmissionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class RequestsStub:
+    """Requests acts on requests already submitted. Served by the ingest service."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> RequestsAsyncStub: ...
+    CancelRequest: _grpc.UnaryUnaryMultiCallable[_public_pb2.CancelRequestRequest, _httpbody_pb2.HttpBody]
+    """CancelRequest cancels a request over HTTP: `DELETE /<api>/<id>`. A queued
+    request ends `cancelled` at once and never runs; a running one ends
+    `cancelled` at once and its handler is told to stop (see Cancel). The
+    answer is the request's state as `GET /<api>/<id>` shows it: 200 when it
+    is (now, or already) cancelled, 409 with its final state when it had
+    finished otherwise, 404 for an unknown id.
+    """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_public_pb2.CancelRequestRequest, _public_pb2.CancelResponse]
+    """Cancel is CancelRequest for gRPC clients: the cancelled request's state;
+    FAILED_PRECONDITION naming its final status when it had finished
+    otherwise; NOT_FOUND for an unknown id. Cancelling twice answers the same.
+    """
+
+@_typing.type_check_only
+class RequestsAsyncStub(RequestsStub):
+    """Requests acts on requests already submitted. Served by the ingest service."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CancelRequest: _aio.UnaryUnaryMultiCallable[_public_pb2.CancelRequestRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """CancelRequest cancels a request over HTTP: `DELETE /<api>/<id>`. A queued
+    request ends `cancelled` at once and never runs; a running one ends
+    `cancelled` at once and its handler is told to stop (see Cancel). The
+    answer is the request's state as `GET /<api>/<id>` shows it: 200 when it
+    is (now, or already) cancelled, 409 with its final state when it had
+    finished otherwise, 404 for an unknown id.
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_public_pb2.CancelRequestRequest, _public_pb2.CancelResponse]  # type: ignore[assignment]
+    """Cancel is CancelRequest for gRPC clients: the cancelled request's state;
+    FAILED_PRECONDITION naming its final status when it had finished
+    otherwise; NOT_FOUND for an unknown id. Cancelling twice answers the same.
+    """
+
+class RequestsServicer(metaclass=_abc_1.ABCMeta):
+    """Requests acts on requests already submitted. Served by the ingest service."""
+
+    @_abc_1.abstractmethod
+    def CancelRequest(
+        self,
+        request: _public_pb2.CancelRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """CancelRequest cancels a request over HTTP: `DELETE /<api>/<id>`. A queued
+        request ends `cancelled` at once and never runs; a running one ends
+        `cancelled` at once and its handler is told to stop (see Cancel). The
+        answer is the request's state as `GET /<api>/<id>` shows it: 200 when it
+        is (now, or already) cancelled, 409 with its final state when it had
+        finished otherwise, 404 for an unknown id.
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _public_pb2.CancelRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_public_pb2.CancelResponse, _abc.Awaitable[_public_pb2.CancelResponse]]:
+        """Cancel is CancelRequest for gRPC clients: the cancelled request's state;
+        FAILED_PRECONDITION naming its final status when it had finished
+        otherwise; NOT_FOUND for an unknown id. Cancelling twice answers the same.
+        """
+
+def add_RequestsServicer_to_server(servicer: RequestsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class ResultsStub:
     """Results serves the outcome of requests. Served by the results service."""
 

@@ -40,10 +40,13 @@ class _RequestStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Request
     """
     REQUEST_STATUS_NOT_FOUND: _RequestStatus.ValueType  # 5
     """Unknown id, or its retention ran out. Never stored."""
+    REQUEST_STATUS_CANCELLED: _RequestStatus.ValueType  # 6
+    """A client cancelled it before it finished; it is not retried."""
 
 class RequestStatus(_RequestStatus, metaclass=_RequestStatusEnumTypeWrapper):
     """RequestStatus is where a request stands. It only ever moves forward:
-    IN_QUEUE -> IN_PROGRESS -> COMPLETED or FAILED.
+    IN_QUEUE -> IN_PROGRESS -> COMPLETED, FAILED or CANCELLED (a client may
+    cancel it while it is queued or in progress).
     """
 
 REQUEST_STATUS_UNSPECIFIED: RequestStatus.ValueType  # 0
@@ -60,7 +63,121 @@ its process died more often than the API allows.
 """
 REQUEST_STATUS_NOT_FOUND: RequestStatus.ValueType  # 5
 """Unknown id, or its retention ran out. Never stored."""
+REQUEST_STATUS_CANCELLED: RequestStatus.ValueType  # 6
+"""A client cancelled it before it finished; it is not retried."""
 Global___RequestStatus: _TypeAlias = RequestStatus  # noqa: Y015
+
+class _Priority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRIORITY_UNSPECIFIED: _Priority.ValueType  # 0
+    """Not given: dispatched as NORMAL."""
+    PRIORITY_HIGH: _Priority.ValueType  # 1
+    """Dispatched before NORMAL and LOW ones."""
+    PRIORITY_NORMAL: _Priority.ValueType  # 2
+    """The default."""
+    PRIORITY_LOW: _Priority.ValueType  # 3
+    """Dispatched after HIGH and NORMAL ones, with a guaranteed share."""
+
+class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
+    """Priority orders the requests of one API that wait for a handler."""
+
+PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
+"""Not given: dispatched as NORMAL."""
+PRIORITY_HIGH: Priority.ValueType  # 1
+"""Dispatched before NORMAL and LOW ones."""
+PRIORITY_NORMAL: Priority.ValueType  # 2
+"""The default."""
+PRIORITY_LOW: Priority.ValueType  # 3
+"""Dispatched after HIGH and NORMAL ones, with a guaranteed share."""
+Global___Priority: _TypeAlias = Priority  # noqa: Y015
+
+class _WebhookState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_STATE_UNSPECIFIED: _WebhookState.ValueType  # 0
+    """The request has no webhook."""
+    WEBHOOK_STATE_PENDING: _WebhookState.ValueType  # 1
+    """Not delivered yet: the next attempt is due."""
+    WEBHOOK_STATE_DELIVERED: _WebhookState.ValueType  # 2
+    """The receiver answered 2xx."""
+    WEBHOOK_STATE_GAVE_UP: _WebhookState.ValueType  # 3
+    """Every attempt failed for the whole retry period; no more are made."""
+    WEBHOOK_STATE_STOPPED: _WebhookState.ValueType  # 4
+    """The receiver answered 410 Gone (or the URL was refused when sending):
+    no more attempts are made.
+    """
+
+class WebhookState(_WebhookState, metaclass=_WebhookStateEnumTypeWrapper):
+    """WebhookState is where the delivery of a request's webhook stands."""
+
+WEBHOOK_STATE_UNSPECIFIED: WebhookState.ValueType  # 0
+"""The request has no webhook."""
+WEBHOOK_STATE_PENDING: WebhookState.ValueType  # 1
+"""Not delivered yet: the next attempt is due."""
+WEBHOOK_STATE_DELIVERED: WebhookState.ValueType  # 2
+"""The receiver answered 2xx."""
+WEBHOOK_STATE_GAVE_UP: WebhookState.ValueType  # 3
+"""Every attempt failed for the whole retry period; no more are made."""
+WEBHOOK_STATE_STOPPED: WebhookState.ValueType  # 4
+"""The receiver answered 410 Gone (or the URL was refused when sending):
+no more attempts are made.
+"""
+Global___WebhookState: _TypeAlias = WebhookState  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """WebhookDelivery is the state of a request's webhook, kept in its record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    FIRST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where the final record is POSTed."""
+    state: Global___WebhookState.ValueType
+    """Where delivery stands."""
+    attempts: _builtins.int
+    """Attempts made so far."""
+    last_error: _builtins.str
+    """Why the last attempt failed (an HTTP status with the start of the
+    answer, or a connection error); empty after a success.
+    """
+    @_builtins.property
+    def first_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the first attempt was made (the retry period counts from it)."""
+
+    @_builtins.property
+    def last_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last attempt was made."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        state: Global___WebhookState.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        first_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_attempt_at", b"first_attempt_at", "last_attempt_at", b"last_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_attempt_at", b"first_attempt_at", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
 
 @_typing.final
 class RequestError(_message.Message):
@@ -105,6 +222,8 @@ class RequestRecord(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     api: _builtins.str
@@ -115,6 +234,8 @@ class RequestRecord(_message.Message):
     """Handler runs started for it (1 on the first delivery)."""
     result_json: _builtins.bytes
     """The handler's result as JSON text (UTF-8), when COMPLETED."""
+    priority: Global___Priority.ValueType
+    """The priority it was submitted with."""
     @_builtins.property
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
         """When ingest accepted it."""
@@ -131,6 +252,10 @@ class RequestRecord(_message.Message):
     def error(self) -> Global___RequestError:
         """Why it failed, when FAILED."""
 
+    @_builtins.property
+    def webhook(self) -> Global___WebhookDelivery:
+        """Its webhook, when it has one (the request's own URL, else its API's)."""
+
     def __init__(
         self,
         *,
@@ -143,10 +268,12 @@ class RequestRecord(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         result_json: _builtins.bytes = ...,
         error: Global___RequestError | None = ...,
+        webhook: Global___WebhookDelivery | None = ...,
+        priority: Global___Priority.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "submitted_at", b"submitted_at", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "id", b"id", "result_json", b"result_json", "started_at", b"started_at", "status", b"status", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "id", b"id", "priority", b"priority", "result_json", b"result_json", "started_at", b"started_at", "status", b"status", "submitted_at", b"submitted_at", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -163,6 +290,7 @@ class RequestView(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     status: Global___RequestStatus.ValueType
@@ -177,6 +305,12 @@ class RequestView(_message.Message):
     def error(self) -> Global___RequestError:
         """Why it failed, when FAILED."""
 
+    @_builtins.property
+    def webhook(self) -> Global___WebhookDelivery:
+        """Where its webhook's delivery stands, when it has one (gRPC and the CLI
+        show it; the HTTP answer, which is also the webhook's body, does not).
+        """
+
     def __init__(
         self,
         *,
@@ -185,10 +319,11 @@ class RequestView(_message.Message):
         result_json: _builtins.bytes = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___RequestError | None = ...,
+        webhook: Global___WebhookDelivery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "id", b"id", "result_json", b"result_json", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "id", b"id", "result_json", b"result_json", "status", b"status", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,7 +331,8 @@ Global___RequestView: _TypeAlias = RequestView  # noqa: Y015
 
 @_typing.final
 class WorkItem(_message.Message):
-    """WorkItem is one request on an API's work stream (`cortado.work.<api>`).
+    """WorkItem is one request on an API's work stream, subject
+    `cortado.work.<api>.<priority>.<id>` (priority: high, normal or low).
     Its NATS message id is the request id, so a retried publish is dropped.
     """
 
@@ -208,6 +344,8 @@ class WorkItem(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     PAYLOAD_OBJECT_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     api: _builtins.str
@@ -219,6 +357,12 @@ class WorkItem(_message.Message):
     payload_object: _builtins.str
     """Name of the Object Store entry holding the body, when it is too large to
     travel inline; empty otherwise.
+    """
+    priority: Global___Priority.ValueType
+    """The priority it was submitted with."""
+    webhook_url: _builtins.str
+    """The request's own webhook URL (`Cortado-Webhook`), checked at submit;
+    empty when it has none (the API's `webhook.url` then applies).
     """
     @_builtins.property
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
@@ -233,11 +377,43 @@ class WorkItem(_message.Message):
         payload: _builtins.bytes = ...,
         payload_object: _builtins.str = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        priority: Global___Priority.ValueType = ...,
+        webhook_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "content_type", b"content_type", "id", b"id", "payload", b"payload", "payload_object", b"payload_object", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "content_type", b"content_type", "id", b"id", "payload", b"payload", "payload_object", b"payload_object", "priority", b"priority", "submitted_at", b"submitted_at", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkItem: _TypeAlias = WorkItem  # noqa: Y015
+
+@_typing.final
+class WebhookJob(_message.Message):
+    """WebhookJob asks for the delivery of one request's webhook: a message on
+    `cortado.webhooks.<api>.<id>` in the webhooks stream, published once the
+    request's final record (which holds the URL and the delivery state) is
+    written. Its NATS message id is the request id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """Name of the API."""
+    id: _builtins.str
+    """The request id."""
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookJob: _TypeAlias = WebhookJob  # noqa: Y015
