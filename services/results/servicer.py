@@ -84,21 +84,6 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         # An id only exists under the API it was submitted to.
         return record if record is not None and record.api == api else None
 
-    async def _read_to_wait(self, api: str, request_id: str) -> records_pb2.RequestRecord | None:
-        """What a wait starts from: `in_queue` while the request's work item is in the queue, else its record.
-
-        One read while the request waits or runs (the usual case right after a submit): the wait hears every
-        write that follows, and reads the stored record if it ends before a final one. A request no longer in the
-        queue has finished (or is unknown): its record is read.
-        """
-        if not _REQUEST_ID.fullmatch(request_id):
-            return None
-        item = await lookup.queued(self._js, api, request_id)
-        if item is not None:
-            return lookup.queued_record(item)
-        record = await lookup.stored(self._requests, request_id)
-        return record if record is not None and record.api == api else None
-
     async def _current_or_final(self, api: str, request_id: str, wait: float) -> records_pb2.RequestView:
         wait = capped(wait, self._max_wait)
         if wait <= 0:
@@ -106,7 +91,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
             return records.view(record) if record else records.not_found_view(request_id)
         async with self._waiters.watch(request_id) as updates:
             # Subscribed before reading: a write between the read and the wait is not missed.
-            record = await self._read_to_wait(api, request_id)
+            record = await self._read(api, request_id)
             if record is None:
                 return records.not_found_view(request_id)
             with contextlib.suppress(TimeoutError):
