@@ -97,50 +97,6 @@ REPLICA_STATE_DRAINING: ReplicaState.ValueType  # 4
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
-class RotateWebhookSecretRequest(_message.Message):
-    """RotateWebhookSecretRequest names the API."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    """Name of the API."""
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # noqa: Y015
-
-@_typing.final
-class RotateWebhookSecretResponse(_message.Message):
-    """RotateWebhookSecretResponse carries the new secret."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SECRET_FIELD_NUMBER: _builtins.int
-    secret: _builtins.str
-    """The new secret, `whsec_` and base64 (the Standard Webhooks form)."""
-    def __init__(
-        self,
-        *,
-        secret: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RotateWebhookSecretResponse: _TypeAlias = RotateWebhookSecretResponse  # noqa: Y015
-
-@_typing.final
 class WebhookSecrets(_message.Message):
     """WebhookSecrets are an API's webhook signing secrets: the value of key
     `<api>` in the webhook secrets bucket, which only the scheduler and the

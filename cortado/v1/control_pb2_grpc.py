@@ -70,11 +70,6 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
-        self.RotateWebhookSecret = channel.unary_unary(
-                '/cortado.v1.Scheduler/RotateWebhookSecret',
-                request_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
-                response_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
-                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -134,15 +129,6 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RotateWebhookSecret(self, request, context):
-        """RotateWebhookSecret gives an API a new webhook signing secret and
-        answers it (the only time it is shown). For a day after, webhooks carry
-        a signature with the previous secret too, so receivers can switch over.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,11 +166,6 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.SerializeToString,
-            ),
-            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
-                    servicer.RotateWebhookSecret,
-                    request_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.FromString,
-                    response_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -377,33 +358,6 @@ class Scheduler:
             '/cortado.v1.Scheduler/ReplayDeadLetter',
             cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RotateWebhookSecret(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/cortado.v1.Scheduler/RotateWebhookSecret',
-            cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
-            cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,
