@@ -1,0 +1,37 @@
+"""Run the webhook sender: `python -m services.webhooks`."""
+
+from __future__ import annotations
+
+import logging
+
+from cortado import natsutil
+from cortado.service import ServiceRunner, run_main
+from cortado.telemetry import connect_observed
+from services.webhooks.config import WebhookSettings
+from services.webhooks.sender import WebhookSender
+
+
+async def main() -> None:
+    """Connect to NATS, deliver webhook jobs until SIGTERM, then finish the attempts under way."""
+    settings = WebhookSettings.from_env()
+    # httpx logs each request with its URL, which may carry the receiver's token; the sender logs each attempt.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    nc = await connect_observed(settings.nats_url, "cortado-webhooks", settings.metrics_address)
+    sender = WebhookSender(nc.jetstream(), settings)
+    await sender.start()
+
+    async def stop_sender() -> None:
+        # Within the runner's grace for each stop step, with a second to spare for the pull under way.
+        await sender.stop(max(0.0, settings.grace_seconds - 1))
+
+    # The sender serves no gRPC API: the server answers health checks (SERVING once jobs are being pulled).
+    runner = ServiceRunner("webhooks", settings.address, [], settings.grace_seconds)
+    runner.on_stopping(sender.request_stop)
+    runner.on_stop(stop_sender)
+    runner.on_stop(lambda: natsutil.drain(nc))
+    await runner.start()
+    await runner.run_until_stopped()
+
+
+if __name__ == "__main__":
+    run_main("webhooks", main)
