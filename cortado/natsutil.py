@@ -92,8 +92,11 @@ def replicas() -> int:
     return _replicas
 
 
-async def _while_jetstream_starts(what: str, attempt: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
-    # A JetStream cluster answers nothing until it has elected its leaders: retry rather than fail at start.
+async def while_jetstream_starts(what: str, attempt: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """attempt()'s result, retried every 0.5 s for up to timeout seconds while JetStream does not answer yet.
+
+    A JetStream cluster answers nothing until it has elected its leaders: retry rather than fail at start.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -150,7 +153,7 @@ async def key_value(js: JetStreamContext, bucket: str, **config: Any) -> KeyValu
                 )
             )
 
-    return await _while_jetstream_starts(bucket, attempt)
+    return await while_jetstream_starts(bucket, attempt)
 
 
 async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
@@ -163,7 +166,7 @@ async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
             config = ObjectStoreConfig(storage=StorageType.FILE, replicas=_replicas, max_bytes=max_bytes(bucket))
             return await js.create_object_store(bucket, config)
 
-    return await _while_jetstream_starts(bucket, attempt)
+    return await while_jetstream_starts(bucket, attempt)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

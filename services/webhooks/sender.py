@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
@@ -111,26 +111,13 @@ def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
     )
 
 
-async def _while_jetstream_starts(what: str, attempt: Callable[[], Any], timeout: float = 60.0) -> Any:
-    # A JetStream cluster answers nothing until it has elected its leaders: retry rather than fail at start.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await attempt()
-        except (nats.errors.TimeoutError, ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("JetStream not ready; retrying", extra={"what": what, "error": repr(exc)})
-            await asyncio.sleep(0.5)
-
-
 async def subscribe(js: JetStreamContext, settings: WebhookSettings) -> JetStreamContext.PullSubscription:
     """Create the webhooks stream (if absent) and the senders' consumer (or update its settings); bind to it."""
-    await _while_jetstream_starts(
+    await natsutil.while_jetstream_starts(
         WEBHOOKS_STREAM, lambda: natsutil.ensure_stream(js, stream_config(settings.stream_max_bytes))
     )
     config = consumer_config(settings.ack_wait_seconds)
-    await _while_jetstream_starts(WEBHOOKS_CONSUMER, lambda: js.add_consumer(WEBHOOKS_STREAM, config))
+    await natsutil.while_jetstream_starts(WEBHOOKS_CONSUMER, lambda: js.add_consumer(WEBHOOKS_STREAM, config))
     subscription: JetStreamContext.PullSubscription = await js.pull_subscribe_bind(WEBHOOKS_CONSUMER, WEBHOOKS_STREAM)
     return subscription
 
