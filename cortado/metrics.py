@@ -26,6 +26,12 @@ REQUESTS_REJECTED = Counter("cortado_requests_rejected", "Submissions refused by
 QUEUE_LENGTH = Gauge(
     "cortado_queue_length", "Requests waiting in the API's queue (not yet delivered).", ["api"], multiprocess_mode="max"
 )
+QUEUE_BY_PRIORITY = Gauge(
+    "cortado_queue_length_by_priority",
+    "Requests waiting in the API's queue (not yet delivered), by priority (high, normal, low).",
+    ["api", "priority"],
+    multiprocess_mode="max",
+)
 IN_FLIGHT = Gauge(
     "cortado_in_flight",
     "Requests delivered to a handler process and not yet finished.",

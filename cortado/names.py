@@ -27,7 +27,7 @@ PAYLOADS_STORE = "cortado_payloads"
 """Object Store of request bodies too large to travel inline, name = request id."""
 
 WORK_CONSUMER = "handlers"
-"""Durable pull consumer every replica of an API shares."""
+"""Prefix of the durable pull consumers of an API's queue (one per priority: see work_consumer)."""
 
 REQUESTS_SUBJECT_PREFIX = f"$KV.{REQUESTS_BUCKET}."
 """Subject prefix of every write to the requests bucket (one core subscription sees them all)."""
@@ -38,14 +38,59 @@ def work_stream(api: str) -> str:
     return f"CORTADO_WORK_{api}"
 
 
-def work_subject(api: str, request_id: str) -> str:
+PRIORITY_NAMES = {1: "high", 2: "normal", 3: "low"}
+"""Subject token of each records_pb2.Priority (unset travels as normal)."""
+
+
+PRIORITIES: tuple[int, ...] = tuple(PRIORITY_NAMES)
+"""The priorities, highest first (records_pb2.PRIORITY_HIGH, _NORMAL, _LOW)."""
+
+
+def priority_name(priority: int) -> str:
+    """The subject token of a priority: high, normal or low (anything else is normal)."""
+    return PRIORITY_NAMES.get(priority, "normal")
+
+
+def work_subject(api: str, request_id: str, priority: int = 2) -> str:
     """Subject one request of the API is published on: its id names it, so the queue itself says it is waiting."""
-    return f"cortado.work.{api}.{request_id}"
+    return f"cortado.work.{api}.{priority_name(priority)}.{request_id}"
 
 
-def work_subjects(api: str) -> str:
-    """Wildcard of every request subject of the API (the stream's and its consumer's filter)."""
-    return f"cortado.work.{api}.>"
+def work_subject_any_priority(api: str, request_id: str) -> str:
+    """Wildcard matching the request's subject whatever its priority (a direct get reads it in one call)."""
+    return f"cortado.work.{api}.*.{request_id}"
+
+
+def work_subjects(api: str, priority: int | None = None) -> str:
+    """Wildcard of the API's request subjects: every one (the stream's filter), or one priority's (its consumer's)."""
+    if priority is None:
+        return f"cortado.work.{api}.>"
+    return f"cortado.work.{api}.{priority_name(priority)}.*"
+
+
+def work_consumer(priority: int) -> str:
+    """Durable pull consumer of one priority of an API's queue, which every replica of the API shares."""
+    return f"{WORK_CONSUMER}-{priority_name(priority)}"
+
+
+def cancel_subject(api: str) -> str:
+    """Core subject ingest announces an API's cancelled request ids on; its executors listen."""
+    return f"cortado.cancel.{api}"
+
+
+WEBHOOKS_STREAM = "CORTADO_WEBHOOKS"
+"""JetStream work-queue stream of webhook deliveries due (records_pb2.WebhookJob), one message per request."""
+
+WEBHOOKS_CONSUMER = "senders"
+"""Durable pull consumer the webhook senders share."""
+
+WEBHOOK_SECRETS_BUCKET = "cortado_webhook_secrets"
+"""KV bucket of each API's webhook signing secrets (records of control_pb2.WebhookSecrets), key = API name."""
+
+
+def webhook_subject(api: str, request_id: str) -> str:
+    """Subject of one request's webhook delivery."""
+    return f"cortado.webhooks.{api}.{request_id}"
 
 
 def bundle_object(api: str, version: int) -> str:

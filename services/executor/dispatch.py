@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from cortado import metrics, names, natsutil, records, tracing
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor.channel import frame
+from services.executor.priority import LEVELS, PriorityQueues
 from services.executor.pullfeed import PullFeed
 from services.executor.recordstore import RecordStore
 
@@ -64,6 +64,8 @@ class _Held:
     msg: Msg
     item: records_pb2.WorkItem
     since: float
+    level: int = records_pb2.PRIORITY_NORMAL
+    """The priority whose consumer delivered it."""
     payload: bytes = b""
     revision: int = 0
     """The record's revision read at a redelivery (0 on a first delivery)."""
@@ -102,11 +104,12 @@ class Dispatcher:
         self._max_deliveries = max_deliveries
         """Jobs the process may hold: all of them run, or join the batch being collected."""
         self._capacity = self._room * 2
-        """Requests held at once: the process's room plus as many prepared, ready to send."""
+        """Requests held at once per priority: the process's room plus as many prepared, ready to send."""
         self._held: dict[str, _Held] = {}
-        self._arriving = 0
-        """Messages delivered whose _prepare has not finished yet."""
-        self._ready: deque[_Held] = deque()
+        self._held_by_level = dict.fromkeys(LEVELS, 0)
+        self._arriving = dict.fromkeys(LEVELS, 0)
+        """Per priority, messages delivered whose _prepare has not finished yet."""
+        self._ready: PriorityQueues[_Held] = PriorityQueues()
         self._in_process: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
@@ -121,18 +124,24 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Pull and feed until stopped; what was pulled but not sent goes back to the queue."""
-        feed = PullFeed(self._js._nc, names.work_stream(self._spec.name), names.WORK_CONSUMER, self._take)
-        await feed.start()
+        stream = names.work_stream(self._spec.name)
+        feeds = {
+            level: PullFeed(self._js._nc, stream, names.work_consumer(level), self._taker(level)) for level in LEVELS
+        }
+        for feed in feeds.values():
+            await feed.start()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            await self._pull(feed)
+            await self._pull(feeds)
             # An open pull request may still deliver: wait for it to end; what comes goes back.
-            while feed.outstanding and not feed.expired():
-                feed.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(feed.changed.wait(), 0.5)
+            for feed in feeds.values():
+                while feed.outstanding and not feed.expired():
+                    feed.changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(feed.changed.wait(), 0.5)
         finally:
-            await feed.stop()
+            for feed in feeds.values():
+                await feed.stop()
             heartbeat.cancel()
             await self._return_unsent()
 
@@ -162,44 +171,55 @@ class Dispatcher:
 
     # Receiving from JetStream.
 
-    def _take(self, msg: Msg) -> None:
-        if self._stopping.is_set():
-            self._spawn(_nak(msg))
-            return
-        # Counted at once: until _prepare holds it, it still takes a place the next pull must not ask for.
-        self._arriving += 1
-        self._spawn(self._prepare(msg))
+    def _taker(self, level: int) -> Callable[[Msg], None]:
+        def take(msg: Msg) -> None:
+            if self._stopping.is_set():
+                self._spawn(_nak(msg))
+                return
+            # Counted at once: until _prepare holds it, it still takes a place the next pull must not ask for.
+            self._arriving[level] += 1
+            self._spawn(self._prepare(msg, level))
 
-    async def _pull(self, feed: PullFeed) -> None:
+        return take
+
+    async def _pull(self, feeds: dict[int, PullFeed]) -> None:
+        # Each priority keeps its own requests prepared (up to the capacity), so that the dispatch order
+        # (services/executor/priority.py) always has every waiting level to choose from.
         while not self._stopping.is_set():
-            if feed.expired():
-                feed.forget()
-            space = self._capacity - len(self._held) - self._arriving - feed.outstanding
-            if feed.outstanding == 0 and space > 0:
-                try:
-                    await feed.request(space)
-                except Exception as exc:
-                    log.warning("pull request failed", extra={"error": repr(exc)})
-                    await asyncio.sleep(0.2)
-                    continue
-            feed.changed.clear()
+            failed = False
+            for level, feed in feeds.items():
+                if feed.expired():
+                    feed.forget()
+                space = self._capacity - self._held_by_level[level] - self._arriving[level] - feed.outstanding
+                if feed.outstanding == 0 and space > 0:
+                    try:
+                        await feed.request(space)
+                    except Exception as exc:
+                        log.warning("pull request failed", extra={"error": repr(exc)})
+                        failed = True
+            if failed:
+                await asyncio.sleep(0.2)
+                continue
             self._space.clear()
-            waits = [asyncio.ensure_future(feed.changed.wait()), asyncio.ensure_future(self._space.wait())]
+            waits = [asyncio.ensure_future(self._space.wait())]
+            for feed in feeds.values():
+                feed.changed.clear()
+                waits.append(asyncio.ensure_future(feed.changed.wait()))
             try:
                 await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waits:
                     w.cancel()
 
-    async def _prepare(self, msg: Msg) -> None:
+    async def _prepare(self, msg: Msg, level: int) -> None:
         """Decide whether the request runs, fetch its body, and queue it for the process."""
         try:
-            await self._prepare_arrived(msg)
+            await self._prepare_arrived(msg, level)
         finally:
-            self._arriving -= 1
+            self._arriving[level] -= 1
             self._space.set()
 
-    async def _prepare_arrived(self, msg: Msg) -> None:
+    async def _prepare_arrived(self, msg: Msg, level: int) -> None:
         try:
             item = records_pb2.WorkItem.FromString(msg.data)
         except Exception:
@@ -210,8 +230,9 @@ class Dispatcher:
             # A second delivery of a request this executor holds already (its ack is on the way).
             await _nak(msg, delay=self._ack_wait)
             return
-        held = _Held(msg, item, asyncio.get_running_loop().time())
+        held = _Held(msg, item, asyncio.get_running_loop().time(), level)
         self._held[item.id] = held
+        self._held_by_level[level] += 1
         delivered = int(msg.metadata.num_delivered or 1)
         try:
             if delivered > self._max_deliveries:
@@ -225,7 +246,7 @@ class Dispatcher:
             await self._release(held, nak=True)
             return
         if item.id in self._held:
-            self._ready.append(held)
+            self._ready.append(held.level, held)
             self._send()
 
     async def _give_up(self, held: _Held, delivered: int) -> None:
@@ -491,6 +512,7 @@ class Dispatcher:
         if self._held.get(held.item.id) is not held:
             return
         del self._held[held.item.id]
+        self._held_by_level[held.level] -= 1
         self._in_process.discard(held.item.id)
         if nak:
             await _nak(held.msg, delay=redelivery_delay(int(held.msg.metadata.num_delivered or 1)))

@@ -107,13 +107,17 @@ class QueueLimits:
     async def _count(self, api: str, queue: _Queue) -> bool:
         queue.published_while_reading = 0
         try:
-            info = await self._js.consumer_info(names.work_stream(api), names.WORK_CONSUMER)
+            # queue.max_length applies to every priority together.
+            pending = 0
+            for priority in names.PRIORITIES:
+                info = await self._js.consumer_info(names.work_stream(api), names.work_consumer(priority))
+                pending += int(info.num_pending or 0)
         except Exception as exc:
             log.warning("queue length not read", extra={"api": api, "error": repr(exc)})
             return False
         finally:
             queue.reading = None
-        queue.pending = int(info.num_pending or 0)
+        queue.pending = pending
         # What may not be in the count: requests still being published, and those published during the read.
         queue.extra = queue.publishing + queue.published_while_reading
         queue.read_at = self._clock()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import grpc
@@ -14,8 +14,9 @@ from google.rpc import status_pb2
 from cortado import records, waiting
 from cortado.service import abort
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
+from services.ingest.options import PRIORITY_HEADER, WEBHOOK_HEADER, OptionsError, submit_options
 from services.ingest.outcomes import Outcomes
-from services.ingest.submitter import Prepared, Refused, Submitter
+from services.ingest.submitter import Options, Prepared, Refused, Submitter
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ STREAM_WINDOW = 64
 
 
 def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's metadata the services read (idempotency-key, prefer), by lower-case name."""
+    """The call's metadata the services read (idempotency-key, prefer, cortado-*), by lower-case name."""
     found: dict[str, str] = {}
     for name, value in context.invocation_metadata() or ():
-        if name in (IDEMPOTENCY_HEADER, PREFER_HEADER):
+        if name in (IDEMPOTENCY_HEADER, PREFER_HEADER, PRIORITY_HEADER, WEBHOOK_HEADER):
             found[name] = value if isinstance(value, str) else value.decode("utf-8", "replace")
     return found
 
@@ -49,10 +50,10 @@ class Waiting:
         self._outcomes = outcomes
 
     async def submit(
-        self, api: str, content_type: str, body: bytes, key: str | None, seconds: float
+        self, api: str, content_type: str, body: bytes, key: str | None, seconds: float, options: Options
     ) -> tuple[str, records_pb2.RequestView]:
         """The request's id and its final view if it finished within `seconds`, else its view at the end."""
-        prepared: Prepared = await self._submitter.prepare(api, content_type, body, key)
+        prepared: Prepared = await self._submitter.prepare(api, content_type, body, key, options)
         async with self._outcomes.follow(prepared.id) as writes:
             if not prepared.known:
                 await self._submitter.enqueue(prepared)
@@ -60,11 +61,18 @@ class Waiting:
         return prepared.id, records.view(record) if record else records.not_found_view(prepared.id)
 
 
+CheckWebhook = Callable[[str], str]
+"""Checks a request's webhook URL: the URL to store, or ValueError saying why it is refused."""
+
+
 class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     """Submit (at once, or waiting with `wait`) and SubmitStream."""
 
-    def __init__(self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float) -> None:
+    def __init__(
+        self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float, check_webhook: CheckWebhook
+    ) -> None:
         self._submitter = submitter
+        self._check_webhook = check_webhook
         self._waiting = Waiting(submitter, outcomes)
         self._max_wait = max_wait_seconds
         self._stopping = asyncio.Event()
@@ -77,18 +85,22 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> public_pb2.SubmitResponse:
-        key = request.idempotency_key or _headers(context).get(IDEMPOTENCY_HEADER)
+        headers = _headers(context)
+        key = request.idempotency_key or headers.get(IDEMPOTENCY_HEADER)
         body = request.body
         try:
             waiting.check_seconds(request.wait, "wait")
-        except waiting.WaitError as exc:
+            options = submit_options(request.priority, request.webhook, headers, self._check_webhook)
+        except (waiting.WaitError, OptionsError) as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             if request.wait == 0:
-                prepared = await self._submitter.submit(request.api, body.content_type, body.data, key)
+                prepared = await self._submitter.submit(request.api, body.content_type, body.data, key, options)
                 return public_pb2.SubmitResponse(id=prepared.id)
             seconds = waiting.capped(request.wait, self._max_wait)
-            request_id, view = await self._waiting.submit(request.api, body.content_type, body.data, key, seconds)
+            request_id, view = await self._waiting.submit(
+                request.api, body.content_type, body.data, key, seconds, options
+            )
         except Refused as refused:
             await _refuse(context, refused)
         return public_pb2.SubmitResponse(id=request_id, request=view)
@@ -153,7 +165,11 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
                     "wait is not supported on SubmitStream; follow the ids with Results/WatchMany",
                 )
             key = item.idempotency_key or None
-            prepared = await self._submitter.submit(item.api, item.body.content_type, item.body.data, key)
+            try:
+                options = submit_options(item.priority, item.webhook, {}, self._check_webhook)
+            except OptionsError as exc:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            prepared = await self._submitter.submit(item.api, item.body.content_type, item.body.data, key, options)
         except Refused as refused:
             status = status_pb2.Status(code=refused.code.value[0], message=refused.message)
             return public_pb2.SubmitStreamResponse(status=status)
@@ -168,10 +184,13 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
 class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
     """`POST /<api>?wait=<s>` and `POST /<api>` with `Prefer: wait=<s>`, as Envoy transcodes them."""
 
-    def __init__(self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float) -> None:
+    def __init__(
+        self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float, check_webhook: CheckWebhook
+    ) -> None:
         self._submitter = submitter
         self._waiting = Waiting(submitter, outcomes)
         self._max_wait = max_wait_seconds
+        self._check_webhook = check_webhook
 
     async def SubmitAndWait(
         self, request: public_pb2.SubmitAndWaitRequest, context: grpc.aio.ServicerContext
@@ -179,12 +198,13 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
         headers = _headers(context)
         try:
             seconds = self._seconds(request.wait, headers.get(PREFER_HEADER, ""))
-        except waiting.WaitError as exc:
+            options = submit_options(0, "", headers, self._check_webhook)
+        except (waiting.WaitError, OptionsError) as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         body = request.body
         try:
             _, view = await self._waiting.submit(
-                request.api, body.content_type, body.data, headers.get(IDEMPOTENCY_HEADER), seconds
+                request.api, body.content_type, body.data, headers.get(IDEMPOTENCY_HEADER), seconds, options
             )
         except Refused as refused:
             await _refuse(context, refused)

@@ -59,6 +59,17 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Options:
+    """How a request is to be handled, beyond its body: its priority and its own webhook URL (checked)."""
+
+    priority: int = records_pb2.PRIORITY_NORMAL
+    webhook_url: str = ""
+
+
+DEFAULT_OPTIONS = Options()
+
+
 @dataclass
 class Prepared:
     """A request that passed the checks and has its id; `known` when an earlier submit with its key queued it."""
@@ -68,6 +79,7 @@ class Prepared:
     known: bool
     content_type: str = ""
     body: bytes = b""
+    options: Options = DEFAULT_OPTIONS
 
 
 class Submitter:
@@ -97,14 +109,18 @@ class Submitter:
         """Bodies larger than this go to the payloads Object Store; the work item names them."""
         return self._inline_payload_bytes
 
-    async def submit(self, api: str, content_type: str, body: bytes, key: str | None) -> Prepared:
+    async def submit(
+        self, api: str, content_type: str, body: bytes, key: str | None, options: Options = DEFAULT_OPTIONS
+    ) -> Prepared:
         """prepare() then enqueue(): the accepted request (Refused says why not)."""
-        prepared = await self.prepare(api, content_type, body, key)
+        prepared = await self.prepare(api, content_type, body, key, options)
         if not prepared.known:
             await self.enqueue(prepared)
         return prepared
 
-    async def prepare(self, requested: str, content_type: str, body: bytes, key: str | None) -> Prepared:
+    async def prepare(
+        self, requested: str, content_type: str, body: bytes, key: str | None, options: Options = DEFAULT_OPTIONS
+    ) -> Prepared:
         """Check the API and the body, and assign the id (the one claimed for key, when given)."""
         spec = self._index.lookup(requested)
         if spec is None:
@@ -128,13 +144,18 @@ class Submitter:
                     f"the Idempotency-Key is {len(key)} characters long; at most {MAX_IDEMPOTENCY_KEY} are allowed",
                 )
             request_id, known = await self._claim(api, key, request_id)
-        return Prepared(api, request_id, known, content_type, body)
+        return Prepared(api, request_id, known, content_type, body, options)
 
     async def enqueue(self, prepared: Prepared) -> None:
         """Put the request on its API's work stream; until a handler takes it, the queue is its only record."""
         api, request_id, body = prepared.api, prepared.id, prepared.body
         item = records_pb2.WorkItem(
-            id=request_id, api=api, content_type=prepared.content_type, submitted_at=now_timestamp()
+            id=request_id,
+            api=api,
+            content_type=prepared.content_type,
+            submitted_at=now_timestamp(),
+            priority=prepared.options.priority,  # type: ignore[arg-type]
+            webhook_url=prepared.options.webhook_url,
         )
         spec = self._index.lookup(api)
         # queue.max_length counts the requests waiting undelivered (services/ingest/queuelimit.py).
@@ -171,7 +192,7 @@ class Submitter:
         connection) may have been stored: it is sent again under the same `Nats-Msg-Id`, which JetStream
         stores at most once, and a last failure counts only when the queue does not hold the request.
         """
-        subject, stream = names.work_subject(item.api, item.id), names.work_stream(item.api)
+        subject, stream = names.work_subject(item.api, item.id, item.priority), names.work_stream(item.api)
         data = item.SerializeToString()
         headers = tracing.inject_headers({"Nats-Msg-Id": item.id})
         for attempt in range(PUBLISH_ATTEMPTS):

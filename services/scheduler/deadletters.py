@@ -91,7 +91,7 @@ async def replay_dead_letter(js: JetStreamContext, api: str, request_id: str) ->
     item.submitted_at.CopyFrom(now_timestamp())
     # The body (inline, or the Object Store entry the letter kept) goes with it.
     await js.publish(
-        names.work_subject(api, item.id),
+        names.work_subject(api, item.id, item.priority),
         item.SerializeToString(),
         stream=names.work_stream(api),
         headers=tracing.inject_headers({"Nats-Msg-Id": item.id}),

@@ -191,6 +191,9 @@ class Reconciler:
             for gauge in (metrics.QUEUE_LENGTH, metrics.IN_FLIGHT):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
+            for priority in names.PRIORITIES:
+                with contextlib.suppress(KeyError):
+                    metrics.QUEUE_BY_PRIORITY.remove(gone, names.priority_name(priority))
         self._published = set(apis)
         if self._services is not None:
             try:

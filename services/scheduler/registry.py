@@ -16,7 +16,7 @@ from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import names, natsutil
+from cortado import metrics, names, natsutil
 from cortado.mirror import KvMirror
 from cortado.project import ConfigError, ParsedConfig, ProjectError, parse_config, parse_dotenv, unpack_bundle
 from cortado.records import now_timestamp
@@ -166,19 +166,21 @@ class Registry:
                 f"{stream.max_bytes:,} bytes (CORTADO_QUEUE_MAX_BYTES): give NATS more storage (its max_file_store) "
                 "or lower that setting, or delete an API you no longer need"
             ) from exc
-        await self._js.add_consumer(
-            stream.name or "",
-            ConsumerConfig(
-                durable_name=names.WORK_CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self._ack_wait,
-                # Redeliveries are counted by the handler process, which fails the request with a
-                # clear error once max_retries is spent: the server must keep redelivering until then.
-                max_deliver=-1,
-                max_ack_pending=-1,
-                filter_subject=names.work_subjects(spec.name),
-            ),
-        )
+        # One consumer per priority: the executors pull from each and dispatch higher priorities first.
+        for priority in names.PRIORITIES:
+            await self._js.add_consumer(
+                stream.name or "",
+                ConsumerConfig(
+                    durable_name=names.work_consumer(priority),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self._ack_wait,
+                    # Redeliveries are counted by the handler process, which fails the request with a
+                    # clear error once max_retries is spent: the server must keep redelivering until then.
+                    max_deliver=-1,
+                    max_ack_pending=-1,
+                    filter_subject=names.work_subjects(spec.name, priority),
+                ),
+            )
 
     async def delete(self, name: str, force: bool = False) -> None:
         """Remove the API's spec and queue; its replicas stop at the next reconcile.
@@ -207,12 +209,23 @@ class Registry:
         log.info("api deleted", extra={"api": name})
 
     async def queue_depth(self, name: str) -> tuple[int, int]:
-        """(queued, in flight) of the API's consumer; (0, 0) when it has none."""
-        try:
-            info = await self._js.consumer_info(names.work_stream(name), names.WORK_CONSUMER)
-        except NotFoundError:
-            return 0, 0
-        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+        """(queued, in flight) of the API's consumers, every priority together; (0, 0) when it has none."""
+        by_priority, in_flight = await self.queue_by_priority(name)
+        return sum(by_priority.values()), in_flight
+
+    async def queue_by_priority(self, name: str) -> tuple[dict[str, int], int]:
+        """Requests queued per priority (high, normal, low), and in flight in all, of the API's consumers."""
+        queued: dict[str, int] = {}
+        in_flight = 0
+        for priority in names.PRIORITIES:
+            try:
+                info = await self._js.consumer_info(names.work_stream(name), names.work_consumer(priority))
+            except NotFoundError:
+                continue
+            queued[names.priority_name(priority)] = int(info.num_pending or 0)
+            metrics.QUEUE_BY_PRIORITY.labels(name, names.priority_name(priority)).set(queued[names.priority_name(priority)])
+            in_flight += int(info.num_ack_pending or 0)
+        return queued, in_flight
 
 
 def queue_ceiling(spec: control_pb2.ApiSpec) -> int:

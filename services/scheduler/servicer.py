@@ -77,10 +77,11 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         self._executors = executors
 
     async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
-        queued, in_flight = await self._registry.queue_depth(spec.name)
+        by_priority, in_flight = await self._registry.queue_by_priority(spec.name)
+        queued = sum(by_priority.values())
         metrics.QUEUE_LENGTH.labels(spec.name).set(queued)
         metrics.IN_FLIGHT.labels(spec.name).set(in_flight)
-        return api_status(
+        status = api_status(
             spec,
             [info for _, info in self._executors.items()],
             self._reconciler.desired_replicas(spec),
@@ -88,6 +89,8 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
             queued,
             in_flight,
         )
+        status.queued_by_priority.update(by_priority)
+        return status
 
     async def Deploy(
         self, request: control_pb2.DeployRequest, context: grpc.aio.ServicerContext
