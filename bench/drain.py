@@ -26,6 +26,10 @@ from cortado.v1 import records_pb2
 
 HOLD = datetime.timedelta(minutes=10)
 """The longest an API stays paused: should the measuring process die, the API resumes by itself."""
+
+CONSUMERS = tuple(names.work_consumer(priority) for priority in names.PRIORITIES)
+"""The API's consumers, one per priority: all of them are paused, counted and resumed together."""
+
 RECORD_READS = 64
 """Request records read at once after the drain."""
 
@@ -93,7 +97,8 @@ class PausedQueue:
         try:
             self._js = self._nc.jetstream()
             until = datetime.datetime.now(datetime.UTC) + HOLD
-            await self._js.pause_consumer(self._stream, names.WORK_CONSUMER, _rfc3339(until))
+            for consumer in CONSUMERS:
+                await self._js.pause_consumer(self._stream, consumer, _rfc3339(until))
             self._paused = True
         except BaseException:
             await self._nc.close()
@@ -103,29 +108,40 @@ class PausedQueue:
     async def __aexit__(self, *exc: object) -> None:
         try:
             if self._paused:
-                with contextlib.suppress(Exception):
-                    await self._js.resume_consumer(self._stream, names.WORK_CONSUMER)
+                for consumer in CONSUMERS:
+                    with contextlib.suppress(Exception):
+                        await self._js.resume_consumer(self._stream, consumer)
         finally:
             await self._nc.close()
 
     async def expect(self, count: int) -> None:
         """DrainError unless exactly `count` requests wait in the queue."""
-        queued = (await self._js.consumer_info(self._stream, names.WORK_CONSUMER)).num_pending
+        queued, _ = await self._depth()
         if queued != count:
             raise DrainError(f"{count} requests were submitted but {queued} wait in {self._api}'s queue")
 
     async def drain(self, timeout: float = 600.0) -> float:
         """Resume the consumer and wait until every request is done and acknowledged; the seconds it took."""
-        await self._js.resume_consumer(self._stream, names.WORK_CONSUMER)
+        for consumer in CONSUMERS:
+            await self._js.resume_consumer(self._stream, consumer)
         self._paused = False
         started = time.monotonic()
         while True:
-            info = await self._js.consumer_info(self._stream, names.WORK_CONSUMER)
-            if not info.num_pending and not info.num_ack_pending:
+            queued, in_flight = await self._depth()
+            if not queued and not in_flight:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise DrainError(f"{self._api} did not drain its queue in {timeout:.0f}s")
             await asyncio.sleep(0.1)
+
+    async def _depth(self) -> tuple[int, int]:
+        """Requests waiting undelivered, and delivered but not acknowledged, over every priority's consumer."""
+        queued = in_flight = 0
+        for consumer in CONSUMERS:
+            info = await self._js.consumer_info(self._stream, consumer)
+            queued += int(info.num_pending or 0)
+            in_flight += int(info.num_ack_pending or 0)
+        return queued, in_flight
 
     async def records(self, ids: Sequence[str]) -> list[records_pb2.RequestRecord]:
         """The stored records of the requests named, in that order."""

@@ -23,6 +23,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 
+from cortado import names
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
 from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size, pack_project
@@ -87,6 +88,10 @@ def _scheduler(options: argparse.Namespace) -> SchedulerClient:
     return SchedulerClient(_endpoints(options)[0], _token(), _ca(options))
 
 
+PRIORITY_LEVELS = tuple(names.priority_name(priority) for priority in names.PRIORITIES)
+"""high, normal, low: the keys of ApiStatus.queued_by_priority, in dispatch order."""
+
+
 def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
     return {
         "name": status.name,
@@ -94,6 +99,7 @@ def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
         "version": status.version,
         "replicas": {"ready": status.ready_replicas, "desired": status.desired_replicas},
         "queued": status.queued,
+        "queued_by_priority": {level: status.queued_by_priority.get(level, 0) for level in PRIORITY_LEVELS},
         "in_flight": status.in_flight,
         "completed": status.completed,
         "failed": status.failed,
@@ -184,9 +190,8 @@ def cmd_get(options: argparse.Namespace) -> int:
         if not statuses:
             print("no APIs are deployed")
             return
-        rows: list[list[object]] = [
-            ["NAME", "STATUS", "REPLICAS", "QUEUED", "IN FLIGHT", "COMPLETED", "FAILED", "VERSION", "MESSAGE"]
-        ]
+        header: list[object] = ["NAME", "STATUS", "REPLICAS", "QUEUED", "HIGH/NORMAL/LOW", "IN FLIGHT"]
+        rows: list[list[object]] = [[*header, "COMPLETED", "FAILED", "VERSION", "MESSAGE"]]
         for s in statuses:
             message = s.message.strip().splitlines()[-1] if s.message.strip() else ""
             rows.append(
@@ -195,6 +200,7 @@ def cmd_get(options: argparse.Namespace) -> int:
                     API_STATES.get(s.state, "unknown"),
                     f"{s.ready_replicas}/{s.desired_replicas}",
                     s.queued,
+                    "/".join(str(s.queued_by_priority.get(level, 0)) for level in PRIORITY_LEVELS),
                     s.in_flight,
                     s.completed,
                     s.failed,
@@ -217,6 +223,9 @@ def cmd_describe(options: argparse.Namespace) -> int:
     def human() -> None:
         for key in ("name", "status", "version", "deployed_at", "queued", "in_flight", "completed", "failed"):
             print(f"{key + ':':<13}{data[key]}")
+            if key == "queued":
+                levels = ", ".join(f"{level} {count}" for level, count in data["queued_by_priority"].items())
+                print(f"{'':<13}by priority: {levels}")
         print(f"{'replicas:':<13}{status.ready_replicas} ready of {status.desired_replicas}")
         if status.message:
             print("message:")
@@ -296,7 +305,13 @@ def cmd_submit(options: argparse.Namespace) -> int:
     """Submit one request; print its id."""
     data, content_type = _payload(options)
     with Client(_endpoints(options)[1]) as client:
-        request_id = client.submit(options.api, data, options.content_type or content_type)
+        request_id = client.submit(
+            options.api,
+            data,
+            options.content_type or content_type,
+            priority=options.priority,
+            webhook=options.webhook,
+        )
     _print(options, {"id": request_id}, lambda: print(request_id))
     return 0
 
@@ -458,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     payload.add_argument("--text", help="a text payload (UTF-8)")
     payload.add_argument("--file", help="a file's bytes as the payload (- for stdin)")
     submit.add_argument("--content-type", help="override the Content-Type")
+    submit.add_argument(
+        "--priority", choices=["high", "normal", "low"], default="", help="dispatch order within the API (normal)"
+    )
+    submit.add_argument("--webhook", default="", help="URL to POST the request's final state to")
     submit.set_defaults(run=cmd_submit)
 
     result = commands.add_parser("result", parents=[common], help="a request's state and result")

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 from google.api import httpbody_pb2
 
+from cortado import names
 from cortado.project import find_config, pack_project
 from cortado.service import MAX_MESSAGE_BYTES
 from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
@@ -41,17 +42,34 @@ class Client:
 
     @staticmethod
     def request(
-        api: str, data: bytes, content_type: str = "application/octet-stream", idempotency_key: str = ""
+        api: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        idempotency_key: str = "",
+        priority: str = "",
+        webhook: str = "",
     ) -> public_pb2.SubmitRequest:
-        """One request to submit (with submit_many, or a stub's Submit)."""
+        """One request to submit (with submit_many, or a stub's Submit).
+
+        priority: "high", "normal" or "low" ("" is normal; ValueError for anything else). webhook: a URL
+        Cortado POSTs the request's final state to (it overrides the API's `webhook.url`).
+        """
         body = httpbody_pb2.HttpBody(content_type=content_type, data=data)
-        return public_pb2.SubmitRequest(api=api, body=body, idempotency_key=idempotency_key)
+        return public_pb2.SubmitRequest(
+            api=api, body=body, idempotency_key=idempotency_key, priority=priority_value(priority), webhook=webhook
+        )
 
     def submit(
-        self, api: str, data: bytes, content_type: str = "application/octet-stream", idempotency_key: str = ""
+        self,
+        api: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        idempotency_key: str = "",
+        priority: str = "",
+        webhook: str = "",
     ) -> str:
         """Submit one payload; the request id. grpc.RpcError carries the reason on refusal."""
-        request = self.request(api, data, content_type, idempotency_key)
+        request = self.request(api, data, content_type, idempotency_key, priority, webhook)
         return str(self._submission.Submit(request, timeout=60).id)
 
     def submit_and_wait(
@@ -61,13 +79,15 @@ class Client:
         content_type: str = "application/octet-stream",
         wait: float = 60.0,
         idempotency_key: str = "",
+        priority: str = "",
+        webhook: str = "",
     ) -> records_pb2.RequestView:
         """Submit one payload and wait up to `wait` seconds (capped by the service, 60 s by default).
 
         The request's final state if it finished within the wait, else its state then (the request goes on:
         follow its `id` with wait() or get()). grpc.RpcError carries the reason on refusal.
         """
-        request = self.request(api, data, content_type, idempotency_key)
+        request = self.request(api, data, content_type, idempotency_key, priority, webhook)
         request.wait = wait
         reply: public_pb2.SubmitResponse = self._submission.Submit(request, timeout=wait + 60)
         return reply.request
@@ -112,6 +132,16 @@ class Client:
 
 
 _IDS_PER_MESSAGE = 1000
+
+_PRIORITIES = {"": records_pb2.PRIORITY_UNSPECIFIED} | {name: value for value, name in names.PRIORITY_NAMES.items()}
+
+
+def priority_value(name: str) -> records_pb2.Priority.ValueType:
+    """The Priority a name says: "high", "normal", "low" (any case), or "" for the default (normal)."""
+    try:
+        return _PRIORITIES[name.strip().lower()]  # type: ignore[return-value]
+    except KeyError:
+        raise ValueError(f"priority must be high, normal or low, not {name!r}") from None
 
 
 def _watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchManyRequest]:

@@ -67,6 +67,7 @@ BUILTIN_METRICS = (
     "cortado_requests_submitted_total",
     "cortado_requests_rejected_total",
     "cortado_queue_length",
+    "cortado_queue_length_by_priority",
     "cortado_in_flight",
     "cortado_replicas",
     "cortado_queue_wait_seconds",

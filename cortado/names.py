@@ -81,6 +81,9 @@ def cancel_subject(api: str) -> str:
 WEBHOOKS_STREAM = "CORTADO_WEBHOOKS"
 """JetStream work-queue stream of webhook deliveries due (records_pb2.WebhookJob), one message per request."""
 
+WEBHOOK_SUBJECTS = "cortado.webhooks.>"
+"""The webhooks stream's subjects: each job's is webhook_subject(api, id), its Nats-Msg-Id the request id."""
+
 WEBHOOKS_CONSUMER = "senders"
 """Durable pull consumer the webhook senders share."""
 

@@ -7,8 +7,10 @@ a URL that carries them (`nats://user:password@host:4222`).
 
 JetStream's own API (`$JS.API.>`) is open to every service user: its subjects name streams and
 consumers, not tenants. What the users differ in is where they may write: only ingest enqueues
-work and stores payloads, only executors write outcomes, logs and their heartbeats, only the
-scheduler writes the registry, bundles, placements and leases.
+work, stores payloads and announces cancellations (which only executors hear), only executors write
+outcomes, logs and their heartbeats, ingest and executors queue webhook deliveries, only the webhook
+sender (besides them) writes a record's delivery state, only the scheduler writes the registry,
+bundles, webhook secrets, placements and leases.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ PERMISSIONS: Mapping[str, Mapping[str, list[str]]] = {
         "publish": [
             *_COMMON_PUBLISH,
             "cortado.work.>",
+            "cortado.cancel.>",
+            "cortado.webhooks.>",
             "$KV.cortado_requests.>",
             "$KV.cortado_idempotency.>",
             "$O.cortado_payloads.>",
@@ -53,7 +57,12 @@ PERMISSIONS: Mapping[str, Mapping[str, list[str]]] = {
             "$O.cortado_payloads.>",
             "cortado.logs.>",
             "cortado.dead.>",
+            "cortado.webhooks.>",
         ],
+        "subscribe": [*_COMMON_SUBSCRIBE, "cortado.cancel.>"],
+    },
+    "webhooks": {
+        "publish": [*_COMMON_PUBLISH, "$JS.ACK.>", "$KV.cortado_requests.>"],
         "subscribe": _COMMON_SUBSCRIBE,
     },
     "scheduler": {"publish": [">"], "subscribe": [">"]},

@@ -11,7 +11,9 @@ from cortado.v1 import public_pb2, records_pb2
 
 Status = records_pb2.RequestStatus
 
-FINAL_STATUSES = frozenset({records_pb2.REQUEST_STATUS_COMPLETED, records_pb2.REQUEST_STATUS_FAILED})
+FINAL_STATUSES = frozenset(
+    {records_pb2.REQUEST_STATUS_COMPLETED, records_pb2.REQUEST_STATUS_FAILED, records_pb2.REQUEST_STATUS_CANCELLED}
+)
 
 _RANK: dict[int, int] = {
     records_pb2.REQUEST_STATUS_UNSPECIFIED: 0,
@@ -19,6 +21,7 @@ _RANK: dict[int, int] = {
     records_pb2.REQUEST_STATUS_IN_PROGRESS: 2,
     records_pb2.REQUEST_STATUS_COMPLETED: 3,
     records_pb2.REQUEST_STATUS_FAILED: 3,
+    records_pb2.REQUEST_STATUS_CANCELLED: 3,
 }
 
 STATUS_NAMES: dict[int, str] = {
@@ -26,6 +29,7 @@ STATUS_NAMES: dict[int, str] = {
     records_pb2.REQUEST_STATUS_IN_PROGRESS: "in_progress",
     records_pb2.REQUEST_STATUS_COMPLETED: "completed",
     records_pb2.REQUEST_STATUS_FAILED: "failed",
+    records_pb2.REQUEST_STATUS_CANCELLED: "cancelled",
     records_pb2.REQUEST_STATUS_NOT_FOUND: "not_found",
 }
 
@@ -59,7 +63,7 @@ def rfc3339(ts: Timestamp) -> str:
 
 
 def view(record: records_pb2.RequestRecord) -> records_pb2.RequestView:
-    """What a client may see of a stored record."""
+    """What a client may see of a stored record (over gRPC, its webhook's delivery too)."""
     out = records_pb2.RequestView(id=record.id, status=record.status)
     if record.status == records_pb2.REQUEST_STATUS_COMPLETED:
         out.result_json = record.result_json
@@ -67,6 +71,8 @@ def view(record: records_pb2.RequestRecord) -> records_pb2.RequestView:
         out.finished_at.CopyFrom(record.finished_at)
     if record.status == records_pb2.REQUEST_STATUS_FAILED:
         out.error.CopyFrom(record.error)
+    if record.HasField("webhook"):
+        out.webhook.CopyFrom(record.webhook)
     return out
 
 

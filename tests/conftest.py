@@ -136,7 +136,7 @@ def result(http: httpx.Client, api: str, request_id: str, wait: float = 30) -> d
         reply = http.get(f"/{api}/{request_id}", params={"wait": wait})
         assert reply.status_code == 200, reply.text
         body: dict[str, Any] = reply.json()
-        return body if body["status"] in ("completed", "failed") else None
+        return body if body["status"] in ("completed", "failed", "cancelled") else None
 
     return eventually(final, timeout=wait * 2, what=f"request {request_id} finished")
 

@@ -1,9 +1,10 @@
 """Which prepared request goes to the handler process next, across the three priorities.
 
 Each dispatch takes the highest priority with a request ready, except that a lower
-priority which has had requests ready through SHARE - 1 dispatches in a row without
-getting one gets the next: when every level is backed up, at least one dispatch in
-every SHARE goes to `normal` and at least one in every SHARE to `low`, so no level starves.
+priority which has had requests ready through several dispatches in a row without getting
+one gets the next: a level with requests ready gets at least one dispatch in every SHARE
+consecutive ones, so when every level is backed up at least one in every SHARE goes to
+`normal` and one to `low`, and no level starves.
 """
 
 from __future__ import annotations
@@ -44,11 +45,10 @@ class PriorityQueues(Generic[T]):
         waiting = [level for level in LEVELS if self._queues[level]]
         if not waiting:
             raise IndexError("no request is ready")
-        choice = waiting[0]
-        for level in reversed(waiting[1:]):
-            if self._passed_over[level] >= SHARE - 1:
-                choice = level
-                break
+        # A lower level is due once passed over SHARE - 2 times: when both lower levels are due together,
+        # the one that waited longer goes first and the other next, so neither waits past SHARE - 1.
+        due = [level for level in waiting[1:] if self._passed_over[level] >= SHARE - 2]
+        choice = max(due, key=lambda level: (self._passed_over[level], level)) if due else waiting[0]
         for level in LEVELS:
             # Only a level that had requests ready and was passed over moves towards its turn.
             self._passed_over[level] = self._passed_over[level] + 1 if level in waiting and level != choice else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from cortado import names, natsutil
+from cortado import names, natsutil, webhooks
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
@@ -30,7 +30,12 @@ async def main() -> None:
         js, apis, payloads, settings.inline_payload_bytes, requests, idempotency, json_limits=settings.json_limits
     )
     outcomes = Outcomes(nc, requests)
-    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds)
+    policy = webhooks.UrlPolicy.from_env()
+
+    def check_webhook(url: str) -> str:
+        return webhooks.check_url(url, policy)
+
+    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook)
     runner = ServiceRunner(
         "ingest",
         settings.address,
@@ -40,7 +45,7 @@ async def main() -> None:
     )
     public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
     public_pb2_grpc.add_WaitingSubmissionServicer_to_server(
-        WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds), runner.server
+        WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook), runner.server
     )
     # Waits end at once when the stop begins (each answers the state it reads), streams take no new item.
     runner.on_stopping(outcomes.stop_waiting)

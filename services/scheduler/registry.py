@@ -166,6 +166,10 @@ class Registry:
                 f"{stream.max_bytes:,} bytes (CORTADO_QUEUE_MAX_BYTES): give NATS more storage (its max_file_store) "
                 "or lower that setting, or delete an API you no longer need"
             ) from exc
+        # The single consumer of releases before priorities overlaps the new ones, which a work-queue
+        # stream refuses: it goes (requests it still held are not carried over; NOTES.md).
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(stream.name or "", names.WORK_CONSUMER)
         # One consumer per priority: the executors pull from each and dispatch higher priorities first.
         for priority in names.PRIORITIES:
             await self._js.add_consumer(
@@ -222,8 +226,9 @@ class Registry:
                 info = await self._js.consumer_info(names.work_stream(name), names.work_consumer(priority))
             except NotFoundError:
                 continue
-            queued[names.priority_name(priority)] = int(info.num_pending or 0)
-            metrics.QUEUE_BY_PRIORITY.labels(name, names.priority_name(priority)).set(queued[names.priority_name(priority)])
+            level = names.priority_name(priority)
+            queued[level] = int(info.num_pending or 0)
+            metrics.QUEUE_BY_PRIORITY.labels(name, level).set(queued[level])
             in_flight += int(info.num_ack_pending or 0)
         return queued, in_flight
 

@@ -48,18 +48,6 @@ WEBHOOK_ATTEMPTS = Counter(
 
 USER_AGENT = "Cortado-Webhooks/1"
 
-WEBHOOKS_STREAM = "CORTADO_WEBHOOKS"
-"""JetStream work-queue stream of webhook deliveries due (records_pb2.WebhookJob), one message per request."""
-
-WEBHOOK_SUBJECTS = "cortado.webhooks.>"
-"""The webhooks stream's subjects: each job's is `cortado.webhooks.<api>.<id>`, its Nats-Msg-Id the request id."""
-
-WEBHOOKS_CONSUMER = "senders"
-"""Durable pull consumer the webhook senders share."""
-
-WEBHOOK_SECRETS_BUCKET = "cortado_webhook_secrets"
-"""KV bucket of each API's webhook signing secrets (control_pb2.WebhookSecrets), key = API name."""
-
 FETCH_SECONDS = 1.0
 """Longest a pull for new jobs waits (how soon a stop is noticed when nothing comes)."""
 
@@ -88,8 +76,8 @@ def stream_config(max_bytes: int) -> StreamConfig:
     A full stream refuses new jobs (the publisher sees it) rather than dropping waiting ones.
     """
     return StreamConfig(
-        name=WEBHOOKS_STREAM,
-        subjects=[WEBHOOK_SUBJECTS],
+        name=names.WEBHOOKS_STREAM,
+        subjects=[names.WEBHOOK_SUBJECTS],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         max_bytes=max_bytes,
@@ -101,7 +89,7 @@ def stream_config(max_bytes: int) -> StreamConfig:
 def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
     """The senders' durable pull consumer: every job redelivered until acked, however often."""
     return ConsumerConfig(
-        durable_name=WEBHOOKS_CONSUMER,
+        durable_name=names.WEBHOOKS_CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_seconds,
         max_deliver=-1,
@@ -114,11 +102,15 @@ def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
 async def subscribe(js: JetStreamContext, settings: WebhookSettings) -> JetStreamContext.PullSubscription:
     """Create the webhooks stream (if absent) and the senders' consumer (or update its settings); bind to it."""
     await natsutil.while_jetstream_starts(
-        WEBHOOKS_STREAM, lambda: natsutil.ensure_stream(js, stream_config(settings.stream_max_bytes))
+        names.WEBHOOKS_STREAM, lambda: natsutil.ensure_stream(js, stream_config(settings.stream_max_bytes))
     )
     config = consumer_config(settings.ack_wait_seconds)
-    await natsutil.while_jetstream_starts(WEBHOOKS_CONSUMER, lambda: js.add_consumer(WEBHOOKS_STREAM, config))
-    subscription: JetStreamContext.PullSubscription = await js.pull_subscribe_bind(WEBHOOKS_CONSUMER, WEBHOOKS_STREAM)
+    await natsutil.while_jetstream_starts(
+        names.WEBHOOKS_CONSUMER, lambda: js.add_consumer(names.WEBHOOKS_STREAM, config)
+    )
+    subscription: JetStreamContext.PullSubscription = await js.pull_subscribe_bind(
+        names.WEBHOOKS_CONSUMER, names.WEBHOOKS_STREAM
+    )
     return subscription
 
 
@@ -332,7 +324,7 @@ class WebhookSender:
 
     async def start(self) -> None:
         """Create the stream, consumer and secrets bucket where absent, bind to the consumer and start pulling."""
-        self._secrets = await natsutil.key_value(self._js, WEBHOOK_SECRETS_BUCKET, history=1)
+        self._secrets = await natsutil.key_value(self._js, names.WEBHOOK_SECRETS_BUCKET, history=1)
         self._subscription = await subscribe(self._js, self._settings)
         self._runner = asyncio.create_task(self._run())
 

@@ -24,6 +24,7 @@ import pytest
 from cortado import names, natsauth
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
+from cortado.v1 import records_pb2
 from tests.cluster.support import (
     Leadership,
     LoggingApi,
@@ -162,7 +163,7 @@ def test_work_and_state_are_replicated_three_times_and_survive_a_nats_server_and
 
     # Every stream the API needs lives on three servers: a leader and two peers.
     servers = set(mesh.nats_names)
-    placements = replication(mesh, [work, *kv], consumer=(work, names.WORK_CONSUMER))
+    placements = replication(mesh, [work, *kv], consumer=(work, names.work_consumer(records_pb2.PRIORITY_NORMAL)))
     for stream, placement in placements.items():
         assert placement.replicas == 3, f"{stream}: {placement}"
         assert len(placement.peers) == 2, f"{stream}: {placement}"

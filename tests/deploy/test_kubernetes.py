@@ -405,11 +405,12 @@ def test_keda_scales_the_executors_on_the_lag_of_an_api_streams_consumer(overlay
     [scaled] = of_kind(docs, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"] == {"name": "executor"}
     find(docs, "Deployment", "executor")
-    [trigger] = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    metadata = trigger["metadata"]
-    assert metadata["stream"] == names.work_stream("iris")
-    assert metadata["consumer"] == names.WORK_CONSUMER
+    triggers = scaled["spec"]["triggers"]
+    # One trigger per priority's consumer: KEDA scales on the largest lag.
+    assert [t["metadata"]["consumer"] for t in triggers] == [names.work_consumer(p) for p in names.PRIORITIES]
+    assert {t["type"] for t in triggers} == {"nats-jetstream"}
+    assert {t["metadata"]["stream"] for t in triggers} == {names.work_stream("iris")}
+    metadata = triggers[0]["metadata"]
     nats = find(docs, "StatefulSet", "nats")
     namespace = overlay_kustomization(overlay)["namespace"]
     assert (

@@ -28,15 +28,12 @@ from nats.js.api import KeyValueConfig
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
-from cortado import natsauth, natsutil, records, webhooks
+from cortado import names, natsauth, natsutil, records, webhooks
 from cortado.env import Env
 from cortado.mesh import ROOT, ManagedProcess, find_binary, free_port, grpc_serving, nats_config, tcp_open, wait_until
 from cortado.v1 import control_pb2, records_pb2
 from services.webhooks.config import WebhookSettings
 from services.webhooks.sender import (
-    WEBHOOK_SECRETS_BUCKET,
-    WEBHOOKS_CONSUMER,
-    WEBHOOKS_STREAM,
     WebhookSender,
 )
 from tests.helpers import unique_name
@@ -46,10 +43,7 @@ pytestmark = pytest.mark.integration
 T = TypeVar("T")
 
 WEBHOOKS_USER = "webhooks"
-WEBHOOKS_PERMISSIONS = {
-    "publish": ["$JS.API.>", "$JS.FC.>", "_INBOX.>", "$JS.ACK.>", "$KV.cortado_requests.>"],
-    "subscribe": ["_INBOX.>"],
-}
+WEBHOOKS_PERMISSIONS = natsauth.PERMISSIONS[WEBHOOKS_USER]
 """What the sender's NATS user may do: JetStream's API, acks, record writes; nothing else."""
 
 RECORD_TTL = 3600
@@ -153,8 +147,8 @@ class Mesh:
 
     async def drained(self) -> bool:
         """Whether every job was acknowledged: none waits, none is held or due for a retry."""
-        info = await self.js.consumer_info(WEBHOOKS_STREAM, WEBHOOKS_CONSUMER)
-        stream = await self.js.stream_info(WEBHOOKS_STREAM)
+        info = await self.js.consumer_info(names.WEBHOOKS_STREAM, names.WEBHOOKS_CONSUMER)
+        stream = await self.js.stream_info(names.WEBHOOKS_STREAM)
         return info.num_pending == 0 and info.num_ack_pending == 0 and stream.state.messages == 0
 
 
@@ -164,7 +158,7 @@ async def mesh(nats_server: Nats) -> AsyncIterator[Mesh]:
     nc = await natsutil.connect(nats_server.url, "test", credentials=nats_server.credentials[natsauth.ADMIN])
     js = nc.jetstream()
     await js.create_key_value(KeyValueConfig(bucket="cortado_requests", history=1, max_bytes=64 * 1024**2))
-    await js.create_key_value(KeyValueConfig(bucket=WEBHOOK_SECRETS_BUCKET, history=1, max_bytes=64 * 1024**2))
+    await js.create_key_value(KeyValueConfig(bucket=names.WEBHOOK_SECRETS_BUCKET, history=1, max_bytes=64 * 1024**2))
     running = Mesh(nc, js)
 
     async def written(msg: Msg) -> None:
@@ -185,7 +179,7 @@ async def add_secrets(mesh: Mesh, api: str, rotated: bool = True) -> list[str]:
         stored.previous = previous
         stored.previous_until.GetCurrentTime()
         stored.previous_until.seconds += 3600
-    kv = await mesh.js.key_value(WEBHOOK_SECRETS_BUCKET)
+    kv = await mesh.js.key_value(names.WEBHOOK_SECRETS_BUCKET)
     await kv.put(api, stored.SerializeToString())
     return [current, previous] if rotated else [current]
 

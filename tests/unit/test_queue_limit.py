@@ -8,13 +8,18 @@ from typing import Any
 
 import pytest
 
-from cortado.v1 import control_pb2
+from cortado import names
+from cortado.v1 import control_pb2, records_pb2
 from services.ingest.queuelimit import REFRESH_SECONDS, QueueFullError, QueueLimits
 from services.scheduler.registry import queue_ceiling
 
 
+NORMAL = names.work_consumer(records_pb2.PRIORITY_NORMAL)
+
+
 class FakeConsumer:
-    """consumer_info answering num_pending (what waits undelivered); counts the reads."""
+    """consumer_info answering num_pending (what waits undelivered) of the normal priority's consumer, 0 for the
+    others; counts the reads (of the normal one: one per count of the queue)."""
 
     def __init__(self) -> None:
         self.pending = 0
@@ -23,6 +28,8 @@ class FakeConsumer:
         self.fail = False
 
     async def consumer_info(self, stream: str, consumer: str) -> Any:
+        if consumer != NORMAL:
+            return SimpleNamespace(num_pending=0)
         self.reads += 1
         if self.gate is not None:
             await self.gate.wait()
