@@ -328,6 +328,15 @@ def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
     return out
 
 
+def cmd_cancel(options: argparse.Namespace) -> int:
+    """Cancel a request; print its state (cancelled). Exit 1 when it had finished otherwise, or is unknown."""
+    with Client(_endpoints(options)[1]) as client:
+        view = client.cancel(options.api, options.id)
+    data = _view_dict(view)
+    print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
+    return 0
+
+
 def cmd_result(options: argparse.Namespace) -> int:
     """A request's state; with --wait, its final state. Exit 0 completed, 1 failed or not found, 3 unfinished."""
     with Client(_endpoints(options)[1]) as client:
@@ -478,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--webhook", default="", help="URL to POST the request's final state to")
     submit.set_defaults(run=cmd_submit)
+
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a queued or running request")
+    cancel.add_argument("api", metavar="API")
+    cancel.add_argument("id", metavar="ID")
+    cancel.set_defaults(run=cmd_cancel)
 
     result = commands.add_parser("result", parents=[common], help="a request's state and result")
     result.add_argument("api", metavar="API")

@@ -29,6 +29,7 @@ class Client:
         self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)
+        self._requests = public_pb2_grpc.RequestsStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""
@@ -118,6 +119,17 @@ class Client:
     def get(self, api: str, request_id: str) -> records_pb2.RequestView:
         """The request's current state (status NOT_FOUND when unknown or expired)."""
         reply: public_pb2.GetResponse = self._results.Get(public_pb2.GetRequest(api=api, id=request_id), timeout=30)
+        return reply.request
+
+    def cancel(self, api: str, request_id: str) -> records_pb2.RequestView:
+        """Cancel a request: its state, now `cancelled` (the same when it already was).
+
+        A queued request never runs; a running one is stopped (see the handler guide). grpc.RpcError with
+        FAILED_PRECONDITION when the request had already finished otherwise (the message names its status),
+        NOT_FOUND for an unknown id or API.
+        """
+        request = public_pb2.CancelRequestRequest(api=api, id=request_id)
+        reply: public_pb2.CancelResponse = self._requests.Cancel(request, timeout=30)
         return reply.request
 
     def watch(self, api: str, request_id: str, timeout: float | None = None) -> Iterator[records_pb2.RequestView]:
