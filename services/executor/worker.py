@@ -5,6 +5,11 @@ folder as working directory, under an unprivileged user when the executor runs a
 root. It holds no broker connection and no credential: jobs come in and outcomes go
 out over one end of a socket pair (`services.executor.channel`); the executor pulls,
 records and acknowledges. A crash here never takes the executor down.
+
+A request cancelled while it runs (`ToHandler.cancel`): an `async def` call is cancelled (a batch's
+once every request in it is), a plain one cannot be and sees `cortado.cancelled(request_id)` turn
+true instead; either way its outcome is `RequestCancelled`, which the executor drops. One that does
+not stop is the executor's to deal with (it restarts the process after its grace period).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cortado import tracing
+from cortado import cancellation, tracing
 from cortado.env import Env
 from cortado.logs import PrintToLog, configure_handler_logging, request_id_var
 from cortado.metrics import MetricsClient
@@ -118,6 +123,20 @@ class HandlerTimedOutError(Exception):
     """A plain handler ran past the API's timeout; its thread cannot be stopped."""
 
 
+CANCELLED_ERROR = "RequestCancelled"
+"""Error type of the outcome of a job whose request was cancelled (the executor drops it)."""
+
+CANCELLED_MESSAGE = "the request was cancelled"
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A running `async def` call: its task and every request it serves (one, or a batch's)."""
+
+    task: asyncio.Future[Any]
+    ids: tuple[str, ...]
+
+
 class Worker:
     """Runs the jobs it receives through the handler, up to max_concurrency calls at once.
 
@@ -138,6 +157,10 @@ class Worker:
         self._threads = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="handler")
         self._queue: asyncio.Queue[handler_pb2.Job] = asyncio.Queue()
         self._running: set[asyncio.Task[None]] = set()
+        self._active: set[str] = set()
+        """Ids of jobs received whose outcome (or hand-back) has not been sent yet."""
+        self._calls: dict[str, _Call] = {}
+        """Running `async def` calls, by each of their request ids (what a cancel cancels)."""
         self._stopping = asyncio.Event()
         self._traced = tracing.enabled()
 
@@ -156,18 +179,37 @@ class Worker:
             while True:
                 message = await read_frame(reader, handler_pb2.ToHandler)
                 for job in message.jobs:
+                    self._active.add(job.id)
                     self._queue.put_nowait(job)
+                for job_id in message.cancel:
+                    self.cancel(job_id)
         except (ChannelClosedError, ConnectionError):
             log.info("the executor closed the channel; stopping")
         finally:
             self.stop()
+
+    def cancel(self, job_id: str) -> None:
+        """The job's request was cancelled: flag it, and cancel its `async def` call once all the call serves are.
+
+        A job not started yet never starts; every cancelled job's outcome is RequestCancelled.
+        """
+        if job_id not in self._active:
+            return  # finished already (its outcome is on the way), or never sent here
+        cancellation.mark(job_id)
+        call = self._calls.get(job_id)
+        if call is not None and all(cancellation.cancelled(i) for i in call.ids):
+            call.task.cancel()
+
+    def _done(self, job_id: str) -> None:
+        self._active.discard(job_id)
+        cancellation.forget(job_id)
 
     async def run(self) -> None:
         """Run jobs until stopped, then hand back what has not started and let running jobs finish."""
         slots = [asyncio.create_task(self._slot()) for _ in range(self._concurrency)]
         await self._stopping.wait()
         while not self._queue.empty():
-            self._outbox.returned(self._queue.get_nowait().id)
+            self._hand_back(self._queue.get_nowait().id)
         running = [t for t in self._running if not t.done()]
         if running:
             await asyncio.wait(running, timeout=self._grace)
@@ -182,7 +224,7 @@ class Worker:
         while True:
             job = await self._queue.get()
             if self._stopping.is_set():
-                self._outbox.returned(job.id)
+                self._hand_back(job.id)
                 continue
             batch = [job]
             # Dynamic batching: up to max_batch_size requests, or whatever came within batch_interval.
@@ -197,6 +239,10 @@ class Worker:
             task.add_done_callback(self._running.discard)
             await asyncio.wait([task])
 
+    def _hand_back(self, job_id: str) -> None:
+        self._done(job_id)
+        self._outbox.returned(job_id)
+
     async def _run_jobs(self, jobs: list[handler_pb2.Job]) -> None:
         try:
             if len(jobs) == 1 and jobs[0].trace_headers:
@@ -209,12 +255,14 @@ class Worker:
             # The thread cannot be stopped: report the failures, then let the executor restart this process.
             message = self._timeout_message()
             timed_out = [_failed(job.id, "TimedOut", message, self._timeout or 0.0) for job in jobs]
+            timed_out = [_unless_cancelled(outcome) for outcome in timed_out]
             self._outbox.send_now(handler_pb2.FromHandler(outcomes=timed_out, restarting=True))
             await self._outbox.drained()
             log.error("a plain handler timed out; restarting the handler process", extra={"ids": [j.id for j in jobs]})
             os._exit(EXIT_TIMED_OUT)
         for outcome in outcomes:
-            self._outbox.outcome(outcome)
+            self._outbox.outcome(_unless_cancelled(outcome))
+            self._done(outcome.id)
 
     async def _execute(self, jobs: list[handler_pb2.Job]) -> list[handler_pb2.Outcome]:
         """Decode, call the handler once (handle_async, or handle_batch for several), encode: one outcome per job."""
@@ -222,6 +270,10 @@ class Worker:
         payloads: list[Any] = []
         runnable: list[handler_pb2.Job] = []
         for job in jobs:
+            if cancellation.cancelled(job.id):
+                # Cancelled before it started (waiting for its batch): it never runs.
+                outcomes[job.id] = _failed(job.id, CANCELLED_ERROR, CANCELLED_MESSAGE, 0.0)
+                continue
             try:
                 payloads.append(decode_payload(job.content_type, job.payload))
                 runnable.append(job)
@@ -239,6 +291,11 @@ class Worker:
                 failure: tuple[str, str] | None = None
             except HandlerTimedOutError:
                 raise
+            except asyncio.CancelledError:
+                # Our own cancel of the call (every request it served was cancelled), or this process stopping.
+                if _being_cancelled() or not all(cancellation.cancelled(i) for i in ids):
+                    raise
+                results, failure = [], (CANCELLED_ERROR, CANCELLED_MESSAGE)
             except TimeoutError:
                 results, failure = [], ("TimedOut", self._timeout_message())
             except InvalidResultError as exc:
@@ -267,9 +324,9 @@ class Worker:
             # Log lines and print() of this call carry its request id.
             request_id_var.set(ids[0])
         if batched and self._handler.batch_is_async:
-            return await asyncio.wait_for(self._handler.call_batch_async(payloads, ids), self._timeout)
+            return await self._cancellable(self._handler.call_batch_async(payloads, ids), ids)
         if not batched and self._handler.is_async:
-            return await asyncio.wait_for(self._handler.call_async(payloads[0], ids[0]), self._timeout)
+            return await self._cancellable(self._handler.call_async(payloads[0], ids[0]), ids)
         # A plain handler runs in a thread, in a copy of this task's context (request id, trace).
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
@@ -282,6 +339,18 @@ class Worker:
         except TimeoutError:
             raise HandlerTimedOutError from None
 
+    async def _cancellable(self, call: Any, ids: list[str]) -> Any:
+        """Await an `async def` call in a task of its own (in this context), which cancel() may cancel."""
+        task = asyncio.ensure_future(call)
+        running = _Call(task, tuple(ids))
+        for job_id in ids:
+            self._calls[job_id] = running
+        try:
+            return await asyncio.wait_for(task, self._timeout)
+        finally:
+            for job_id in ids:
+                self._calls.pop(job_id, None)
+
     def _timeout_message(self) -> str:
         return f"timed out: the handler ran longer than the API's timeout of {self._timeout:g}s"
 
@@ -293,6 +362,19 @@ def _failed(job_id: str, kind: str, message: str, seconds: float) -> handler_pb2
     return handler_pb2.Outcome(
         id=job_id, completed=False, error=records_pb2.RequestError(type=kind, message=message), handler_seconds=seconds
     )
+
+
+def _unless_cancelled(outcome: handler_pb2.Outcome) -> handler_pb2.Outcome:
+    """outcome, or RequestCancelled when its request was cancelled (whatever the handler returned or raised)."""
+    if not cancellation.cancelled(outcome.id):
+        return outcome
+    return _failed(outcome.id, CANCELLED_ERROR, CANCELLED_MESSAGE, outcome.handler_seconds)
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _attributes(api: str, ids: list[str]) -> dict[str, Any]:
