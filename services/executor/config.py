@@ -30,6 +30,7 @@ class ExecutorSettings:
     handler_users: str
     handler_uid_base: int
     max_deliveries: int
+    cancel_grace_seconds: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -63,4 +64,7 @@ class ExecutorSettings:
             handler_uid_base=env.integer("HANDLER_UID_BASE", 70000, minimum=1000),
             # A request delivered this often without an outcome being recorded fails (DeliveryLimitExceeded).
             max_deliveries=env.integer("MAX_DELIVERIES", 20, minimum=2),
+            # How long a cancelled request's handler has to stop before its process is stopped and restarted
+            # (a plain handler cannot be interrupted; it may poll `cortado.cancelled(request_id)`).
+            cancel_grace_seconds=env.number("CANCEL_GRACE_SECONDS", 10.0, minimum=0),
         )

@@ -8,8 +8,18 @@ the channel while the process has room, marks them `in_progress` once they have
 run IN_PROGRESS_AFTER seconds (a request that finishes sooner goes straight from the
 queue to its final record: one write instead of two), keeps JetStream's ack timer
 from firing on long handlers, writes each outcome with compare-and-set and the
-retention TTL, and only then acknowledges. When the process
-dies, the requests it held go back to the queue at once, counted as an attempt.
+retention TTL (with its webhook, queued once the record is written), and only then
+acknowledges. When the process dies, the requests it held go back to the queue at once,
+counted as an attempt.
+
+Cancelled requests (ingest writes their `cancelled` record, then announces the id on
+`names.cancel_subject`): one held but not sent to the process is acknowledged and dropped; one
+announced before it is even delivered is dropped on arrival (ids announced lately are kept a while);
+one running is cancelled in the process (`ToHandler.cancel`), which answers with an outcome that is
+dropped, since the record is final. A job still running CANCEL_GRACE_SECONDS later has its process
+stopped and restarted (as for a plain handler's timeout), and the other requests it held go back to
+the queue. The deferred `in_progress` write that finds a `cancelled` record (an announcement missed)
+cancels the job the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
-from cortado import metrics, names, natsutil, records, tracing
+from cortado import metrics, names, natsutil, records, tracing, webhookjobs
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor.channel import frame
 from services.executor.priority import LEVELS, PriorityQueues
@@ -56,6 +68,52 @@ IN_PROGRESS_AFTER = 0.025
 REDELIVERY_MAX_DELAY = 30.0
 """Longest wait before a request handed back again and again is delivered anew (seconds)."""
 
+CANCEL_GRACE_SECONDS = 10.0
+"""Default time a cancelled job has to stop before its process is restarted (CORTADO_CANCEL_GRACE_SECONDS)."""
+
+RECENT_CANCELS = 4096
+RECENT_CANCEL_SECONDS = 300.0
+"""Cancelled ids remembered (at most this many, for this long) for a message that arrives after its announcement."""
+
+
+class RecentIds:
+    """Ids seen lately: at most `size` of them, each forgotten `ttl` seconds after it was added."""
+
+    def __init__(
+        self,
+        size: int = RECENT_CANCELS,
+        ttl: float = RECENT_CANCEL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, item: str) -> None:
+        """Remember item from now on (for ttl seconds, or until size newer ones push it out)."""
+        now = self._clock()
+        self._ids[item] = now
+        self._ids.move_to_end(item)
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        self._expire(now)
+
+    def __contains__(self, item: object) -> bool:
+        self._expire(self._clock())
+        return item in self._ids
+
+    def __len__(self) -> int:
+        self._expire(self._clock())
+        return len(self._ids)
+
+    def _expire(self, now: float) -> None:
+        while self._ids:
+            oldest, added = next(iter(self._ids.items()))
+            if now - added < self._ttl:
+                return
+            del self._ids[oldest]
+
 
 @dataclass
 class _Held:
@@ -76,7 +134,12 @@ class _Held:
     marking: bool = False
     """The in_progress write has begun (it is no longer just waiting for its moment)."""
     finished: bool = False
-    """The in_progress write found a final record: a delivery the broker repeated (it lost the ack in a crash)."""
+    """The in_progress write found a final record: a delivery the broker repeated (it lost the ack in a crash),
+    or a request cancelled meanwhile."""
+    cancelled: bool = False
+    """Its request was cancelled (its record is final): it is dropped, or stopped in the process."""
+    stopper: asyncio.Task[None] | None = None
+    """Restarts the process if the cancelled job still runs after the grace period."""
 
 
 class Dispatcher:
@@ -92,6 +155,9 @@ class Dispatcher:
         ack_wait_seconds: float,
         on_outcome: Callable[[bool], None],
         max_deliveries: int = 20,
+        cancel_grace_seconds: float = CANCEL_GRACE_SECONDS,
+        on_stuck: Callable[[], None] | None = None,
+        recent_cancels: RecentIds | None = None,
     ) -> None:
         self._spec = spec
         self._js = js
@@ -116,6 +182,11 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._payloads: Any = None
         self._traced = tracing.enabled()
+        self._cancel_grace = cancel_grace_seconds
+        self._on_stuck = on_stuck
+        """Stops the process (it is restarted) when a cancelled job does not stop in time."""
+        self._recent_cancels = recent_cancels if recent_cancels is not None else RecentIds()
+        """Ids announced cancelled lately: a message that arrives after its announcement is dropped too."""
 
     def stop(self) -> None:
         """Stop pulling (the process is draining or gone)."""
@@ -128,6 +199,8 @@ class Dispatcher:
         feeds = {
             level: PullFeed(self._js._nc, stream, names.work_consumer(level), self._taker(level)) for level in LEVELS
         }
+        # Listening for cancels before anything is pulled, so no announcement about a held request is missed.
+        announcements = await self._listen_for_cancels()
         for feed in feeds.values():
             await feed.start()
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -143,6 +216,9 @@ class Dispatcher:
             for feed in feeds.values():
                 await feed.stop()
             heartbeat.cancel()
+            if announcements is not None:
+                with contextlib.suppress(Exception):
+                    await announcements.unsubscribe()
             await self._return_unsent()
 
     async def finish(self, process_died: bool, grace: float) -> None:
@@ -160,14 +236,84 @@ class Dispatcher:
                 extra={"api": self._spec.name, "count": len(lost), "died": process_died},
             )
         for held in lost:
-            # The in_progress record (with its attempt count) must land before the redelivery reads it.
-            with contextlib.suppress(Exception):
-                await self._settle_mark(held, write_now=True)
-            await self._release(held, nak=True)
+            if not held.cancelled:
+                # The in_progress record (with its attempt count) must land before the redelivery reads it.
+                with contextlib.suppress(Exception):
+                    await self._settle_mark(held, write_now=True)
+            if held.cancelled or held.finished:
+                await self._drop(held)  # its record is final: nothing to run again
+            else:
+                await self._release(held, nak=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for held in list(self._held.values()):
             await self._release(held, nak=True)
+
+    # Cancels.
+
+    async def _listen_for_cancels(self) -> Any:
+        """Subscribe to the API's cancel announcements; the subscription, or None if it failed."""
+        try:
+            return await self._js._nc.subscribe(names.cancel_subject(self._spec.name), cb=self._announced)
+        except Exception as exc:
+            # In-progress writes still find cancelled records; only a prefetched request may run anyway.
+            log.warning("cancel announcements not heard", extra={"api": self._spec.name, "error": repr(exc)})
+            return None
+
+    async def _announced(self, msg: Msg) -> None:
+        try:
+            request_id = msg.data.decode()
+        except UnicodeDecodeError:
+            return
+        self.cancel(request_id)
+
+    def cancel(self, request_id: str) -> None:
+        """The request was cancelled (its final record is written): never send it to the process, or stop it there."""
+        self._recent_cancels.add(request_id)
+        held = self._held.get(request_id)
+        if held is None or held.cancelled:
+            return
+        held.cancelled = True
+        if request_id in self._in_process:
+            self._stop_job(held)
+        elif self._ready.remove(held):
+            self._spawn(self._drop(held))
+        # Otherwise it is still being prepared: _prepare_arrived drops it once it is.
+
+    def _stop_job(self, held: _Held) -> None:
+        """Tell the process to cancel a running job, and restart the process if it still runs after the grace."""
+        log.info("cancelling a running request", extra={"api": self._spec.name, "id": held.item.id})
+        if not self._writer.is_closing():
+            self._writer.write(frame(handler_pb2.ToHandler(cancel=[held.item.id])))
+        held.stopper = asyncio.create_task(self._stop_when_stuck(held))
+
+    async def _stop_when_stuck(self, held: _Held) -> None:
+        await asyncio.sleep(self._cancel_grace)
+        if self._held.get(held.item.id) is held and held.item.id in self._in_process and self._on_stuck is not None:
+            log.warning(
+                "a cancelled request's handler did not stop within the grace period (CORTADO_CANCEL_GRACE_SECONDS); "
+                "restarting its process",
+                extra={"api": self._spec.name, "id": held.item.id, "grace_seconds": self._cancel_grace},
+            )
+            self._on_stuck()
+
+    async def _drop(self, held: _Held) -> None:
+        """Let go of a request whose record is final without running it (again): acked; a cancelled one's body dropped.
+
+        The ack may fail (ingest deleted a cancelled request's work item): that is fine either way. A body stays
+        when the request was not cancelled: a dead letter may still name it.
+        """
+        with contextlib.suppress(Exception):
+            await self._settle_mark(held, write_now=False)
+        held.payload = b""
+        await self._ack(held)
+        if held.cancelled:
+            await self._drop_payload(held.item)
+
+    async def _requeue_webhook(self, stored: records_pb2.RequestRecord, request_id: str) -> None:
+        """Queue again the webhook of a final record still pending delivery (its first queuing may have been lost)."""
+        if stored.webhook.url and stored.webhook.state == records_pb2.WEBHOOK_STATE_PENDING:
+            await webhookjobs.queue_delivery(self._js, self._spec.name, request_id)
 
     # Receiving from JetStream.
 
@@ -230,6 +376,11 @@ class Dispatcher:
             # A second delivery of a request this executor holds already (its ack is on the way).
             await _nak(msg, delay=self._ack_wait)
             return
+        if item.id in self._recent_cancels:
+            # Cancelled before it came: its record is final and ingest deleted it from the queue.
+            with contextlib.suppress(Exception):
+                await msg.ack()
+            return
         held = _Held(msg, item, asyncio.get_running_loop().time(), level)
         self._held[item.id] = held
         self._held_by_level[level] += 1
@@ -245,9 +396,14 @@ class Dispatcher:
             log.exception("request could not be prepared; it goes back to the queue", extra={"id": item.id})
             await self._release(held, nak=True)
             return
-        if item.id in self._held:
-            self._ready.append(held.level, held)
-            self._send()
+        if self._held.get(item.id) is not held:
+            return
+        if held.cancelled or item.id in self._recent_cancels:
+            held.cancelled = True
+            await self._drop(held)
+            return
+        self._ready.append(held.level, held)
+        self._send()
 
     async def _give_up(self, held: _Held, delivered: int) -> None:
         """Fail a request delivered more often than allowed without an outcome being recorded."""
@@ -257,6 +413,7 @@ class Dispatcher:
         )
         stored, revision = await self._store.read(held.item.id)
         if stored is not None and records.is_final(stored.status):
+            await self._requeue_webhook(stored, held.item.id)
             await self._ack(held)
             return
         await self._abandon(
@@ -298,7 +455,8 @@ class Dispatcher:
         """Whether a redelivered request should run; acks it (finished already, or given up) when not."""
         stored, revision = await self._store.read(held.item.id)
         if stored is not None and records.is_final(stored.status):
-            # Finished by an earlier delivery whose ack was lost.
+            # Finished (or cancelled) by an earlier delivery whose ack was lost.
+            await self._requeue_webhook(stored, held.item.id)
             await self._ack(held)
             return False
         # Deliveries also count hand-backs of requests that never started: only an in_progress
@@ -335,7 +493,7 @@ class Dispatcher:
         jobs: list[handler_pb2.Job] = []
         while self._ready and len(self._in_process) < self._room:
             held = self._ready.popleft()
-            if held.item.id not in self._held:
+            if self._held.get(held.item.id) is not held or held.cancelled:
                 continue
             held.started = _base_record(held.item, held.attempts)
             held.started.status = records_pb2.REQUEST_STATUS_IN_PROGRESS
@@ -398,15 +556,27 @@ class Dispatcher:
                 except KeyWrongLastSequenceError:
                     stored, held.revision = await self._store.read(held.item.id)
                     if stored is not None and records.is_final(stored.status):
-                        held.finished = True
+                        await self._found_final(held, stored)
                         return held.revision
                     if stored is not None and stored.status == records_pb2.REQUEST_STATUS_IN_PROGRESS:
                         held.started.attempts = stored.attempts + 1
-            _, _, revision = await self._store.advance(held.item.id, held.started, held.revision, self._retention)
+            written, stored, revision = await self._store.advance(
+                held.item.id, held.started, held.revision, self._retention
+            )
+            if not written and stored is not None and records.is_final(stored.status):
+                await self._found_final(held, stored)
             return revision
         except Exception as exc:
             log.warning("in_progress not recorded", extra={"id": held.item.id, "error": repr(exc)})
             return 0
+
+    async def _found_final(self, held: _Held, stored: records_pb2.RequestRecord) -> None:
+        """The in_progress write found the request finished: its outcome will be dropped; a cancelled one is stopped."""
+        held.finished = True
+        if stored.status == records_pb2.REQUEST_STATUS_CANCELLED:
+            # Cancelled before the announcement came, or it never came.
+            self.cancel(held.item.id)
+        await self._requeue_webhook(stored, held.item.id)
 
     # Receiving from the process.
 
@@ -425,6 +595,9 @@ class Dispatcher:
         self._send()
 
     async def _hand_back_unstarted(self, held: _Held) -> None:
+        if held.cancelled:
+            await self._drop(held)
+            return
         # It never ran: take back the attempt its in_progress record counted, then return it to the queue.
         revision = await self._settle_mark(held, write_now=False)
         if revision and held.marking:
@@ -437,11 +610,13 @@ class Dispatcher:
 
     async def _record(self, held: _Held, outcome: handler_pb2.Outcome) -> None:
         api = self._spec.name
-        metrics.HANDLER_DURATION.labels(api).observe(outcome.handler_seconds)
         final = records_pb2.RequestRecord()
         final.CopyFrom(held.started)
         final.finished_at.CopyFrom(records.now_timestamp())
-        if outcome.completed and len(outcome.result_json) <= MAX_RESULT_BYTES:
+        if held.cancelled:
+            # Whatever it returned: the request stays cancelled (ingest wrote that record, so this write is refused).
+            final.status = records_pb2.REQUEST_STATUS_CANCELLED
+        elif outcome.completed and len(outcome.result_json) <= MAX_RESULT_BYTES:
             final.status = records_pb2.REQUEST_STATUS_COMPLETED
             final.result_json = outcome.result_json
         else:
@@ -456,6 +631,8 @@ class Dispatcher:
             else:
                 final.error.type = outcome.error.type[:200]
                 final.error.message = cut_message(outcome.error.message)
+        if not held.cancelled:
+            metrics.HANDLER_DURATION.labels(api).observe(outcome.handler_seconds)
         revision = await self._settle_mark(held, write_now=False)
         if held.finished:
             # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.
@@ -469,8 +646,11 @@ class Dispatcher:
     ) -> None:
         """Write the final record (retried across a NATS fail-over), count it, ack; back to the queue if it can't.
 
+        The record carries its webhook (pending), whose delivery is queued once it is written. Nothing is counted
+        nor queued when the write is refused (the record was final already: cancelled, or an earlier delivery's).
         A large body is deleted with it, unless keep_payload (a dead letter still names it).
         """
+        webhookjobs.mark_pending(final, webhookjobs.delivery_url(held.item, self._spec))
         written = False
         for attempt in range(RECORD_ATTEMPTS):
             try:
@@ -496,6 +676,9 @@ class Dispatcher:
             self._on_outcome(final.status == records_pb2.REQUEST_STATUS_COMPLETED)
             if self._traced:
                 _trace_queue_wait(held, final)
+            if final.webhook.url:
+                # Before the ack: should this executor stop first, the redelivery finds it pending and queues it.
+                await webhookjobs.queue_delivery(self._js, self._spec.name, held.item.id)
         await self._ack(held)
         if not keep_payload:
             await self._drop_payload(held.item)
@@ -514,6 +697,8 @@ class Dispatcher:
         del self._held[held.item.id]
         self._held_by_level[held.level] -= 1
         self._in_process.discard(held.item.id)
+        if held.stopper is not None:
+            held.stopper.cancel()
         if nak:
             await _nak(held.msg, delay=redelivery_delay(int(held.msg.metadata.num_delivered or 1)))
         self._space.set()

@@ -20,7 +20,7 @@ from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.v1 import control_pb2, handler_pb2
 from services.executor.channel import ChannelClosedError, open_channel, read_frame
-from services.executor.dispatch import Dispatcher
+from services.executor.dispatch import CANCEL_GRACE_SECONDS, Dispatcher, RecentIds
 from services.executor.environment import DependencyError, prepare_python
 from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
@@ -55,6 +55,8 @@ class ReplicaContext:
     ack_wait_seconds: float
     grace_seconds: float
     max_deliveries: int
+    cancel_grace_seconds: float = CANCEL_GRACE_SECONDS
+    """How long a cancelled request's handler has to stop before its process is restarted."""
 
 
 async def prepare_project(
@@ -104,6 +106,10 @@ class Replica:
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
         self._dispatcher: Dispatcher | None = None
+        self._recent_cancels = RecentIds()
+        """Ids announced cancelled lately, kept across the replica's process restarts."""
+        self._stuck = False
+        """The running process was stopped because a cancelled request's handler did not stop in time."""
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -256,6 +262,19 @@ class Replica:
         self._shipping.add(task)
         task.add_done_callback(self._shipping.discard)
 
+    def _stop_stuck(self) -> None:
+        """A cancelled request's handler did not stop within the grace period: stop its process (restarted at once).
+
+        As for a plain handler past its timeout, the thread cannot be stopped, only its process; the other
+        requests it held go back to the queue.
+        """
+        process = self._process
+        if process is None or process.returncode is not None or self._stuck:
+            return
+        self._stuck = True
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
     def _count(self, completed: bool) -> None:
         if completed:
             self.completed += 1
@@ -266,13 +285,14 @@ class Replica:
         """Run the handler process once, feeding it through a Dispatcher while it is ready.
 
         Returns ("failed", traceback, 0) when `__init__` raised, ("timed_out", why, 0) when a plain handler
-        timed out, else ("exited", why, seconds it served).
+        timed out or a cancelled one did not stop within the grace period, else ("exited", why, seconds it served).
         """
         spec_file = project.parent / f"v{self.spec.version}.spec"
         spec_file.write_bytes(self.spec.SerializeToString())
         if self._user is not None:
             os.chown(spec_file, self._user.uid, self._user.gid)
         ours, theirs = socket.socketpair()
+        self._stuck = False
         env = {
             **env,
             "CORTADO_WORKER_SPEC_FILE": str(spec_file),
@@ -342,6 +362,9 @@ class Replica:
                         self._context.ack_wait_seconds,
                         self._count,
                         self._context.max_deliveries,
+                        self._context.cancel_grace_seconds,
+                        self._stop_stuck,
+                        self._recent_cancels,
                     )
                     if self._stopping:
                         self._dispatcher.stop()
@@ -362,6 +385,8 @@ class Replica:
         mark_process_dead(process.pid, str(self._context.metrics_dir / self.spec.name))  # type: ignore[no-untyped-call]
         if code == EXIT_TIMED_OUT or restarting:
             return "timed_out", "a plain handler timed out and its process was restarted", 0.0
+        if self._stuck:
+            return "timed_out", "a cancelled request's handler did not stop in time and its process was restarted", 0.0
         if failure:
             return "failed", failure, 0.0
         served = loop.time() - (ready_at or started)

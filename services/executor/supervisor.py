@@ -70,6 +70,7 @@ class Supervisor:
             ack_wait_seconds=settings.ack_wait_seconds,
             grace_seconds=settings.grace_seconds,
             max_deliveries=settings.max_deliveries,
+            cancel_grace_seconds=settings.cancel_grace_seconds,
         )
 
     def info(self) -> control_pb2.ExecutorInfo:
