@@ -250,7 +250,7 @@ def render_envoy_config(
         # Routes whose calls may wait (GET ?wait=, a waiting submit): above the services' maximum wait.
         "results_timeout": f"{results_timeout_seconds}s",
         "tracing": _ENVOY_TRACING if otlp_endpoint else "",
-        "transcoder": transcoder("Submission", "Results"),
+        "transcoder": transcoder("Submission", "Results", "Requests"),
         # POST /<api>?wait= and POST /<api> with `Prefer: wait=` (routed by query parameter and header).
         "waiting_transcoder": transcoder("WaitingSubmission"),
         # Retried only where ingest cannot have queued anything: no connection, a refused stream,
@@ -258,6 +258,8 @@ def render_envoy_config(
         "submit_retries": "{retry_on: 'connect-failure,refused-stream,unavailable,cancelled', num_retries: 3}",
         # A waiting submit may be cancelled after it queued its request (its ingest stopping): not retried then.
         "wait_retries": "{retry_on: 'connect-failure,refused-stream,unavailable', num_retries: 3}",
+        # A cancel may be repeated: a second one answers the same as the first.
+        "cancel_retries": "{retry_on: 'connect-failure,refused-stream,reset,unavailable,cancelled', num_retries: 3}",
         # Reads change nothing: retry them on any failure to reach a results instance.
         "read_retries": "{retry_on: 'connect-failure,refused-stream,reset,unavailable,cancelled', num_retries: 3}",
     }

@@ -8,16 +8,17 @@ from cortado import names, natsutil, webhooks
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
+from services.ingest.cancel import Canceller
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES, IngestSettings
 from services.ingest.outcomes import Outcomes
-from services.ingest.servicer import SubmissionServicer, WaitingSubmissionServicer
+from services.ingest.servicer import RequestsServicer, SubmissionServicer, WaitingSubmissionServicer
 from services.ingest.submitter import Submitter
 
 log = logging.getLogger("cortado.ingest")
 
 
 async def main() -> None:
-    """Connect to NATS, load the API registry, serve Submission and WaitingSubmission until SIGTERM."""
+    """Connect to NATS, load the API registry, serve Submission, WaitingSubmission and Requests until SIGTERM."""
     settings = IngestSettings.from_env()
     nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
     js = nc.jetstream()
@@ -39,13 +40,16 @@ async def main() -> None:
     runner = ServiceRunner(
         "ingest",
         settings.address,
-        ["cortado.v1.Submission", "cortado.v1.WaitingSubmission"],
+        ["cortado.v1.Submission", "cortado.v1.WaitingSubmission", "cortado.v1.Requests"],
         settings.grace_seconds,
         max_receive_bytes=MAX_SUBMIT_MESSAGE_BYTES,
     )
     public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
     public_pb2_grpc.add_WaitingSubmissionServicer_to_server(
         WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook), runner.server
+    )
+    public_pb2_grpc.add_RequestsServicer_to_server(
+        RequestsServicer(Canceller(nc, requests, apis, payloads)), runner.server
     )
     # Waits end at once when the stop begins (each answers the state it reads), streams take no new item.
     runner.on_stopping(outcomes.stop_waiting)

@@ -1,8 +1,11 @@
-"""The Submission and WaitingSubmission gRPC services: proto ↔ Submitter (and Outcomes for the waiting forms)."""
+"""Ingest's gRPC services: Submission and WaitingSubmission (proto ↔ Submitter, Outcomes for the waiting forms),
+and Requests (cancel).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
@@ -14,6 +17,7 @@ from google.rpc import status_pb2
 from cortado import records, waiting
 from cortado.service import abort
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
+from services.ingest.cancel import ApiNotDeployed, Cancelled, Canceller, Outcome
 from services.ingest.options import PRIORITY_HEADER, WEBHOOK_HEADER, OptionsError, submit_options
 from services.ingest.outcomes import Outcomes
 from services.ingest.submitter import Options, Prepared, Refused, Submitter
@@ -222,3 +226,49 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
             return waiting.parse_seconds(preferred, "the wait in the Prefer header", self._max_wait)
         # Envoy sends here only a POST with ?wait= or with `wait=` in Prefer: this one had an empty ?wait=.
         return waiting.parse_seconds(query, "?wait=", self._max_wait)
+
+
+class RequestsServicer(public_pb2_grpc.RequestsServicer):
+    """`DELETE /<api>/<id>` (CancelRequest, as Envoy transcodes it) and Cancel for gRPC clients."""
+
+    def __init__(self, canceller: Canceller) -> None:
+        self._canceller = canceller
+
+    async def _cancel(self, request: public_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext) -> Cancelled:
+        try:
+            return await self._canceller.cancel(request.api, request.id)
+        except ApiNotDeployed as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+
+    async def CancelRequest(
+        self, request: public_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        done = await self._cancel(request, context)
+        # The request's state as GET /<api>/<id> answers it: 200 cancelled, 409 finished otherwise, 404 unknown.
+        view = records.view(done.record) if done.record is not None else records.not_found_view(request.id)
+        status = {Outcome.FINISHED: "409", Outcome.UNKNOWN: "404"}.get(done.outcome)
+        if status is not None:
+            await context.send_initial_metadata(((waiting.HTTP_STATUS_HEADER, status),))
+        body = records.render_json(view, request.api)
+        if done.outcome == Outcome.FINISHED:
+            body = body[:-1] + b',"message":' + json.dumps(_finished_message(request, view)).encode() + b"}"
+        return httpbody_pb2.HttpBody(content_type="application/json", data=body)
+
+    async def Cancel(
+        self, request: public_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext
+    ) -> public_pb2.CancelResponse:
+        done = await self._cancel(request, context)
+        if done.outcome == Outcome.UNKNOWN or done.record is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, records.not_found_message(request.api, request.id))
+        view = records.view(done.record)
+        if done.outcome == Outcome.FINISHED:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, _finished_message(request, view))
+        return public_pb2.CancelResponse(request=view)
+
+
+def _finished_message(request: public_pb2.CancelRequestRequest, view: records_pb2.RequestView) -> str:
+    status = records.STATUS_NAMES.get(view.status, "unknown")
+    return (
+        f"request {request.id!r} of API {request.api!r} already {status}: "
+        "only a queued or running request can be cancelled"
+    )

@@ -80,7 +80,20 @@ def test_every_service_cluster_has_a_budget_for_waiting_calls_and_another_for_sh
 
 def test_only_calls_that_never_wait_take_the_short_calls_budget() -> None:
     short = [r for r in _public_routes() if r["route"].get("priority") == "HIGH"]
-    assert [r["match"]["safe_regex"]["regex"] for r in short] == ["/[^/]+/?", "/[^/]+/[^/]+/?"]
+    described = [
+        (
+            r["match"].get("prefix") or r["match"]["safe_regex"]["regex"],
+            [h["string_match"]["exact"] for h in r["match"].get("headers", [])],
+        )
+        for r in short
+    ]
+    # A plain POST, a plain GET, and cancels (gRPC's Requests service, DELETE over HTTP).
+    assert described == [
+        ("/cortado.v1.Requests/", []),
+        ("/[^/]+/?", ["POST"]),
+        ("/[^/]+/[^/]+/?", ["GET"]),
+        ("/[^/]+/[^/]+/?", ["DELETE"]),
+    ]
     for route in short:
         assert "query_parameters" not in route["match"], route
         assert "typed_per_filter_config" not in route, route

@@ -13,7 +13,6 @@ from cortado.v1 import control_pb2, records_pb2
 from services.ingest.queuelimit import REFRESH_SECONDS, QueueFullError, QueueLimits
 from services.scheduler.registry import queue_ceiling
 
-
 NORMAL = names.work_consumer(records_pb2.PRIORITY_NORMAL)
 
 
