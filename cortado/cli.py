@@ -26,7 +26,15 @@ import grpc
 from cortado import names
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
-from cortado.project import ConfigError, ProjectError, collect_files, find_config, human_size, pack_project
+from cortado.project import (
+    ConfigError,
+    ProjectError,
+    collect_files,
+    find_config,
+    human_size,
+    pack_project,
+    parse_duration,
+)
 from cortado.records import STATUS_NAMES, rfc3339
 from cortado.runtime import dumps_json, loads_json
 from cortado.tls import CA_SETTING, TlsError
@@ -103,6 +111,7 @@ def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
         "in_flight": status.in_flight,
         "completed": status.completed,
         "failed": status.failed,
+        "webhooks_undelivered": status.webhooks_undelivered,
         "message": status.message,
         "deployed_at": rfc3339(status.deployed_at) if status.HasField("deployed_at") else None,
     }
@@ -143,11 +152,23 @@ def cmd_deploy(options: argparse.Namespace) -> int:
         reply = scheduler.deploy_bundle(config.name, config.read_bytes(), bundle)
         for notice in reply.notices:
             _progress(f"notice: {notice}")
+        secrets = dict(reply.webhook_secrets)
+        if options.output != "json":
+            # At once: the secret is shown this one time, whatever happens while waiting.
+            _print_webhook_secrets(secrets, sys.stdout)
         names = [api.name for api in reply.apis]
-        statuses = (
-            _wait_for(scheduler, names, options.timeout) if options.wait else [scheduler.describe(n) for n in names]
-        )
+        try:
+            statuses = (
+                _wait_for(scheduler, names, options.timeout) if options.wait else [scheduler.describe(n) for n in names]
+            )
+        except BaseException:
+            if options.output == "json":
+                _print_webhook_secrets(secrets, sys.stderr)
+            raise
     data = [_status_dict(s) for s in statuses]
+    for entry in data:
+        if entry["name"] in secrets:
+            entry["webhook_secret"] = secrets[entry["name"]]
 
     def human() -> None:
         for status in statuses:
@@ -159,6 +180,18 @@ def cmd_deploy(options: argparse.Namespace) -> int:
     _print(options, data, human)
     bad = [s for s in statuses if s.state in (control_pb2.API_STATE_FAILED, control_pb2.API_STATE_UNPLACEABLE)]
     return 1 if bad or (options.wait and not all(_serving(s) for s in statuses)) else 0
+
+
+def _print_webhook_secrets(secrets: dict[str, str], out: TextIO) -> None:
+    """Each new webhook signing secret, with what to do with it (it is never shown again)."""
+    for api, secret in sorted(secrets.items()):
+        print(f"{api}: webhook signing secret {secret}", file=out)
+        print(
+            f"  keep it now, where your webhook receiver can read it: it is shown only this once "
+            f"(`cortado webhook-secret rotate {api}` makes a new one)",
+            file=out,
+            flush=True,
+        )
 
 
 def _wait_for(scheduler: SchedulerClient, names: list[str], timeout: float) -> list[control_pb2.ApiStatus]:
@@ -227,6 +260,8 @@ def cmd_describe(options: argparse.Namespace) -> int:
                 levels = ", ".join(f"{level} {count}" for level, count in data["queued_by_priority"].items())
                 print(f"{'':<13}by priority: {levels}")
         print(f"{'replicas:':<13}{status.ready_replicas} ready of {status.desired_replicas}")
+        # Webhooks not delivered yet: waiting for their first attempt, or retrying after failed ones.
+        print(f"{'webhooks:':<13}{status.webhooks_undelivered} undelivered (pending or retrying)")
         if status.message:
             print("message:")
             for line in status.message.rstrip().splitlines():
@@ -276,6 +311,27 @@ def cmd_replay(options: argparse.Namespace) -> int:
     with _scheduler(options) as scheduler:
         new_id = scheduler.replay(options.api, options.id)
     _print(options, {"id": new_id, "replayed": options.id}, lambda: print(new_id))
+    return 0
+
+
+def cmd_webhook_secret_rotate(options: argparse.Namespace) -> int:
+    """Give an API a new webhook signing secret and print it; the previous one keeps signing for a while."""
+    try:
+        keep = parse_duration(options.keep_previous, "--keep-previous")
+    except ConfigError as exc:
+        _fail(str(exc))
+    with _scheduler(options) as scheduler:
+        reply = scheduler.rotate_webhook_secret(options.api, keep)
+    until = rfc3339(reply.previous_until) if reply.HasField("previous_until") else None
+    data = {"api": options.api, "secret": reply.secret, "previous_until": until}
+
+    def human() -> None:
+        print(f"{options.api}: webhook signing secret {reply.secret}")
+        print("  keep it now, where your webhook receiver can read it: it is shown only this once")
+        if until:
+            print(f"  webhooks are signed with the previous secret too until {until}")
+
+    _print(options, data, human)
     return 0
 
 
@@ -509,6 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("api", metavar="API")
     replay.add_argument("id", metavar="ID")
     replay.set_defaults(run=cmd_replay)
+
+    secret = commands.add_parser("webhook-secret", help="an API's webhook signing secret")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True, metavar="COMMAND")
+    rotate = secret_commands.add_parser(
+        "rotate", parents=[common], help="make a new signing secret; the previous one keeps signing for a while"
+    )
+    rotate.add_argument("api", metavar="API")
+    rotate.add_argument(
+        "--keep-previous",
+        default="24h",
+        metavar="DURATION",
+        help="how long webhooks carry a signature made with the previous secret too (default 24h; 0: not at all)",
+    )
+    rotate.set_defaults(run=cmd_webhook_secret_rotate)
 
     logs = commands.add_parser("logs", parents=[common], help="an API's log lines")
     logs.add_argument("api", metavar="API")

@@ -167,7 +167,7 @@ def _watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchMa
 
 
 class SchedulerClient:
-    """Deploys, lists, describes and deletes APIs through the scheduler's gRPC port.
+    """Deploys, lists, describes and deletes APIs, and rotates their webhook secrets, over the scheduler's gRPC port.
 
     ca: the PEM file of the CA that signed the scheduler's certificate: connect with TLS, as a scheduler listening
     beyond loopback requires (empty: plain text, as the local mesh's scheduler on loopback serves). TlsError when
@@ -259,6 +259,24 @@ class SchedulerClient:
                 request, timeout=30, metadata=self._metadata
             )
         return reply.id
+
+    def rotate_webhook_secret(
+        self, name: str, previous_valid_seconds: float | None = None
+    ) -> control_pb2.RotateWebhookSecretResponse:
+        """Give the API a new webhook signing secret: the answer's `secret` (shown only here) and `previous_until`.
+
+        Until then webhooks carry a signature made with the previous secret too: previous_valid_seconds from now
+        (None: the scheduler's default, 24 hours; 0: no longer). grpc.RpcError NOT_FOUND for an API that is not
+        deployed, INVALID_ARGUMENT for a negative time or one over 30 days.
+        """
+        request = control_pb2.RotateWebhookSecretRequest(name=name)
+        if previous_valid_seconds is not None:
+            request.previous_valid_for.FromNanoseconds(round(previous_valid_seconds * 1e9))
+        with self._explained():
+            reply: control_pb2.RotateWebhookSecretResponse = self._stub.RotateWebhookSecret(
+                request, timeout=30, metadata=self._metadata
+            )
+        return reply
 
     def describe(self, name: str) -> control_pb2.ApiStatus:
         """One API's status (grpc.RpcError NOT_FOUND if it is not deployed)."""

@@ -22,6 +22,8 @@ from typing import Any, NoReturn
 import pathspec
 import yaml
 
+from cortado import webhooks
+from cortado.env import SettingsError
 from cortado.v1 import control_pb2
 
 CONFIG_NAMES = ("cortado.yaml", "cortex.yaml")
@@ -165,12 +167,13 @@ def _load_yaml(text: bytes | str, filename: str) -> Any:
         loader.dispose()
 
 
-def parse_config(text: bytes | str, filename: str) -> ParsedConfig:
+def parse_config(text: bytes | str, filename: str, webhook_policy: webhooks.UrlPolicy | None = None) -> ParsedConfig:
     """Parse a cortado.yaml / cortex.yaml (a YAML list of APIs) into ApiSpecs with every default applied.
 
     `filename` is only used in messages. Returns the APIs in file order (version, bundle and deploy time left
     unset) and notices about keys that are accepted but ignored. Raises ConfigError, whose message names the
-    file, the API and the key path, for anything invalid.
+    file, the API and the key path, for anything invalid. `webhook.url` must pass webhook_policy (the one the
+    `CORTADO_WEBHOOK_*` settings make when None).
     """
     try:
         # _Loader is a SafeLoader: no arbitrary Python objects.
@@ -195,7 +198,7 @@ def parse_config(text: bytes | str, filename: str) -> ParsedConfig:
     names: dict[str, int] = {}
     endpoints: dict[str, str] = {}
     for index, entry in enumerate(document):
-        parser = _ApiParser(filename, index, notices)
+        parser = _ApiParser(filename, index, notices, webhook_policy)
         spec = parser.parse(entry)
         if spec.name in names:
             parser.fail("name", f"'{spec.name}' is already used by the API at index {names[spec.name]}")
@@ -213,7 +216,18 @@ _OTHER_CORTEX_KINDS = ("RealtimeAPI", "BatchAPI", "TaskAPI", "TrafficSplitter")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ENDPOINT_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 
-_TOP_KEYS = ("name", "kind", "handler", "compute", "autoscaling", "update_strategy", "networking", "queue", "results")
+_TOP_KEYS = (
+    "name",
+    "kind",
+    "handler",
+    "compute",
+    "autoscaling",
+    "update_strategy",
+    "networking",
+    "queue",
+    "results",
+    "webhook",
+)
 _HANDLER_KEYS = (
     "type",
     "path",
@@ -253,6 +267,7 @@ _UPDATE_STRATEGY_KEYS = ("max_surge", "max_unavailable")
 _NETWORKING_KEYS = ("endpoint",)
 _QUEUE_KEYS = ("max_length",)
 _RESULTS_KEYS = ("retention",)
+_WEBHOOK_KEYS = ("url",)
 
 # Keys of older Cortex releases, so the unknown-key error can say what became of them.
 _RENAMED = {"predictor": "handler (Cortex v0.34 renamed `predictor` to `handler`)"}
@@ -261,11 +276,14 @@ _RENAMED = {"predictor": "handler (Cortex v0.34 renamed `predictor` to `handler`
 class _ApiParser:
     """Validates one API entry; every error carries the file, the API and the key path."""
 
-    def __init__(self, filename: str, index: int, notices: list[str]) -> None:
+    def __init__(
+        self, filename: str, index: int, notices: list[str], webhook_policy: webhooks.UrlPolicy | None = None
+    ) -> None:
         self.filename = filename
         self.index = index
         self.label = f"api at index {index}"
         self.notices = notices
+        self.webhook_policy = webhook_policy
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ConfigError(f"{self.filename}: {self.label}: {path} {message}")
@@ -411,7 +429,25 @@ class _ApiParser:
         if retention <= 0:
             self.fail("results.retention", "must be longer than 0s")
         spec.retention.FromNanoseconds(retention)
+
+        webhook = self.section(api, "webhook", _WEBHOOK_KEYS)
+        url = self.string(webhook, "webhook.url", None)
+        if url is not None:
+            spec.webhook_url = self.webhook_url(url)
         return spec
+
+    def webhook_url(self, value: str) -> str:
+        """The URL normalised, if the operator's policy lets webhooks go there (cortado.webhooks.check_url)."""
+        policy = self.webhook_policy
+        if policy is None:
+            try:
+                policy = webhooks.UrlPolicy.from_env()
+            except SettingsError as exc:
+                self.fail("webhook.url", f"cannot be checked: {exc}")
+        try:
+            return webhooks.check_url(value, policy)
+        except webhooks.WebhookUrlError as exc:
+            self.fail("webhook.url", f"is refused: {exc}")
 
     def endpoint(self, value: str) -> str:
         # Cortex canonicalised endpoints the same way: one leading slash, no trailing slash.

@@ -97,6 +97,68 @@ REPLICA_STATE_DRAINING: ReplicaState.ValueType  # 4
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
+class RotateWebhookSecretRequest(_message.Message):
+    """RotateWebhookSecretRequest names the API and how long its previous secret
+    keeps signing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALID_FOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    @_builtins.property
+    def previous_valid_for(self) -> _duration_pb2.Duration:
+        """How long webhooks stay signed with the previous secret too (beside the
+        new one); unset means 24 hours, zero stops it at once. At most 30 days.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        previous_valid_for: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_valid_for", b"previous_valid_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "previous_valid_for", b"previous_valid_for"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # noqa: Y015
+
+@_typing.final
+class RotateWebhookSecretResponse(_message.Message):
+    """RotateWebhookSecretResponse carries the new secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    PREVIOUS_UNTIL_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new secret, `whsec_` and base64 (the Standard Webhooks form)."""
+    @_builtins.property
+    def previous_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when webhooks carry a signature made with the previous secret too
+        (unset when the API had no secret before).
+        """
+
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        previous_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_until", b"previous_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_until", b"previous_until", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateWebhookSecretResponse: _TypeAlias = RotateWebhookSecretResponse  # noqa: Y015
+
+@_typing.final
 class WebhookSecrets(_message.Message):
     """WebhookSecrets are an API's webhook signing secrets: the value of key
     `<api>` in the webhook secrets bucket, which only the scheduler and the

@@ -70,6 +70,11 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/cortado.v1.Scheduler/RotateWebhookSecret',
+                request_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -129,6 +134,16 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """RotateWebhookSecret gives an API a new webhook signing secret and
+        answers it (the only time it is shown). Until `previous_until`, webhooks
+        carry a signature made with the previous secret too, so receivers can
+        switch over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +181,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +378,33 @@ class Scheduler:
             '/cortado.v1.Scheduler/ReplayDeadLetter',
             cortado_dot_v1_dot_control__pb2.ReplayDeadLetterRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/RotateWebhookSecret',
+            cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

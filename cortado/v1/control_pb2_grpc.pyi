@@ -57,6 +57,12 @@ class SchedulerStub:
     """ReplayDeadLetter queues a dead letter's request again, with its body,
     under a new id, and removes the dead letter.
     """
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_control_pb2.RotateWebhookSecretRequest, _control_pb2.RotateWebhookSecretResponse]
+    """RotateWebhookSecret gives an API a new webhook signing secret and
+    answers it (the only time it is shown). Until `previous_until`, webhooks
+    carry a signature made with the previous secret too, so receivers can
+    switch over.
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -83,6 +89,12 @@ class SchedulerAsyncStub(SchedulerStub):
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_control_pb2.ReplayDeadLetterRequest, _control_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """ReplayDeadLetter queues a dead letter's request again, with its body,
     under a new id, and removes the dead letter.
+    """
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_control_pb2.RotateWebhookSecretRequest, _control_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """RotateWebhookSecret gives an API a new webhook signing secret and
+    answers it (the only time it is shown). Until `previous_until`, webhooks
+    carry a signature made with the previous secret too, so receivers can
+    switch over.
     """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +161,18 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_control_pb2.ReplayDeadLetterResponse]]:
         """ReplayDeadLetter queues a dead letter's request again, with its body,
         under a new id, and removes the dead letter.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _control_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_control_pb2.RotateWebhookSecretResponse]]:
+        """RotateWebhookSecret gives an API a new webhook signing secret and
+        answers it (the only time it is shown). Until `previous_until`, webhooks
+        carry a signature made with the previous secret too, so receivers can
+        switch over.
         """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

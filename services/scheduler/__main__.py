@@ -20,6 +20,8 @@ from services.scheduler.logs import ensure_logs_stream
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import Registry
 from services.scheduler.servicer import SchedulerServicer
+from services.scheduler.webhooksecrets import WebhookSecrets
+from services.webhooks import stream as webhooks_stream
 
 ENVOY_SELECTOR = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/part-of": "cortado"}
 """The labels of Envoy's pods in deploy/k8s: the api-<name> Services send chained calls there."""
@@ -42,8 +44,11 @@ async def main() -> None:
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
     await ensure_logs_stream(js)
     await ensure_dead_stream(js)
+    # The webhooks stream exists before any request finishes, whether or not a webhook sender runs yet.
+    await webhooks_stream.ensure_stream(js, settings.webhooks_max_bytes)
+    webhook_secrets = WebhookSecrets(nc, await natsutil.key_value(js, names.WEBHOOK_SECRETS_BUCKET, history=1))
 
-    registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds)
+    registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds, webhook_secrets, settings.webhook_policy)
     reconciler = Reconciler(
         apis,
         executors,
@@ -65,7 +70,7 @@ async def main() -> None:
         credentials=server_credentials(settings.tls) if settings.tls else None,
     )
     control_pb2_grpc.add_SchedulerServicer_to_server(
-        SchedulerServicer(registry, reconciler, executors, js), runner.server
+        SchedulerServicer(registry, reconciler, executors, js, webhook_secrets), runner.server
     )
     lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
     lease_task = asyncio.create_task(lease.run())

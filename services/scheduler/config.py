@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cortado.env import Env, SettingsError
 from cortado.tls import TlsError, load_server_pair
+from cortado.webhooks import UrlPolicy
+from services.webhooks import stream as webhooks_stream
 
 MIN_TOKEN_LENGTH = 32
 """Fewest characters a scheduler token may have: the token guards deploying code, so it must not be guessable."""
@@ -80,6 +82,11 @@ class SchedulerSettings:
     tls: tuple[bytes, bytes] | None = field(default=None, repr=False)
     """(certificate chain, private key), PEM, from CORTADO_SCHEDULER_TLS_CERT and _KEY: serve TLS only.
     None: plain text, allowed on a loopback address only."""
+    webhook_policy: UrlPolicy = field(default_factory=UrlPolicy)
+    """Where webhooks may go (CORTADO_WEBHOOK_ALLOW_HOSTS, _MESH_HOSTS, _MESH_PORTS): a deploy whose `webhook.url`
+    it refuses fails. The webhook senders and ingest must be given the same settings."""
+    webhooks_max_bytes: int = webhooks_stream.STREAM_MAX_BYTES
+    """Byte limit of the webhooks stream, which the scheduler creates at start (CORTADO_WEBHOOKS_MAX_BYTES)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
@@ -125,4 +132,6 @@ class SchedulerSettings:
             # Prometheus metrics (host:port; empty: not served).
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),
             tls=_tls(env),
+            webhook_policy=UrlPolicy.from_env(env),
+            webhooks_max_bytes=webhooks_stream.stream_max_bytes(env),
         )

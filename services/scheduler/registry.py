@@ -22,6 +22,8 @@ from cortado.project import ConfigError, ParsedConfig, ProjectError, parse_confi
 from cortado.records import now_timestamp
 from cortado.runtime import HandlerDefinitionError, check_handler_source
 from cortado.v1 import control_pb2
+from cortado.webhooks import UrlPolicy
+from services.scheduler.webhooksecrets import WebhookSecrets
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +98,26 @@ class Registry:
         apis: KvMirror[control_pb2.ApiSpec],
         bundles: ObjectStore,
         ack_wait_seconds: float,
+        webhook_secrets: WebhookSecrets | None = None,
+        webhook_policy: UrlPolicy | None = None,
     ) -> None:
         self._js = js
         self._apis_kv = apis_kv
         self.apis = apis
         self._bundles = bundles
         self._ack_wait = ack_wait_seconds
+        self._webhook_secrets = webhook_secrets
+        self._webhook_policy = webhook_policy or UrlPolicy()
 
     async def deploy(self, config_name: str, config_yaml: bytes, bundle: bytes) -> control_pb2.DeployResponse:
         """Validate the project, then create or update each of its APIs.
 
-        Raises DeployError, before changing anything, when the configuration or a handler is invalid.
+        An API deployed for the first time gets its webhook signing secret, answered in `webhook_secrets` (the
+        only time it is shown). Raises DeployError, before changing anything, when the configuration or a handler
+        is invalid (a `webhook.url` the webhook policy refuses included).
         """
         try:
-            parsed = await asyncio.to_thread(parse_config, config_yaml, config_name)
+            parsed = await asyncio.to_thread(parse_config, config_yaml, config_name, self._webhook_policy)
         except ConfigError as exc:
             raise DeployError(str(exc)) from exc
         # Unpacking and reading the project are blocking work: keep them off the event loop.
@@ -124,6 +132,8 @@ class Registry:
                 spec.bundle_object = previous.bundle_object
                 spec.deployed_at.CopyFrom(previous.deployed_at)
                 if _spec_fingerprint(spec) == _spec_fingerprint(previous):
+                    # An API deployed before it had a secret gets one now.
+                    await self._create_webhook_secret(spec.name, response)
                     response.notices.append(f"api {spec.name!r} is up to date (version {previous.version})")
                     response.apis.add(name=spec.name, version=previous.version)
                     continue
@@ -132,13 +142,32 @@ class Registry:
             spec.deployed_at.CopyFrom(now_timestamp())
             await self._bundles.put(spec.bundle_object, bundle)
             await self._ensure_queue(spec)
-            await self._apis_kv.put(spec.name, spec.SerializeToString())
+            # Before the spec is stored, so that its first request's webhook finds the secret to sign with.
+            created = await self._create_webhook_secret(spec.name, response)
+            try:
+                await self._apis_kv.put(spec.name, spec.SerializeToString())
+            except BaseException:
+                # Nobody saw the new secret: the next deploy makes (and shows) another.
+                if created and self._webhook_secrets is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._webhook_secrets.delete_secret(spec.name))
+                raise
             version = spec.version
             # Answer once this scheduler itself sees the new version, so a describe right after agrees.
             await self.apis.wait_for(spec.name, _at_least(version))
             log.info("api deployed", extra={"api": spec.name, "version": spec.version})
             response.apis.add(name=spec.name, version=spec.version, deployed_at=spec.deployed_at)
         return response
+
+    async def _create_webhook_secret(self, api: str, response: control_pb2.DeployResponse) -> bool:
+        """Give the API its webhook signing secret if it has none, into response.webhook_secrets; whether it did."""
+        if self._webhook_secrets is None:
+            return False
+        secret = await self._webhook_secrets.create(api)
+        if secret is None:
+            return False
+        response.webhook_secrets[api] = secret
+        return True
 
     async def _ensure_queue(self, spec: control_pb2.ApiSpec) -> None:
         stream = StreamConfig(
@@ -210,6 +239,8 @@ class Registry:
         await self.apis.wait_for(name, lambda s: s is None)
         with contextlib.suppress(NotFoundError):
             await self._js.delete_stream(names.work_stream(name))
+        if self._webhook_secrets is not None:
+            await self._webhook_secrets.delete(name)
         log.info("api deleted", extra={"api": name})
 
     async def queue_depth(self, name: str) -> tuple[int, int]:

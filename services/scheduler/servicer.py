@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,6 +16,14 @@ from services.scheduler.deadletters import NoSuchDeadLetterError, list_dead_lett
 from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import ApiBusyError, DeployError, Registry, UnknownApiError
+from services.scheduler.webhooksecrets import (
+    DEFAULT_PREVIOUS_VALID_SECONDS,
+    MAX_PREVIOUS_VALID_SECONDS,
+    NoSecretError,
+    WebhookSecrets,
+)
+
+log = logging.getLogger(__name__)
 
 IDLE_MESSAGE = "scaled to zero (min_replicas 0); the first request starts a replica"
 
@@ -62,7 +71,7 @@ def api_status(
 
 
 class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
-    """Deploys, deletes, lists and describes APIs."""
+    """Deploys, deletes, lists and describes APIs; rotates their webhook signing secrets."""
 
     def __init__(
         self,
@@ -70,11 +79,13 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         reconciler: Reconciler,
         executors: KvMirror[control_pb2.ExecutorInfo],
         js: JetStreamContext,
+        webhook_secrets: WebhookSecrets | None = None,
     ) -> None:
         self._js = js
         self._registry = registry
         self._reconciler = reconciler
         self._executors = executors
+        self._webhook_secrets = webhook_secrets
 
     async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
         by_priority, in_flight = await self._registry.queue_by_priority(spec.name)
@@ -90,6 +101,12 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
             in_flight,
         )
         status.queued_by_priority.update(by_priority)
+        if self._webhook_secrets is not None:
+            try:
+                status.webhooks_undelivered = await self._webhook_secrets.undelivered(spec.name)
+            except Exception as exc:
+                # The rest of the status still answers.
+                log.warning("undelivered webhooks not counted", extra={"api": spec.name, "error": repr(exc)})
         return status
 
     async def Deploy(
@@ -158,3 +175,29 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
         async for line in stream_logs(self._js, request.name, request.tail, request.follow):
             yield control_pb2.StreamLogsResponse(line=line)
+
+    async def RotateWebhookSecret(
+        self, request: control_pb2.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.RotateWebhookSecretResponse:
+        if self._registry.apis.get(request.name) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        if self._webhook_secrets is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, "this scheduler keeps no webhook secrets")
+        valid_for = DEFAULT_PREVIOUS_VALID_SECONDS
+        if request.HasField("previous_valid_for"):
+            valid_for = request.previous_valid_for.ToNanoseconds() / 1e9
+        if not 0 <= valid_for <= MAX_PREVIOUS_VALID_SECONDS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"previous_valid_for must be from 0 to {MAX_PREVIOUS_VALID_SECONDS / 86400:g} days, "
+                f"got {valid_for:g} s",
+            )
+        try:
+            rotated = await self._webhook_secrets.rotate(request.name, valid_for)
+        except NoSecretError as exc:
+            await abort(context, grpc.StatusCode.ABORTED, str(exc))
+        response = control_pb2.RotateWebhookSecretResponse(secret=rotated.current)
+        if rotated.HasField("previous_until"):
+            response.previous_until.CopyFrom(rotated.previous_until)
+        return response

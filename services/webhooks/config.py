@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cortado import webhooks
 from cortado.env import Env
+from services.webhooks import stream
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class WebhookSettings:
             concurrency=env.integer("WEBHOOK_CONCURRENCY", 32, minimum=1, maximum=10000),
             first_retry_seconds=env.number("WEBHOOK_FIRST_RETRY_SECONDS", webhooks.FIRST_RETRY_SECONDS, minimum=0.01),
             max_retry_seconds=env.number("WEBHOOK_MAX_RETRY_SECONDS", webhooks.MAX_RETRY_SECONDS, minimum=0.01),
-            stream_max_bytes=env.integer("WEBHOOKS_MAX_BYTES", 256 * 1024**2, minimum=1024),
+            stream_max_bytes=stream.stream_max_bytes(env),
         )
 
     @property

@@ -24,11 +24,9 @@ from typing import Any
 
 import httpcore
 import httpx
-import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
@@ -36,6 +34,8 @@ from prometheus_client import Counter
 from cortado import names, natsutil, records, webhooks
 from cortado.v1 import control_pb2, records_pb2
 from services.webhooks.config import WebhookSettings
+from services.webhooks.stream import consumer_config, ensure_stream
+from services.webhooks.stream import stream_config as stream_config  # what tests and older callers import
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +70,9 @@ _KV_OPERATION = "KV-Operation"
 _TTL_HEADER = "Nats-TTL"
 
 
-def stream_config(max_bytes: int) -> StreamConfig:
-    """The webhooks stream: a work queue of jobs, one per request (its Nats-Msg-Id drops a retried publish).
-
-    A full stream refuses new jobs (the publisher sees it) rather than dropping waiting ones.
-    """
-    return StreamConfig(
-        name=names.WEBHOOKS_STREAM,
-        subjects=[names.WEBHOOK_SUBJECTS],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        max_bytes=max_bytes,
-        discard=DiscardPolicy.NEW,
-        num_replicas=natsutil.replicas(),
-    )
-
-
-def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
-    """The senders' durable pull consumer: every job redelivered until acked, however often."""
-    return ConsumerConfig(
-        durable_name=names.WEBHOOKS_CONSUMER,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait_seconds,
-        max_deliver=-1,
-        # A job waiting for its next retry (naked with a delay) counts as pending: no cap, or webhooks in
-        # back-off would hold up the others.
-        max_ack_pending=-1,
-    )
-
-
 async def subscribe(js: JetStreamContext, settings: WebhookSettings) -> JetStreamContext.PullSubscription:
     """Create the webhooks stream (if absent) and the senders' consumer (or update its settings); bind to it."""
-    await natsutil.while_jetstream_starts(
-        names.WEBHOOKS_STREAM, lambda: natsutil.ensure_stream(js, stream_config(settings.stream_max_bytes))
-    )
+    await ensure_stream(js, settings.stream_max_bytes)
     config = consumer_config(settings.ack_wait_seconds)
     await natsutil.while_jetstream_starts(
         names.WEBHOOKS_CONSUMER, lambda: js.add_consumer(names.WEBHOOKS_STREAM, config)
@@ -371,7 +340,8 @@ class WebhookSender:
                 continue
             try:
                 batch = await self._subscription.fetch(free, timeout=FETCH_SECONDS)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # Nothing came (nats.errors.TimeoutError; the first pull of a subscription raises asyncio's own).
                 continue
             except Exception as exc:
                 # Reconnecting, a leader election: the consumer is still there once NATS answers again.

@@ -28,6 +28,7 @@ from cortado.project import (
     parse_duration,
     unpack_bundle,
 )
+from cortado.webhooks import UrlPolicy
 
 CORTEX_V035 = """\
 # cortex.yaml written for Cortex v0.35
@@ -247,6 +248,60 @@ def test_a_relative_endpoint_gets_a_leading_slash() -> None:
 def test_an_endpoint_of_several_path_segments_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"networking.endpoint must be a single path segment such as /my-api"):
         parse_config(with_api("  networking:\n    endpoint: /v1/echo\n"), "cortado.yaml")
+
+
+def test_an_api_has_no_webhook_unless_its_configuration_names_one() -> None:
+    [api] = parse_config(MINIMAL, "cortado.yaml").apis
+    assert api.webhook_url == ""
+    [api] = parse_config(with_api("  webhook:\n    url: null\n"), "cortado.yaml").apis
+    assert api.webhook_url == ""
+
+
+def test_webhook_url_is_kept_normalised() -> None:
+    text = with_api("  webhook:\n    url: HTTPS://Hooks.Example.COM:443/cortado?team=ml#top\n")
+    [api] = parse_config(text, "cortado.yaml").apis
+    assert api.webhook_url == "https://hooks.example.com/cortado?team=ml"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://hooks.example.com/", "must start with http:// or https://"),
+        ("hooks.example.com/x", "must start with http:// or https://"),
+        ("''", "must start with http:// or https://"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local address"),
+        ("http://metadata.google.internal/", "cloud metadata service"),
+        ("http://ingest:50051/", "a service of the mesh itself"),
+        ("http://api-other/", "an API of the mesh itself"),
+        ("http://127.0.0.1:8888/iris", "a port of the mesh itself"),
+    ],
+)
+def test_a_webhook_url_the_policy_refuses_fails_the_deploy_naming_the_key(url: str, message: str) -> None:
+    error = config_error(with_api(f"  webhook:\n    url: {url}\n"))
+    assert error.startswith("cortado.yaml: api 'echo': webhook.url is refused: webhook URL")
+    assert message in error
+
+
+def test_the_operators_policy_decides_where_a_webhook_may_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = with_api("  webhook:\n    url: http://10.0.0.7:8888/hook\n")
+    assert parse_config(text, "cortado.yaml").apis[0].webhook_url == "http://10.0.0.7:8888/hook"
+    refusing = UrlPolicy.of(mesh_hosts=["hooks"], mesh_ports=[8888])
+    with pytest.raises(ConfigError, match=r"webhook\.url is refused: webhook URL host hooks is a service of the mesh"):
+        parse_config(with_api("  webhook:\n    url: http://hooks/\n"), "cortado.yaml", refusing)
+    # Without a policy given, the CORTADO_WEBHOOK_* settings make it.
+    monkeypatch.setenv("CORTADO_WEBHOOK_ALLOW_HOSTS", "169.254.169.254")
+    text = with_api("  webhook:\n    url: http://169.254.169.254/\n")
+    assert parse_config(text, "cortado.yaml").apis[0].webhook_url == "http://169.254.169.254/"
+    monkeypatch.setenv("CORTADO_WEBHOOK_MESH_PORTS", "nope")
+    assert "webhook.url cannot be checked: CORTADO_WEBHOOK_MESH_PORTS" in config_error(text)
+
+
+def test_webhook_takes_only_url() -> None:
+    assert "webhook.uri is not a known key (did you mean webhook.url?)" in config_error(
+        with_api("  webhook:\n    uri: https://hooks.example.com/\n")
+    )
+    assert "webhook.url must be a string (got an integer, 5)" in config_error(with_api("  webhook:\n    url: 5\n"))
+    assert "webhook must be a mapping" in config_error(with_api("  webhook: https://hooks.example.com/\n"))
 
 
 @pytest.mark.parametrize(
