@@ -1,4 +1,4 @@
-"""The local mesh: NATS JetStream, the four services and Envoy as processes on this machine.
+"""The local mesh: NATS JetStream, the five services and Envoy as processes on this machine.
 
 Used by `make run` (`python -m cortado.mesh`) and by the test suite.
 """
@@ -43,7 +43,12 @@ MAX_SHORT_CALLS = 4096
 """Calls that never wait (a plain POST or GET) Envoy keeps open at once to one service, beside the waiting ones."""
 MAX_STREAMS_PER_CONNECTION = 128
 """Calls one client HTTP/2 connection (a gRPC channel) may have open at once; more wait on the client's side."""
-SERVICES = ("scheduler", "ingest", "results", "executor")
+SERVICES = ("scheduler", "ingest", "results", "executor", "webhooks")
+"""The services, in the order they start; each connects to NATS as the user of its name (cortado.natsauth)."""
+
+PASSED_THROUGH = ("CORTADO_WEBHOOK_", "CORTADO_WEBHOOKS_")
+"""Settings the services take from the environment the mesh runs in (every other `CORTADO_*` variable there is
+left out): where webhooks may go and how they are retried, so `CORTADO_WEBHOOK_ALLOW_HOSTS=... make run` works."""
 
 
 class MeshError(RuntimeError):
@@ -386,15 +391,17 @@ LOCAL_STORE_LIMITS = {
     "CORTADO_DEAD_MAX_BYTES": str(64 * 1024**2),
     "CORTADO_LOGS_MAX_BYTES": str(256 * 1024**2),
     "CORTADO_QUEUE_MAX_BYTES": str(64 * 1024**2),
+    "CORTADO_WEBHOOKS_MAX_BYTES": str(64 * 1024**2),
 }
 """Byte limits of the local mesh's buckets and streams (its `env` overrides them): JetStream reserves each from
-its storage, which on a developer's machine is 75% of the free disk; these reserve about 2.2 GiB, plus 64 MiB per
+its storage, which on a developer's machine is 75% of the free disk; these reserve about 2.3 GiB, plus 64 MiB per
 API."""
 
 
 @dataclass
 class LocalMesh:
-    """NATS, scheduler, ingest, results, executor(s) and Envoy, started in that order and stopped in reverse."""
+    """NATS, scheduler, ingest, results, executor(s), the webhook sender and Envoy, started in that order and
+    stopped in reverse."""
 
     workdir: Path
     http_port: int = 0
@@ -446,7 +453,7 @@ class LocalMesh:
         return f"127.0.0.1:{self.ports[service]}"
 
     def _service_env(self, module: str = "") -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTADO_") or k.startswith(PASSED_THROUGH)}
         env.update(LOCAL_STORE_LIMITS)
         if module:
             env["CORTADO_NATS_USER"] = module
@@ -461,6 +468,10 @@ class LocalMesh:
             }
         )
         env.update(self.env)
+        # Webhooks may not reach the mesh's own processes, whose ports here are picked free, not the defaults.
+        own = ",".join(str(port) for _, port in sorted(self.ports.items()))
+        given = env.get("CORTADO_WEBHOOK_MESH_PORTS", "").strip(", ")
+        env["CORTADO_WEBHOOK_MESH_PORTS"] = f"{given},{own}" if given and own else given or own
         return env
 
     def executor_workdir(self, name: str) -> Path:
@@ -784,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     mesh = LocalMesh(options.workdir, http_port=options.port)
     # The documented metrics ports, so deploy/prometheus/local.yml can scrape `make run` (free ports otherwise).
     documented = {"ingest-metrics": 9461, "results-metrics": 9462, "scheduler-metrics": 9463}
-    documented |= {"executor-metrics": 9464, "admin": 9901}
+    documented |= {"executor-metrics": 9464, "webhooks-metrics": 9465, "admin": 9901}
     for name, port in documented.items():
         with contextlib.suppress(OSError), socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
@@ -812,6 +823,9 @@ def main(argv: list[str] | None = None) -> int:
                 deployed += [a.name for a in reply.apis]
                 for notice in reply.notices:
                     print(f"notice: {notice}")
+                for api, secret in sorted(reply.webhook_secrets.items()):
+                    print(f"{api}: webhook signing secret {secret}")
+                    print("  keep it now: it is shown only this once (`cortado webhook-secret rotate` makes a new one)")
         problems = _wait_live(mesh.scheduler_address, deployed, 120)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -1,8 +1,16 @@
 """Run the webhook sender: `python -m services.webhooks`."""
 
+# ruff: noqa: E402 (two optional imports are turned off before the imports that would load them: see below)
 from __future__ import annotations
 
 import logging
+import sys
+
+# An idle sender should cost little memory. Where they are installed (a development environment), nats-py loads
+# aiohttp for WebSocket connections, which Cortado never makes, and httpx loads its command line's click: about
+# 10 MB between them. Both treat the module as absent when it cannot be imported.
+for _unused in ("aiohttp", "click"):
+    sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
 from cortado import natsutil
 from cortado.service import ServiceRunner, run_main
