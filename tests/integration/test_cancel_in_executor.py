@@ -152,13 +152,20 @@ class Operator:
         self.nc = self.run(natsutil.connect(mesh.nats_url, "test-cancel", credentials=mesh.credentials[natsauth.ADMIN]))
         self.js = self.nc.jetstream()
         self.webhook_jobs: list[records_pb2.WebhookJob] = []
+        self.writes: list[records_pb2.RequestRecord] = []
 
         async def listen() -> None:
             # Every webhook job published, whoever consumes it from the stream later.
             async def seen(msg: Msg) -> None:
                 self.webhook_jobs.append(records_pb2.WebhookJob.FromString(msg.data))
 
+            # Every record written, whatever writes it next (the webhook sender records its attempts).
+            async def written(msg: Msg) -> None:
+                if msg.data:
+                    self.writes.append(records_pb2.RequestRecord.FromString(msg.data))
+
             await self.nc.subscribe(names.WEBHOOK_SUBJECTS, cb=seen)
+            await self.nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + ">", cb=written)
             await natsutil.ensure_stream(self.js, stream_config(8 * 1024 * 1024))
             await self.nc.flush()
 
@@ -183,6 +190,10 @@ class Operator:
             return records_pb2.RequestRecord.FromString(entry.value or b"")
 
         return self.run(read())
+
+    def final_write(self, request_id: str) -> records_pb2.RequestRecord | None:
+        """The first final record written for the request, as it was written."""
+        return next((r for r in list(self.writes) if r.id == request_id and records.is_final(r.status)), None)
 
     def cancel(self, api: str, request_id: str, delete: bool = True, announce: bool = True) -> None:
         """Do what ingest does to cancel a request: the `cancelled` record, the work item deleted, the announcement."""
@@ -392,8 +403,8 @@ def test_a_final_record_the_executor_writes_carries_its_webhook_pending_and_queu
     plain = submit(http, api.name, json={})
     for request_id in (hooked, plain):
         assert result(http, api.name, request_id)["status"] == "completed"
-    record = operator.record(hooked)
-    assert record is not None and record.status == records_pb2.REQUEST_STATUS_COMPLETED
+    record = eventually(lambda: operator.final_write(hooked), timeout=5, what="the final write seen")
+    assert record.status == records_pb2.REQUEST_STATUS_COMPLETED
     assert (record.webhook.url, record.webhook.state) == (
         "https://hooks.example.com/done",
         records_pb2.WEBHOOK_STATE_PENDING,
