@@ -751,7 +751,9 @@ def cut_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
 
 
 def _base_record(item: records_pb2.WorkItem, attempts: int) -> records_pb2.RequestRecord:
-    return records_pb2.RequestRecord(id=item.id, api=item.api, submitted_at=item.submitted_at, attempts=attempts)
+    return records_pb2.RequestRecord(
+        id=item.id, api=item.api, submitted_at=item.submitted_at, attempts=attempts, priority=item.priority
+    )
 
 
 def _trace_queue_wait(held: _Held, final: records_pb2.RequestRecord) -> None:

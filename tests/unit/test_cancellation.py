@@ -317,6 +317,7 @@ class Fixture:
 
     def deliver(self, request_id: str, delivered: int = 1, webhook: str = "") -> FakeMsg:
         item = records_pb2.WorkItem(id=request_id, api="t", content_type="application/json", payload=b"{}")
+        item.priority = NORMAL
         item.webhook_url = webhook
         msg = FakeMsg(item, delivered)
         self.dispatcher._taker(NORMAL)(msg)  # type: ignore[arg-type]
@@ -437,7 +438,7 @@ async def test_a_final_record_carries_its_webhook_pending_and_its_delivery_is_qu
     f.dispatcher.on_frame(handler_pb2.FromHandler(outcomes=[handler_pb2.Outcome(id=without, completed=True)]))
     await settle()
     stored = f.store.records[with_hook][0]
-    assert stored.status == records_pb2.REQUEST_STATUS_COMPLETED
+    assert (stored.status, stored.priority) == (records_pb2.REQUEST_STATUS_COMPLETED, NORMAL)
     assert (stored.webhook.url, stored.webhook.state) == (
         "https://hooks.example.com/x",
         records_pb2.WEBHOOK_STATE_PENDING,
