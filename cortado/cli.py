@@ -154,8 +154,9 @@ def cmd_deploy(options: argparse.Namespace) -> int:
             _progress(f"notice: {notice}")
         secrets = dict(reply.webhook_secrets)
         if options.output != "json":
-            # At once: the secret is shown this one time, whatever happens while waiting.
-            _print_webhook_secrets(secrets, sys.stdout)
+            # At once, with the progress (stdout keeps the APIs' states): the secret is shown this one time,
+            # whatever happens while waiting. With -o json it is in the JSON, each API's `webhook_secret`.
+            _print_webhook_secrets(secrets, sys.stderr)
         names = [api.name for api in reply.apis]
         try:
             statuses = (

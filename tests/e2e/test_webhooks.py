@@ -1,0 +1,426 @@
+"""Webhooks end to end: requests through Envoy, a real HTTP receiver on loopback, signatures checked with the
+`standardwebhooks` package, delivery state read over gRPC and through the CLI, secrets made, rotated and deleted.
+
+The receiver is a thread with http.server on 127.0.0.1 and a free port, which the mesh's URL policy allows (only
+loopback ports of the mesh itself are refused). Retries follow the sender's settings: with the defaults (first
+retry within 1 s, doubling) the slowest test here takes some 15 s; the test mesh may make them quicker
+(CORTADO_WEBHOOK_FIRST_RETRY_SECONDS, CORTADO_WEBHOOK_MAX_RETRY_SECONDS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from cortado.cli import main
+from cortado.client import Client, SchedulerClient
+from cortado.mesh import LocalMesh, free_port
+from cortado.v1 import records_pb2
+from tests.conftest import Deploy, submit
+from tests.helpers import eventually, unique_name, write_project
+
+ECHO = """
+class Handler:
+    def handle_async(self, payload, request_id):
+        return {"echo": payload, "big": 123456789012345678901234567890}
+"""
+
+SLOW_RETRIES = 60.0
+"""Longest a test waits for something retries bring about (the sender's defaults take ~15 s for four attempts)."""
+
+
+# The receiver -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One POST the receiver got: its path, headers (lower-case names), body, and the status it answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def id(self) -> str:
+        return self.headers.get("webhook-id", "")
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1: each message id's first `failures` attempts get 500, every attempt 503
+    while not `accepting`, `/gone` paths 410; otherwise 204. `down()` stops listening, `up()` listens again on the
+    same port."""
+
+    port: int = field(default_factory=free_port)
+    failures: int = 0
+    accepting: bool = True
+    deliveries: list[Delivery] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                with receiver._lock:
+                    earlier = sum(1 for d in receiver.deliveries if d.id == headers.get("webhook-id"))
+                    if self.path.startswith("/gone"):
+                        status = 410
+                    elif earlier < receiver.failures:
+                        status = 500
+                    elif not receiver.accepting:
+                        status = 503
+                    else:
+                        status = 204
+                    receiver.deliveries.append(Delivery(self.path, headers, body, status))
+                self.send_response(status)
+                message = b"" if status == 204 else f"receiver says {status}".encode()
+                self.send_header("content-length", str(len(message)))
+                self.end_headers()
+                self.wfile.write(message)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def of(self, request_id: str) -> list[Delivery]:
+        """Every attempt that reached the receiver for one request, in order."""
+        with self._lock:
+            return [d for d in self.deliveries if d.id == request_id]
+
+    def accepted(self, request_id: str) -> Delivery | None:
+        """The attempt the receiver accepted for one request, if one came."""
+        return next((d for d in self.of(request_id) if d.status == 204), None)
+
+    def path(self, request_id: str) -> str:
+        """The path the request's accepted webhook was POSTed to."""
+        delivery = self.accepted(request_id)
+        assert delivery is not None, f"no webhook of {request_id} accepted"
+        return delivery.path
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.up()
+    yield running
+    running.down()
+
+
+# Helpers ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cli:
+    """`cortado ...` in-process against the session's mesh."""
+
+    mesh: LocalMesh
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*argv, "--scheduler", self.mesh.scheduler_address, "--endpoint", self.mesh.grpc_address])
+        return code, out.getvalue(), err.getvalue()
+
+
+SECRET_LINE = re.compile(r"^(?P<api>[a-z0-9-]+): webhook signing secret (?P<secret>whsec_\S+)$", re.MULTILINE)
+
+
+def verify(secret: str, delivery: Delivery) -> None:
+    """The delivery's signature checks out with secret (WebhookVerificationError otherwise)."""
+    Webhook(secret).verify(delivery.body, delivery.headers)
+
+
+def webhook_of(client: Client, api: str, request_id: str) -> records_pb2.WebhookDelivery:
+    return client.get(api, request_id).webhook
+
+
+# Delivery through failures ------------------------------------------------------------------------------------------
+
+
+def test_every_webhook_arrives_signed_through_failures_and_an_outage(
+    mesh: LocalMesh,
+    http: httpx.Client,
+    grpc_client: Client,
+    scheduler: SchedulerClient,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    cli = Cli(mesh)
+    # Each request's first two attempts fail (500), then the receiver answers 503 until it goes down.
+    receiver.failures = 2
+    receiver.accepting = False
+    name = unique_name("hooks")
+    project = write_project(tmp_path, name, ECHO, {"webhook": {"url": receiver.url("/api-hook")}})
+    code, out, err = cli("deploy", str(project))
+    assert code == 0, (out, err)
+    assert out == f"{name}: live (version 1)\n"
+    # The secret is shown once, with the progress, and a line saying to keep it.
+    [shown] = [m.groupdict() for m in SECRET_LINE.finditer(err)]
+    assert shown["api"] == name
+    secret = shown["secret"]
+    assert "keep it now, where your webhook receiver can read it: it is shown only this once" in err
+    assert f"`cortado webhook-secret rotate {name}` makes a new one" in err
+    try:
+        code, out, err = cli("deploy", str(project))
+        assert code == 0 and "webhook signing secret" not in out + err, (out, err)
+
+        by_api = [submit(http, name, json={"n": n}) for n in range(3)]
+        by_header = [
+            submit(http, name, json={"n": n}, headers={"Cortado-Webhook": receiver.url(f"/own-hook?n={n}")})
+            for n in range(3)
+        ]
+        by_grpc = grpc_client.submit(name, b'{"n": 9}', "application/json", webhook=receiver.url("/grpc-hook"))
+        ids = [*by_api, *by_header, by_grpc]
+
+        # Two failed attempts each: pending, the failure recorded, every attempt signed.
+        eventually(lambda: all(len(receiver.of(i)) >= 2 for i in ids), SLOW_RETRIES, what="two attempts each")
+        for request_id in ids:
+            delivery = webhook_of(grpc_client, name, request_id)
+            assert delivery.state == records_pb2.WEBHOOK_STATE_PENDING, delivery
+            assert delivery.attempts >= 2
+            assert delivery.last_error.startswith("HTTP 50"), delivery.last_error
+            for attempt in receiver.of(request_id):
+                verify(secret, attempt)
+        assert scheduler.describe(name).webhooks_undelivered == len(ids)
+
+        # Down: attempts fail to connect, and `cortado describe` counts the webhooks waiting.
+        receiver.down()
+
+        def refused_each() -> bool:
+            return all("Connection refused" in webhook_of(grpc_client, name, i).last_error for i in ids)
+
+        eventually(refused_each, SLOW_RETRIES, interval=0.2, what="an attempt refused each while down")
+        code, out, _ = cli("describe", name)
+        assert code == 0 and f"webhooks:    {len(ids)} undelivered (pending or retrying)" in out, out
+        code, out, _ = cli("get", name, "-o", "json")
+        assert code == 0 and json.loads(out)["webhooks_undelivered"] == len(ids), out
+        code, out, _ = cli("get", "-o", "json")
+        [listed] = [api for api in json.loads(out) if api["name"] == name]
+        assert listed["webhooks_undelivered"] == len(ids)
+
+        # Back up, accepting: every webhook arrives, its body what GET /<api>/<id> answers, byte for byte.
+        receiver.accepting = True
+        receiver.up()
+        eventually(lambda: all(receiver.accepted(i) for i in ids), SLOW_RETRIES, what="every webhook delivered")
+        for request_id in ids:
+            delivered = receiver.accepted(request_id)
+            assert delivered is not None
+            verify(secret, delivered)
+            answer = http.get(f"/{name}/{request_id}")
+            assert answer.status_code == 200
+            assert delivered.body == answer.content
+            assert json.loads(delivered.body)["status"] == "completed"
+            assert b"123456789012345678901234567890" in delivered.body
+            assert delivered.headers["content-type"] == "application/json"
+            assert delivered.headers["webhook-id"] == request_id
+            assert len(delivered.headers["webhook-signature"].split()) == 1
+            # The same message id on every attempt, so receivers can drop duplicates.
+            assert {d.id for d in receiver.of(request_id)} == {request_id}
+
+            def settled(request_id: str = request_id) -> records_pb2.WebhookDelivery | None:
+                delivery = webhook_of(grpc_client, name, request_id)
+                return delivery if delivery.state == records_pb2.WEBHOOK_STATE_DELIVERED else None
+
+            delivery = eventually(settled, what=f"{request_id} recorded as delivered")
+            assert delivery.attempts >= 4, delivery  # two 500s, at least one refused, the one that landed
+            assert delivery.last_error == ""
+            assert delivery.first_attempt_at.seconds <= delivery.last_attempt_at.seconds
+        # The request's own URL wins over the API's.
+        assert {receiver.path(i) for i in by_api} == {"/api-hook"}
+        assert {receiver.path(i) for i in by_header} == {f"/own-hook?n={n}" for n in range(3)}
+        assert receiver.path(by_grpc) == "/grpc-hook"
+        eventually(lambda: scheduler.describe(name).webhooks_undelivered == 0, what="none undelivered")
+        code, out, _ = cli("describe", name)
+        assert "webhooks:    0 undelivered" in out, out
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            scheduler.delete(name, force=True)
+
+
+def test_a_410_stops_retrying(
+    http: httpx.Client, grpc_client: Client, deploy: Deploy, receiver: Receiver, scheduler: SchedulerClient
+) -> None:
+    name = deploy(ECHO)
+    request_id = submit(http, name, json={}, headers={"Cortado-Webhook": receiver.url("/gone")})
+
+    def stopped() -> records_pb2.WebhookDelivery | None:
+        delivery = webhook_of(grpc_client, name, request_id)
+        return delivery if delivery.state == records_pb2.WEBHOOK_STATE_STOPPED else None
+
+    delivery = eventually(stopped, SLOW_RETRIES, what="delivery stopped by a 410")
+    assert delivery.attempts == 1
+    assert delivery.last_error == "HTTP 410: receiver says 410"
+    # Longer than the first retry's wait (1 s at most by default): no second attempt comes.
+    time.sleep(2.0)
+    assert len(receiver.of(request_id)) == 1
+    assert scheduler.describe(name).webhooks_undelivered == 0
+
+
+def test_a_request_without_a_webhook_has_none(http: httpx.Client, grpc_client: Client, deploy: Deploy) -> None:
+    name = deploy(ECHO)
+    request_id = submit(http, name, json={})
+    eventually(lambda: http.get(f"/{name}/{request_id}", params={"wait": 30}).json()["status"] == "completed")
+    view = grpc_client.get(name, request_id)
+    assert not view.HasField("webhook") or view.webhook.url == ""
+
+
+# Refused URLs --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "is a link-local address"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "is a cloud metadata service"),
+        ("ftp://hooks.example.com/", "must start with http:// or https://"),
+        ("http://ingest:50051/", "is a service of the mesh itself"),
+    ],
+)
+def test_a_refused_webhook_url_is_a_400_at_submit_and_nothing_is_queued(
+    http: httpx.Client, grpc_client: Client, deploy: Deploy, scheduler: SchedulerClient, url: str, reason: str
+) -> None:
+    name = deploy(ECHO)
+    answer = http.post(f"/{name}", json={}, headers={"Cortado-Webhook": url})
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["message"]
+    assert message.startswith("webhook URL") and reason in message, message
+    with pytest.raises(grpc.RpcError) as refused:
+        grpc_client.submit(name, b"{}", "application/json", webhook=url)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in str(refused.value.details())
+    assert scheduler.describe(name).queued == 0
+
+
+def test_a_loopback_port_of_the_mesh_is_refused(http: httpx.Client, deploy: Deploy, mesh: LocalMesh) -> None:
+    name = deploy(ECHO)
+    answer = http.post(f"/{name}", json={}, headers={"Cortado-Webhook": f"{mesh.http_url}/{name}"})
+    assert answer.status_code == 400, answer.text
+    assert "a port of the mesh itself" in answer.json()["message"]
+
+
+def test_a_refused_webhook_url_in_the_configuration_fails_the_deploy(deploy: Deploy) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        deploy(ECHO, {"webhook": {"url": "http://169.254.169.254/"}}, wait=False)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(refused.value.details())
+    assert "webhook.url is refused: webhook URL host 169.254.169.254 is a link-local address" in details, details
+
+
+# Secrets -------------------------------------------------------------------------------------------------------------
+
+
+def test_rotation_signs_with_both_secrets_until_the_previous_one_expires(
+    mesh: LocalMesh,
+    http: httpx.Client,
+    scheduler: SchedulerClient,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    cli = Cli(mesh)
+    name = unique_name("rotate")
+    project = write_project(tmp_path, name, ECHO, {"webhook": {"url": receiver.url("/hook")}})
+    reply = scheduler.deploy(project)
+    first = reply.webhook_secrets[name]
+    assert first.startswith("whsec_")
+    assert dict(scheduler.deploy(project).webhook_secrets) == {}
+
+    def delivered(request_id: str) -> Delivery:
+        found = eventually(lambda: receiver.accepted(request_id), SLOW_RETRIES, what=f"webhook of {request_id}")
+        assert found.body == http.get(f"/{name}/{request_id}").content
+        return found
+
+    try:
+        eventually(lambda: scheduler.describe(name).ready_replicas, 60, what=f"{name} ready")
+        before = delivered(submit(http, name, json={"when": "before"}))
+        verify(first, before)
+
+        code, out, err = cli("webhook-secret", "rotate", name, "--keep-previous", "4s", "-o", "json")
+        assert code == 0, (out, err)
+        rotated = json.loads(out)
+        second = rotated["secret"]
+        assert rotated["api"] == name and second.startswith("whsec_") and second != first
+        until = datetime.fromisoformat(rotated["previous_until"].replace("Z", "+00:00")).timestamp()
+        assert 0 < until - time.time() <= 4.5
+
+        during = delivered(submit(http, name, json={"when": "during"}))
+        assert len(during.headers["webhook-signature"].split()) == 2
+        verify(second, during)
+        verify(first, during)
+
+        time.sleep(max(0.0, until - time.time()) + 0.5)
+        after = delivered(submit(http, name, json={"when": "after"}))
+        assert len(after.headers["webhook-signature"].split()) == 1
+        verify(second, after)
+        with pytest.raises(WebhookVerificationError):
+            verify(first, after)
+
+        # The CLI's own words, and a rotation that keeps no previous secret.
+        code, out, _ = cli("webhook-secret", "rotate", name, "--keep-previous", "0")
+        assert code == 0
+        [line] = [m.groupdict() for m in SECRET_LINE.finditer(out)]
+        third = line["secret"]
+        assert line["api"] == name and third not in (first, second)
+        assert "shown only this once" in out
+        now = delivered(submit(http, name, json={"when": "now"}))
+        verify(third, now)
+        with pytest.raises(WebhookVerificationError):
+            verify(second, now)
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            scheduler.delete(name, force=True)
+
+    # Deleting the API deletes its secret: rotating finds no API, and deploying it again makes a new secret.
+    with pytest.raises(grpc.RpcError) as missing:
+        scheduler.rotate_webhook_secret(name)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    again = scheduler.deploy(project)
+    try:
+        assert again.webhook_secrets[name] not in (first, second, third)
+    finally:
+        scheduler.delete(name, force=True)
+
+
+def test_rotation_refuses_unknown_apis_and_bad_durations(
+    mesh: LocalMesh, scheduler: SchedulerClient, deploy: Deploy
+) -> None:
+    cli = Cli(mesh)
+    code, _, err = cli("webhook-secret", "rotate", unique_name("missing"))
+    assert code == 1 and "is not deployed" in err, err
+    name = deploy(ECHO, wait=False)
+    code, _, err = cli("webhook-secret", "rotate", name, "--keep-previous", "soon")
+    assert code == 1 and "--keep-previous must be a duration" in err, err
+    with pytest.raises(grpc.RpcError) as refused:
+        scheduler.rotate_webhook_secret(name, 31 * 86400)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "previous_valid_for must be from 0 to 30 days" in str(refused.value.details())
