@@ -26,7 +26,7 @@ from tests.deploy.manifests import (
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
 GPU_OVERRIDE = DEPLOY / "docker-compose.gpu.yaml"
-CORTADO_SERVICES = {"ingest": 50051, "results": 50052, "scheduler": 50053, "executor": 50054}
+CORTADO_SERVICES = {"ingest": 50051, "results": 50052, "scheduler": 50053, "executor": 50054, "webhooks": 50055}
 
 
 def compose() -> dict[str, Any]:
@@ -60,6 +60,7 @@ def test_the_whole_mesh_and_its_observability_run_on_one_host() -> None:
         "results",
         "scheduler",
         "executor",
+        "webhooks",
         "jaeger",
         "nats-exporter",
         "prometheus",
@@ -92,7 +93,7 @@ def test_each_cortado_service_gets_its_settings_from_the_environment(name: str) 
     assert service["depends_on"]["nats"] == {"condition": "service_healthy"}
 
 
-@pytest.mark.parametrize("name", ["ingest", "results", "scheduler"])
+@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "webhooks"])
 def test_the_stateless_services_run_from_the_service_image(name: str) -> None:
     service = compose()["services"][name]
     assert service["build"] == {"context": "..", "dockerfile": "deploy/docker/Dockerfile.service"}
@@ -128,7 +129,7 @@ def test_the_executor_runs_as_root_with_only_the_capabilities_to_run_handlers_as
     assert not {"user", "privileged", "cap_add", "cap_drop", "security_opt", "secrets", "environment"} & set(override)
 
 
-@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "envoy"])
+@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "webhooks", "envoy"])
 def test_every_other_service_of_cortados_images_runs_without_any_capability(name: str) -> None:
     service = compose()["services"][name]
     # Their images' own non-root users (tests/deploy/test_dockerfiles.py), and not one capability.
@@ -185,12 +186,14 @@ def test_the_local_prometheus_config_matches_the_services_default_metrics_addres
     from services.ingest.config import IngestSettings
     from services.results.config import ResultsSettings
     from services.scheduler.config import SchedulerSettings
+    from services.webhooks.config import WebhookSettings
 
     settings: dict[str, Any] = {
         "ingest": IngestSettings,
         "results": ResultsSettings,
         "scheduler": SchedulerSettings,
         "executor": ExecutorSettings,
+        "webhooks": WebhookSettings,
     }
     config = yaml.safe_load((DEPLOY / "prometheus" / "local.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -290,3 +293,12 @@ def test_the_scheduler_serves_tls_with_its_compose_secrets_and_its_health_check_
         "-c",
         f"from cortado.mesh import grpc_serving; grpc_serving('127.0.0.1:50053', ca_file='{ca}') or exit(1)",
     ]
+
+
+def test_ingest_the_scheduler_and_the_webhook_sender_share_where_webhooks_may_go() -> None:
+    services = compose()["services"]
+    for name in ["ingest", "scheduler", "webhooks"]:
+        value = services[name]["environment"]["CORTADO_WEBHOOK_ALLOW_HOSTS"]
+        assert value == "${CORTADO_WEBHOOK_ALLOW_HOSTS:-}", name
+        assert interpolate(value, {}) == ""
+        assert interpolate(value, {"CORTADO_WEBHOOK_ALLOW_HOSTS": "hooks.internal"}) == "hooks.internal"

@@ -39,8 +39,8 @@ from tests.deploy.manifests import (
     render,
 )
 
-CORTADO_WORKLOADS = ("ingest", "results", "scheduler", "executor", "envoy")
-GRPC_PORTS = {"ingest": 50051, "results": 50052, "scheduler": 50053, "executor": 50054}
+CORTADO_WORKLOADS = ("ingest", "results", "scheduler", "executor", "webhooks", "envoy")
+GRPC_PORTS = {"ingest": 50051, "results": 50052, "scheduler": 50053, "executor": 50054, "webhooks": 50055}
 needs_kustomize = pytest.mark.skipif(kubectl() is None, reason="kubectl (with its built-in kustomize) is not installed")
 
 
@@ -211,7 +211,7 @@ def test_nats_servers_go_one_at_a_time_and_warn_their_clients_first() -> None:
 # --- the services -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "executor"])
+@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "executor", "webhooks"])
 def test_each_service_is_ready_and_alive_by_grpc_health_on_its_own_port(name: str) -> None:
     [container] = containers(find(base_documents(), "Deployment", name))
     port = GRPC_PORTS[name]
@@ -252,7 +252,7 @@ def test_every_cortado_workload_has_a_pod_disruption_budget_selecting_it(name: s
     assert len(budgets) == 1
 
 
-@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "envoy"])
+@pytest.mark.parametrize("name", ["ingest", "results", "scheduler", "webhooks", "envoy"])
 def test_the_stateless_services_run_at_least_two_replicas_and_roll_without_losing_capacity(name: str) -> None:
     deployment = find(base_documents(), "Deployment", name)
     assert deployment["spec"]["replicas"] >= 2
@@ -269,7 +269,7 @@ def test_every_cortado_service_reads_the_shared_settings() -> None:
     docs = base_documents()
     assert 4222 in [p["port"] for p in find(docs, "Service", "nats")["spec"]["ports"]]
     assert 4317 in [p["port"] for p in find(docs, "Service", "jaeger")["spec"]["ports"]]
-    for name in ["ingest", "results", "scheduler", "executor"]:
+    for name in ["ingest", "results", "scheduler", "executor", "webhooks"]:
         [container] = containers(find(docs, "Deployment", name))
         assert container["envFrom"] == [{"configMapRef": {"name": generator["name"]}}]
 
@@ -359,7 +359,7 @@ def test_the_scheduler_may_create_and_delete_services_and_nothing_else() -> None
     [rule] = role["rules"]
     assert rule["apiGroups"] == [""] and rule["resources"] == ["services"]
     assert {"create", "delete", "get", "list"} <= set(rule["verbs"])
-    for name in ["ingest", "results", "executor", "envoy"]:
+    for name in ["ingest", "results", "executor", "webhooks", "envoy"]:
         assert find(docs, "Deployment", name)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
@@ -523,3 +523,49 @@ def test_the_executor_runs_as_root_with_only_the_capabilities_to_run_handlers_as
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_overlays_keep_the_executors_capabilities(overlay: str) -> None:
     check_executor_pod(executor_pod(render(overlay)))
+
+
+# --- webhooks ---------------------------------------------------------------------------------------------------
+
+
+PRIVATE_RANGES = {"10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"}
+
+
+def test_the_webhook_sender_reaches_nats_jaeger_dns_and_only_public_addresses() -> None:
+    docs = base_documents()
+    sender = find(docs, "Deployment", "webhooks")["spec"]["template"]["metadata"]["labels"]
+    [policy] = [
+        p for p in of_kind(docs, "NetworkPolicy") if labels_match(p["spec"]["podSelector"]["matchLabels"], sender)
+    ]
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    rules = policy["spec"]["egress"]
+    by_pods = {
+        rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: rule["ports"]
+        for rule in rules
+        if rule.get("to") and "podSelector" in rule["to"][0]
+    }
+    assert by_pods == {"nats": [{"port": 4222, "protocol": "TCP"}], "jaeger": [{"port": 4317, "protocol": "TCP"}]}
+    for name in by_pods:
+        pods = find(docs, "StatefulSet" if name == "nats" else "Deployment", name)
+        assert labels_match(
+            {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "cortado"},
+            pods["spec"]["template"]["metadata"]["labels"],
+        )
+    [dns] = [rule for rule in rules if "to" not in rule]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    [public] = [rule for rule in rules if rule.get("to") and "ipBlock" in rule["to"][0]]
+    assert "ports" not in public
+    blocks = {block["ipBlock"]["cidr"]: set(block["ipBlock"]["except"]) for block in public["to"]}
+    # The cloud metadata service (169.254.169.254, fd00:ec2::254) and the cluster's own pods are out of reach.
+    assert blocks == {"0.0.0.0/0": PRIVATE_RANGES, "::/0": {"fc00::/7", "fe80::/10"}}
+
+
+def test_ingest_the_scheduler_and_the_webhook_sender_share_where_webhooks_may_go() -> None:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    [generator] = kustomization["configMapGenerator"]
+    settings = dict(literal.split("=", 1) for literal in generator["literals"])
+    assert settings["CORTADO_WEBHOOK_ALLOW_HOSTS"] == ""
+    for name in ["ingest", "scheduler", "webhooks"]:
+        [container] = containers(find(base_documents(), "Deployment", name))
+        assert "CORTADO_WEBHOOK_ALLOW_HOSTS" not in {e["name"] for e in container.get("env", [])}, name
+        assert container["envFrom"] == [{"configMapRef": {"name": generator["name"]}}]

@@ -41,7 +41,7 @@ from tests.deploy.test_compose import interpolate
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
 COMPOSE_NATS_CONF = DEPLOY / "nats" / "nats.conf"
-SERVICES = ("ingest", "results", "scheduler", "executor")
+SERVICES = ("ingest", "results", "scheduler", "executor", "webhooks")
 """The Cortado services that connect to NATS, each as the NATS user of its name."""
 SECRET = "cortado-nats"
 """The Kubernetes Secret holding one password per NATS user (and the route user), created with kubectl."""
