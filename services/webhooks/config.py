@@ -11,25 +11,40 @@ from services.webhooks import stream
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    """What the webhook sender needs to run."""
+    """What the webhook sender needs to run: each field names its `CORTADO_*` setting and its default."""
 
     nats_url: str
+    """CORTADO_NATS_URL (nats://127.0.0.1:4222): the NATS server(s), comma-separated; the user and password come
+    from CORTADO_NATS_USER (`webhooks`) and CORTADO_NATS_PASSWORD_FILE."""
     address: str
-    """Where gRPC health checking is served (the sender has no other gRPC service)."""
+    """CORTADO_WEBHOOKS_ADDRESS (127.0.0.1:50055): where gRPC health checking is served (the sender has no other
+    gRPC service)."""
     metrics_address: str
+    """CORTADO_METRICS_ADDRESS (127.0.0.1:9465): where Prometheus metrics are served (host:port; empty: nowhere),
+    `cortado_webhook_attempts_total{api, outcome}` among them."""
     grace_seconds: float
+    """CORTADO_GRACE_SECONDS (10): on SIGTERM, how long the attempts under way may go on; a job cut short goes to
+    another sender after the ack wait."""
     policy: webhooks.UrlPolicy
+    """CORTADO_WEBHOOK_ALLOW_HOSTS (none), CORTADO_WEBHOOK_MESH_HOSTS (none), CORTADO_WEBHOOK_MESH_PORTS (none), all
+    comma-separated: where webhooks may go (cortado.webhooks.UrlPolicy). Ingest and the scheduler read the same
+    settings, and must be given the same values."""
     retry_seconds: float
-    """How long after a webhook's first attempt a failed one is tried again; past it, the sender gives up."""
+    """CORTADO_WEBHOOK_RETRY_SECONDS (86400, a day): how long after a webhook's first attempt a failed one is tried
+    again; past it, the sender gives up (`gave_up`)."""
     timeout_seconds: float
-    """How long one attempt may take, from connecting to reading the start of the answer."""
+    """CORTADO_WEBHOOK_TIMEOUT_SECONDS (10): how long one attempt may take, from connecting to reading the start of
+    the answer."""
     concurrency: int
-    """Webhooks delivered at once."""
+    """CORTADO_WEBHOOK_CONCURRENCY (32, 1 to 10000): webhooks one sender delivers at once."""
     first_retry_seconds: float
-    """Longest wait after a first failed attempt; each later wait may double, up to max_retry_seconds."""
+    """CORTADO_WEBHOOK_FIRST_RETRY_SECONDS (1): longest wait after a first failed attempt; each later wait may
+    double, up to max_retry_seconds (each wait is drawn from the upper half of its ceiling)."""
     max_retry_seconds: float
+    """CORTADO_WEBHOOK_MAX_RETRY_SECONDS (3600): longest wait between two attempts."""
     stream_max_bytes: int
-    """Byte limit the webhooks stream is created with (when the sender is the first to need it)."""
+    """CORTADO_WEBHOOKS_MAX_BYTES (256 MiB): byte limit the webhooks stream is created with (by the scheduler at
+    start, or the sender if it comes first); a full stream refuses new jobs."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> WebhookSettings:
