@@ -51,7 +51,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # Tests deploy many small APIs on the one executor: let it host them all.
-MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5"}
+MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5", "CORTADO_CANCEL_GRACE_SECONDS": "1"}
 
 
 @pytest.fixture(scope="session")

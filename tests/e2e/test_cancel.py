@@ -244,3 +244,67 @@ def test_cancels_are_counted_in_ingests_metrics(
     http.delete(f"/{held.name}/{later[-1]}")  # a second cancel changes nothing and counts nothing
     after = value(scrape(mesh, "ingest"), "cortado_requests_finished_total", api=held.name, status="cancelled")
     assert after == before + 1
+
+
+# A running request of each kind: an async handler awaiting, a plain one polling cortado.cancelled().
+RUNNING_ASYNC = """
+import asyncio
+
+
+class Handler:
+    def __init__(self, config):
+        self.marks = config["marks"]
+
+    async def handle_async(self, payload, request_id):
+        with open(self.marks, "a") as out:
+            out.write("started " + request_id + "\\n")
+        if payload.get("quick"):
+            return {"quick": True}
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            with open(self.marks, "a") as out:
+                out.write("stopped " + request_id + "\\n")
+            raise
+        return {"stopped": False}
+"""
+
+RUNNING_PLAIN = """
+import time
+
+from cortado import cancelled
+
+
+class Handler:
+    def __init__(self, config):
+        self.marks = config["marks"]
+
+    def handle_async(self, payload, request_id):
+        with open(self.marks, "a") as out:
+            out.write("started " + request_id + "\\n")
+        deadline = time.monotonic() + (0 if payload.get("quick") else 60)
+        while time.monotonic() < deadline:
+            if cancelled(request_id):
+                with open(self.marks, "a") as out:
+                    out.write("stopped " + request_id + "\\n")
+                return {"stopped": True}
+            time.sleep(0.02)
+        return {"stopped": False}
+"""
+
+
+@pytest.mark.parametrize("source", [RUNNING_ASYNC, RUNNING_PLAIN], ids=["async", "plain"])
+def test_a_running_request_is_stopped_ends_cancelled_and_is_not_retried(
+    deploy: Deploy, http: httpx.Client, tmp_path: Path, source: str
+) -> None:
+    marks = tmp_path / "marks.log"
+    api = deploy(source, api={"handler": {"config": {"marks": str(marks)}}})
+    request_id = submit(http, api, json={})
+    eventually(lambda: marks.exists() and f"started {request_id}" in marks.read_text(), what="the handler started")
+    reply = http.delete(f"/{api}/{request_id}")
+    assert (reply.status_code, reply.json()["status"]) == (200, "cancelled")
+    eventually(lambda: f"stopped {request_id}" in marks.read_text(), what="the handler stopped")
+    # Its outcome is dropped: it stays cancelled, and it never starts again; the replica serves the next one.
+    assert result(http, api, submit(http, api, json={"quick": True}))["status"] == "completed"
+    assert http.get(f"/{api}/{request_id}").json()["status"] == "cancelled"
+    assert marks.read_text().count(f"started {request_id}") == 1
