@@ -76,6 +76,7 @@ BUILTIN_METRICS = (
     "cortado_requests_finished_total",
     "cortado_requests_failed_total",
     "cortado_scaling_decisions_total",
+    "cortado_webhook_attempts_total",
     "cortado_grpc_server_handled_total",
     "cortado_grpc_server_handling_seconds",
     "cortado_nats_client_messages_total",

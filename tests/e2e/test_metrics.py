@@ -96,7 +96,7 @@ def test_each_service_serves_its_own_metrics(deploy: Deploy, http: httpx.Client,
 
 def test_every_built_in_metric_name_is_exposed_by_some_service(mesh: LocalMesh) -> None:
     exposed = set()
-    for service in ("ingest", "results", "scheduler", "executor"):
+    for service in ("ingest", "results", "scheduler", "executor", "webhooks"):
         text = httpx.get(f"http://{mesh.address(service + '-metrics')}/metrics", timeout=10).text
         for family in text_string_to_metric_families(text):
             exposed.add(family.name)
