@@ -1,9 +1,9 @@
 """`python -m bench` (`make bench`): Cortado, the floor and Celery side by side, on the same machine, in one run.
 
-Cortado: a fresh local mesh as it ships (NATS JetStream on file storage, the four services, Envoy), measured
-through Envoy over HTTP. The floor: a minimal skeleton of the same stack (Envoy, one ingest, one results
-server, one worker, NATS; bench/floor/), measured with the same client on the no-op workloads. Celery:
-Celery 5 with an in-memory Redis, the prefork pool, and the Redis result backend, measured through its
+Cortado: a fresh local mesh as it ships (NATS JetStream on file storage, ingest, results, scheduler, webhooks,
+an executor, Envoy), measured through Envoy over HTTP. The floor: a minimal skeleton of the same stack (Envoy,
+one ingest, one results server, one worker, NATS; bench/floor/), measured with the same client on the no-op workloads.
+Celery: Celery 5 with an in-memory Redis, the prefork pool, and the Redis result backend, measured through its
 client API. Bulk: one client sends 50,000 no-op requests at once (Cortado: SubmitStream piped into WatchMany;
 Celery: the fastest of group, chunks and an apply_async loop). Batch feed: a no-op batch handler (64 per batch)
 fed over SubmitStream, end to end and at the executor (bench/drain.py). Prints one table with the ratios, CPU per
