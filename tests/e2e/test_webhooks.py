@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -424,3 +427,55 @@ def test_rotation_refuses_unknown_apis_and_bad_durations(
         scheduler.rotate_webhook_secret(name, 31 * 86400)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "previous_valid_for must be from 0 to 30 days" in str(refused.value.details())
+
+
+# The README's receiver ----------------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_receiver(port: int) -> str:
+    """The README's webhook receiver, as a user copies it, listening on 127.0.0.1:port instead of 0.0.0.0:8000."""
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    [source] = [block for block in blocks if "standardwebhooks" in block]
+    assert 'HTTPServer(("0.0.0.0", 8000), Receiver)' in source
+    return source.replace('("0.0.0.0", 8000)', f'("127.0.0.1", {port})')
+
+
+def test_the_readme_receiver_verifies_real_webhooks_and_refuses_forged_ones(
+    http: httpx.Client, grpc_client: Client, scheduler: SchedulerClient, tmp_path: Path
+) -> None:
+    port = free_port()
+    name = unique_name("readme-hook")
+    project = write_project(tmp_path, name, ECHO, {"webhook": {"url": f"http://127.0.0.1:{port}/hooks/cortado"}})
+    secret = scheduler.deploy(project).webhook_secrets[name]
+    script, printed = tmp_path / "receiver.py", tmp_path / "receiver.out"
+    script.write_text(readme_receiver(port))
+    env = {**os.environ, "WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+    with printed.open("w") as out:
+        receiver = subprocess.Popen([sys.executable, str(script)], env=env, stdout=out, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: scheduler.describe(name).ready_replicas, 60, what=f"{name} ready")
+        hook_url = f"http://127.0.0.1:{port}/hooks/cortado"
+        forged_headers = {"webhook-id": "x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AA"}
+
+        def forged() -> int | None:
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.post(hook_url, content=b'{"id":"x"}', headers=forged_headers).status_code
+            return None
+
+        assert eventually(forged, 10, what="the receiver listening") == 401
+        request_id = submit(http, name, json={"n": 1})
+        assert eventually(printed.read_text, SLOW_RETRIES, what="the receiver's line") == f"{request_id} completed\n"
+
+        def delivered() -> records_pb2.WebhookDelivery | None:
+            hook = webhook_of(grpc_client, name, request_id)
+            return hook if hook.state == records_pb2.WEBHOOK_STATE_DELIVERED else None
+
+        delivery = eventually(delivered, SLOW_RETRIES, what="the delivery recorded")
+        assert delivery.attempts == 1 and delivery.last_error == ""
+    finally:
+        receiver.kill()
+        receiver.wait()
+        with contextlib.suppress(grpc.RpcError):
+            scheduler.delete(name, force=True)
