@@ -10,12 +10,12 @@ import shutil
 from cortado import names, natsutil
 from cortado.gpu import discover_gpus, simulated_gpus
 from cortado.mirror import KvMirror
+from cortado.recordstore import RecordStore
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.executor import sandbox as sandbox_module
 from services.executor.config import ExecutorSettings
-from services.executor.recordstore import RecordStore
 from services.executor.servicer import ExecutorServicer
 from services.executor.supervisor import Supervisor
 

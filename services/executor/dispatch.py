@@ -39,11 +39,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
 from cortado import metrics, names, natsutil, records, tracing, webhookjobs
+from cortado.recordstore import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor.channel import frame
 from services.executor.priority import LEVELS, PriorityQueues
 from services.executor.pullfeed import PullFeed
-from services.executor.recordstore import RecordStore
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
+from cortado.recordstore import RecordStore
 from cortado.v1 import control_pb2, handler_pb2
 from services.executor.channel import ChannelClosedError, open_channel, read_frame
 from services.executor.dispatch import CANCEL_GRACE_SECONDS, Dispatcher, RecentIds
 from services.executor.environment import DependencyError, prepare_python
 from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
-from services.executor.recordstore import RecordStore
 from services.executor.sandbox import Sandbox, become, open_to_traverse
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from nats.js.object_store import ObjectStore
 
 from cortado.mirror import KvMirror
 from cortado.records import now_timestamp
+from cortado.recordstore import RecordStore
 from cortado.v1 import control_pb2
 from services.executor.config import ExecutorSettings
 from services.executor.logship import LogShipper
-from services.executor.recordstore import RecordStore
 from services.executor.replica import Replica, ReplicaContext
 from services.executor.sandbox import Sandbox, handler_environment
 

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from nats.aio.client import Client
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from cortado import lookup, metrics, names, natsutil, records, webhookjobs
 from cortado.mirror import ApiIndex, KvMirror
+from cortado.recordstore import RecordStore
 from cortado.v1 import control_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Canceller:
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
-        self._requests = requests
+        self._records = RecordStore(self._js, requests)
         self._index = ApiIndex(apis)
         self._payloads = payloads
 
@@ -79,7 +80,7 @@ class Canceller:
         if not _REQUEST_ID.fullmatch(request_id):
             return Cancelled(Outcome.UNKNOWN, None)
         for _ in range(WRITE_ATTEMPTS):
-            stored, revision = await self._read(request_id)
+            stored, revision = await self._records.read(request_id)
             if stored is not None and stored.api != spec.name:
                 return Cancelled(Outcome.UNKNOWN, None)
             if stored is not None and records.is_final(stored.status):
@@ -88,7 +89,7 @@ class Canceller:
             found = await lookup.queued_at(self._js, spec.name, request_id)
             if stored is None and found is None:
                 # Finished (and acknowledged) between the two reads, or unknown.
-                stored, revision = await self._read(request_id)
+                stored, revision = await self._records.read(request_id)
                 if stored is None or stored.api != spec.name:
                     return Cancelled(Outcome.UNKNOWN, None)
                 continue
@@ -108,15 +109,6 @@ class Canceller:
             await self._after_cancel(spec.name, record, item, sequence)
             return Cancelled(Outcome.CANCELLED, record)
         raise RuntimeError(f"request {request_id}: too many concurrent writes to cancel it")
-
-    async def _read(self, request_id: str) -> tuple[records_pb2.RequestRecord | None, int]:
-        try:
-            entry = await self._requests.get(request_id)
-        except KeyNotFoundError:
-            return None, 0
-        if not entry.value:
-            return None, entry.revision or 0
-        return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
 
     async def _after_cancel(
         self, api: str, record: records_pb2.RequestRecord, item: records_pb2.WorkItem | None, sequence: int

@@ -1,4 +1,4 @@
-"""Forward-only writes of request records from the executor, with compare-and-set on the key's revision."""
+"""Request records: read with their revision, created once, advanced forward only with compare-and-set."""
 
 from __future__ import annotations
 
