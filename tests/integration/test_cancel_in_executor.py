@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -317,20 +317,30 @@ def test_a_prefetched_request_never_runs_nor_one_announced_before_it_was_deliver
         assert status_of(http, api.name, request_id) == "cancelled"
 
 
-def test_a_running_async_handler_is_cancelled_and_its_process_goes_on(
-    http: httpx.Client, deploy: Deploy, tmp_path: Path, operator: Operator
+def cancel_running_and_check_its_process_goes_on(
+    http: httpx.Client, api: Api, operator: Operator, mode: str, stopped: Callable[[str], bool]
 ) -> None:
-    api = deploy_api(deploy, tmp_path, ASYNC)
-    doomed = submit(http, api.name, json={"mode": "sleep"})
+    """Cancel a request running in `mode`: stopped(id) comes true within 3 s, the request reads cancelled, and the
+    same process (no restart) serves the next request; the cancelled one never runs again."""
+    doomed = submit(http, api.name, json={"mode": mode})
     eventually(lambda: api.started() == [doomed], what="the handler running")
     began = time.monotonic()
     operator.cancel(api.name, doomed)
-    eventually(lambda: [f[0] for f in api.lines("cancelled")] == [doomed], timeout=5, what="the task cancelled")
+    eventually(lambda: stopped(doomed), timeout=5, what="the handler stopped")
     assert time.monotonic() - began < 3
     assert status_of(http, api.name, doomed) == "cancelled"
     after = submit(http, api.name, json={})
     assert result(http, api.name, after)["result"]["pid"] == int(api.pid_of(doomed)[0])  # no restart
     assert api.started() == [doomed, after]  # never retried
+
+
+def test_a_running_async_handler_is_cancelled_and_its_process_goes_on(
+    http: httpx.Client, deploy: Deploy, tmp_path: Path, operator: Operator
+) -> None:
+    api = deploy_api(deploy, tmp_path, ASYNC)
+    cancel_running_and_check_its_process_goes_on(
+        http, api, operator, "sleep", lambda doomed: [f[0] for f in api.lines("cancelled")] == [doomed]
+    )
 
 
 def test_a_job_whose_cancel_announcement_was_lost_is_cancelled_by_its_in_progress_write(
@@ -354,16 +364,9 @@ def test_a_plain_handler_polling_cancelled_stops_early_and_the_request_reads_can
     http: httpx.Client, deploy: Deploy, tmp_path: Path, operator: Operator
 ) -> None:
     api = deploy_api(deploy, tmp_path, PLAIN)
-    doomed = submit(http, api.name, json={"mode": "poll"})
-    eventually(lambda: api.started() == [doomed], what="the handler polling")
-    began = time.monotonic()
-    operator.cancel(api.name, doomed)
-    eventually(lambda: api.lines("stopped") == [[doomed, "True"]], timeout=5, what="the handler stopped")
-    assert time.monotonic() - began < 3
-    assert status_of(http, api.name, doomed) == "cancelled"
-    after = submit(http, api.name, json={})
-    assert result(http, api.name, after)["result"]["pid"] == int(api.pid_of(doomed)[0])  # no restart
-    assert api.started() == [doomed, after]
+    cancel_running_and_check_its_process_goes_on(
+        http, api, operator, "poll", lambda doomed: api.lines("stopped") == [[doomed, "True"]]
+    )
 
 
 def test_a_plain_handler_ignoring_the_cancel_has_its_process_restarted_after_the_grace_period(
