@@ -23,7 +23,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 
-from cortado import names
+from cortado import names, webhooks
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
 from cortado.project import (
@@ -382,6 +382,12 @@ def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
         out["timestamp"] = rfc3339(view.finished_at)
     if view.status == records_pb2.REQUEST_STATUS_FAILED:
         out["error"] = {"type": view.error.type, "message": view.error.message}
+    if view.webhook.url:
+        hook = view.webhook
+        state = webhooks.STATE_NAMES.get(hook.state, "pending")
+        out["webhook"] = {"url": hook.url, "state": state, "attempts": hook.attempts}
+        if hook.last_error:
+            out["webhook"]["last_error"] = hook.last_error
     return out
 
 

@@ -414,6 +414,14 @@ FINISHED_STATES = frozenset(
 )
 """Delivery states after which no attempt is made."""
 
+STATE_NAMES = {
+    records_pb2.WEBHOOK_STATE_PENDING: "pending",
+    records_pb2.WEBHOOK_STATE_DELIVERED: "delivered",
+    records_pb2.WEBHOOK_STATE_GAVE_UP: "gave_up",
+    records_pb2.WEBHOOK_STATE_STOPPED: "stopped",
+}
+"""How the CLI names each delivery state."""
+
 DELIVERED = "delivered"
 FAILED = "failed"
 GONE = "gone"

@@ -443,7 +443,7 @@ def readme_receiver(port: int) -> str:
 
 
 def test_the_readme_receiver_verifies_real_webhooks_and_refuses_forged_ones(
-    http: httpx.Client, grpc_client: Client, scheduler: SchedulerClient, tmp_path: Path
+    mesh: LocalMesh, http: httpx.Client, grpc_client: Client, scheduler: SchedulerClient, tmp_path: Path
 ) -> None:
     port = free_port()
     name = unique_name("readme-hook")
@@ -474,6 +474,10 @@ def test_the_readme_receiver_verifies_real_webhooks_and_refuses_forged_ones(
 
         delivery = eventually(delivered, SLOW_RETRIES, what="the delivery recorded")
         assert delivery.attempts == 1 and delivery.last_error == ""
+        # The CLI shows where delivery stands too.
+        code, out, err = Cli(mesh)("result", name, request_id, "-o", "json")
+        assert code == 0, err
+        assert json.loads(out)["webhook"] == {"url": hook_url, "state": "delivered", "attempts": 1}
     finally:
         receiver.kill()
         receiver.wait()
