@@ -74,7 +74,7 @@ def nats_varz_url(mesh: LocalMesh) -> str | None:
 def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
     """Every workload on a fresh mesh; the figures."""
     figures: dict[str, Any] = {"system": "cortado"}
-    progress("cortado: starting the mesh (NATS, scheduler, ingest, results, executor, Envoy)")
+    progress("cortado: starting the mesh (NATS, scheduler, ingest, results, executor, webhooks, Envoy)")
     with started_mesh() as mesh:
         url = mesh.http_url
         varz = nats_varz_url(mesh)

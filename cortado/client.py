@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
-from google.api import httpbody_pb2
 
-from cortado import names
+from cortado.asyncclient import AsyncClient
+from cortado.clientcommon import CHANNEL_OPTIONS, submit_request, watch_requests
 from cortado.project import find_config, pack_project
-from cortado.service import MAX_MESSAGE_BYTES
 from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
 from cortado.v1 import control_pb2, control_pb2_grpc, public_pb2, public_pb2_grpc, records_pb2
 
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
+__all__ = ["AsyncClient", "Client", "SchedulerClient"]
 
 
 class Client:
     """Submits requests and reads their state over gRPC (through Envoy or straight to the services)."""
 
     def __init__(self, address: str) -> None:
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)
         self._requests = public_pb2_grpc.RequestsStub(self._channel)
@@ -41,24 +37,8 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def request(
-        api: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        idempotency_key: str = "",
-        priority: str = "",
-        webhook: str = "",
-    ) -> public_pb2.SubmitRequest:
-        """One request to submit (with submit_many, or a stub's Submit).
-
-        priority: "high", "normal" or "low" ("" is normal; ValueError for anything else). webhook: a URL
-        Cortado POSTs the request's final state to (it overrides the API's `webhook.url`).
-        """
-        body = httpbody_pb2.HttpBody(content_type=content_type, data=data)
-        return public_pb2.SubmitRequest(
-            api=api, body=body, idempotency_key=idempotency_key, priority=priority_value(priority), webhook=webhook
-        )
+    request = staticmethod(submit_request)
+    """One request to submit (with submit_many, or a stub's Submit): `cortado.clientcommon.submit_request`."""
 
     def submit(
         self,
@@ -111,7 +91,7 @@ class Client:
         from submit_many: each is followed as soon as it is known, and the stream ends once the iterable is
         exhausted and every request it named has finished. LookupError when the API is not deployed.
         """
-        for reply in self._results.WatchMany(_watch_requests(api, ids), timeout=timeout):
+        for reply in self._results.WatchMany(watch_requests(api, ids), timeout=timeout):
             if reply.HasField("error"):
                 raise LookupError(reply.error.message)
             yield reply.request
@@ -143,29 +123,6 @@ class Client:
         return states[-1]
 
 
-_IDS_PER_MESSAGE = 1000
-
-_PRIORITIES = {"": records_pb2.PRIORITY_UNSPECIFIED} | {name: value for value, name in names.PRIORITY_NAMES.items()}
-
-
-def priority_value(name: str) -> records_pb2.Priority.ValueType:
-    """The Priority a name says: "high", "normal", "low" (any case), or "" for the default (normal)."""
-    try:
-        return _PRIORITIES[name.strip().lower()]  # type: ignore[return-value]
-    except KeyError:
-        raise ValueError(f"priority must be high, normal or low, not {name!r}") from None
-
-
-def _watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchManyRequest]:
-    """WatchMany's requests: a list in messages of many ids, a lazy iterable one id at a time as it comes."""
-    if isinstance(ids, Sequence) and not isinstance(ids, str):
-        for start in range(0, len(ids), _IDS_PER_MESSAGE):
-            yield public_pb2.WatchManyRequest(api=api, ids=ids[start : start + _IDS_PER_MESSAGE])
-        return
-    for request_id in ids:
-        yield public_pb2.WatchManyRequest(api=api, ids=[request_id])
-
-
 class SchedulerClient:
     """Deploys, lists, describes and deletes APIs, and rotates their webhook secrets, over the scheduler's gRPC port.
 
@@ -181,9 +138,9 @@ class SchedulerClient:
         self._ca_file = str(ca)
         self._ca = load_ca(ca) if ca else None
         if self._ca is None:
-            self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.secure_channel(address, channel_credentials(self._ca), options=_CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(address, channel_credentials(self._ca), options=CHANNEL_OPTIONS)
         self._stub = control_pb2_grpc.SchedulerStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
