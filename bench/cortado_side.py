@@ -97,6 +97,8 @@ def run(workloads: Workloads, progress: Any = print) -> dict[str, Any]:
         if figures["one_call_available"]:
             progress(f"cortado: one-call throughput (POST ?wait=), {workloads.requests} no-op requests")
             figures["one_call"] = measured(NOOP, workloads.requests, workloads.concurrency, trip=one_call)
+            progress(f"cortado: one-call latency (POST ?wait=), {workloads.sequential} sequential round trips")
+            figures["one_call_latency"] = measured(NOOP, workloads.sequential, 1, trip=one_call)
         else:
             progress("cortado: POST ?wait= answers only an id: no one-call run")
         time.sleep(workloads.idle_seconds)

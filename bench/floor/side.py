@@ -32,6 +32,8 @@ def run(workloads: Workloads, progress: Callable[[str], object] = print) -> dict
         progress(f"floor: one-call throughput (POST ?wait=), {workloads.requests} no-op requests")
         figures["one_call_available"] = True
         figures["one_call"] = measured(workloads.requests, workloads.concurrency, one_call)
+        progress(f"floor: one-call latency (POST ?wait=), {workloads.sequential} sequential round trips")
+        figures["one_call_latency"] = measured(workloads.sequential, 1, one_call)
         time.sleep(workloads.idle_seconds)
         figures["idle_memory"] = memory(rig.pids())
     return figures
