@@ -16,7 +16,7 @@ import grpc
 from grpc import aio
 
 from cortado import records
-from cortado.clientcommon import CHANNEL_OPTIONS, client_error, submit_request, watch_requests
+from cortado.clientcommon import CHANNEL_OPTIONS, bearer, client_error, submit_request, watch_requests
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ class AsyncClient:
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)
         self._requests = public_pb2_grpc.RequestsStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._metadata = bearer(api_key)
 
     async def close(self) -> None:
         """Close the channel (calls under way are cancelled)."""

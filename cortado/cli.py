@@ -336,6 +336,66 @@ def cmd_webhook_secret_rotate(options: argparse.Namespace) -> int:
     return 0
 
 
+API_KEY_SETTING = "CORTADO_API_KEY"
+"""The API key `submit`, `result` and `cancel` send when the front door requires one."""
+
+
+def _key_dict(record: control_pb2.ApiKey) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "apis": list(record.apis),
+        "created_at": rfc3339(record.created_at),
+        "expires_at": rfc3339(record.expires_at) if record.HasField("expires_at") else None,
+        "revoked_at": rfc3339(record.revoked_at) if record.HasField("revoked_at") else None,
+    }
+
+
+def cmd_keys_create(options: argparse.Namespace) -> int:
+    """Make an API key for the APIs named and print it (shown only this once)."""
+    try:
+        expires = parse_duration(options.expires, "--expires") if options.expires else None
+    except ConfigError as exc:
+        _fail(str(exc))
+    with _scheduler(options) as scheduler:
+        reply = scheduler.create_api_key(options.api, options.name, expires)
+    data = {"key": reply.key, **_key_dict(reply.record)}
+
+    def human() -> None:
+        print(f"API key {reply.record.name!r} for {', '.join(reply.record.apis)}: {reply.key}")
+        print("  keep it now: it is shown only this once (Cortado keeps only its hash)")
+        if reply.record.HasField("expires_at"):
+            print(f"  it expires at {rfc3339(reply.record.expires_at)}")
+
+    _print(options, data, human)
+    return 0
+
+
+def cmd_keys_list(options: argparse.Namespace) -> int:
+    """Every API key: id, name, APIs, expiry, whether it was revoked (never the key)."""
+    with _scheduler(options) as scheduler:
+        records = scheduler.api_keys()
+    data = [_key_dict(record) for record in records]
+
+    def human() -> None:
+        rows: list[list[object]] = [["ID", "NAME", "APIS", "EXPIRES", "REVOKED"]]
+        for d in data:
+            rows.append([d["id"], d["name"], ",".join(d["apis"]), d["expires_at"] or "never", d["revoked_at"] or "-"])
+        _table(rows, sys.stdout)
+
+    _print(options, data, human)
+    return 0
+
+
+def cmd_keys_revoke(options: argparse.Namespace) -> int:
+    """Revoke an API key by its id or name: it is refused from then on."""
+    with _scheduler(options) as scheduler:
+        record = scheduler.revoke_api_key(options.key)
+    data = _key_dict(record)
+    _print(options, data, lambda: print(f"API key {record.name!r} ({record.id}) revoked at {data['revoked_at']}"))
+    return 0
+
+
 def _payload(options: argparse.Namespace) -> tuple[bytes, str]:
     if options.json is not None:
         try:
@@ -361,7 +421,7 @@ def _payload(options: argparse.Namespace) -> tuple[bytes, str]:
 def cmd_submit(options: argparse.Namespace) -> int:
     """Submit one request; print its id."""
     data, content_type = _payload(options)
-    with Client(_endpoints(options)[1]) as client:
+    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
         request_id = client.submit(
             options.api,
             data,
@@ -393,7 +453,7 @@ def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
 
 def cmd_cancel(options: argparse.Namespace) -> int:
     """Cancel a request; print its state (cancelled). Exit 1 when it had finished otherwise, or is unknown."""
-    with Client(_endpoints(options)[1]) as client:
+    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
         view = client.cancel(options.api, options.id)
     data = _view_dict(view)
     print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
@@ -402,7 +462,7 @@ def cmd_cancel(options: argparse.Namespace) -> int:
 
 def cmd_result(options: argparse.Namespace) -> int:
     """A request's state; with --wait, its final state. Exit 0 completed, 1 failed or not found, 3 unfinished."""
-    with Client(_endpoints(options)[1]) as client:
+    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
         if options.wait:
             view = client.wait(options.api, options.id, timeout=options.timeout)
         else:
@@ -586,6 +646,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long webhooks carry a signature made with the previous secret too (default 24h; 0: not at all)",
     )
     rotate.set_defaults(run=cmd_webhook_secret_rotate)
+
+    keys = commands.add_parser("keys", help="API keys for the front door (when CORTADO_API_KEYS=on)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = key_commands.add_parser("create", parents=[common], help="make a key and print it (shown once)")
+    create.add_argument("--api", action="append", required=True, metavar="NAME", help="an API it may call (repeat)")
+    create.add_argument("--name", default="", help="a label for it (default: its id)")
+    create.add_argument(
+        "--expires", default="", metavar="DURATION", help="how long it works (e.g. 30d; default: until revoked)"
+    )
+    create.set_defaults(run=cmd_keys_create)
+    key_commands.add_parser("list", parents=[common], help="every key (never the key itself)").set_defaults(
+        run=cmd_keys_list
+    )
+    revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key: refused from then on")
+    revoke.add_argument("key", metavar="KEY", help="its id or name")
+    revoke.set_defaults(run=cmd_keys_revoke)
 
     logs = commands.add_parser("logs", parents=[common], help="an API's log lines")
     logs.add_argument("api", metavar="API")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
 
 from cortado.asyncclient import AsyncClient
-from cortado.clientcommon import CHANNEL_OPTIONS, submit_request, watch_requests
+from cortado.clientcommon import CHANNEL_OPTIONS, MetadataInterceptor, bearer, submit_request, watch_requests
 from cortado.project import find_config, pack_project
 from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
 from cortado.v1 import control_pb2, control_pb2_grpc, public_pb2, public_pb2_grpc, records_pb2
@@ -19,17 +19,21 @@ __all__ = ["AsyncClient", "Client", "SchedulerClient"]
 
 
 class Client:
-    """Submits requests and reads their state over gRPC (through Envoy or straight to the services)."""
+    """Submits requests and reads their state over gRPC (through Envoy or straight to the services).
 
-    def __init__(self, address: str) -> None:
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    api_key, when given, is sent on every call as `authorization: Bearer <api_key>`.
+    """
+
+    def __init__(self, address: str, api_key: str = "") -> None:
+        self._plain = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = grpc.intercept_channel(self._plain, MetadataInterceptor(bearer(api_key)))
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)
         self._requests = public_pb2_grpc.RequestsStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""
-        self._channel.close()
+        self._plain.close()
 
     def __enter__(self) -> Client:
         return self
@@ -234,6 +238,38 @@ class SchedulerClient:
                 request, timeout=30, metadata=self._metadata
             )
         return reply
+
+    def create_api_key(
+        self, apis: Sequence[str], name: str = "", expires_in_seconds: float | None = None
+    ) -> control_pb2.CreateApiKeyResponse:
+        """Make an API key for these APIs: the answer's `key` (shown only here) and `record`.
+
+        grpc.RpcError NOT_FOUND for an API that is not deployed, INVALID_ARGUMENT for no API, a name a live key
+        has, or an expiry not within 0 to 3650 days.
+        """
+        request = control_pb2.CreateApiKeyRequest(apis=list(apis), name=name)
+        if expires_in_seconds is not None:
+            request.expires_in.FromNanoseconds(round(expires_in_seconds * 1e9))
+        with self._explained():
+            reply: control_pb2.CreateApiKeyResponse = self._stub.CreateApiKey(
+                request, timeout=30, metadata=self._metadata
+            )
+        return reply
+
+    def api_keys(self) -> builtins.list[control_pb2.ApiKey]:
+        """Every API key's record (never the key), oldest first."""
+        with self._explained():
+            reply = self._stub.ListApiKeys(control_pb2.ListApiKeysRequest(), timeout=30, metadata=self._metadata)
+        return list(reply.keys)
+
+    def revoke_api_key(self, key: str) -> control_pb2.ApiKey:
+        """Revoke the API key with this id or name (grpc.RpcError NOT_FOUND when none has it); its record."""
+        request = control_pb2.RevokeApiKeyRequest(key=key)
+        with self._explained():
+            reply: control_pb2.RevokeApiKeyResponse = self._stub.RevokeApiKey(
+                request, timeout=30, metadata=self._metadata
+            )
+        return reply.record
 
     def describe(self, name: str) -> control_pb2.ApiStatus:
         """One API's status (grpc.RpcError NOT_FOUND if it is not deployed)."""

@@ -46,9 +46,10 @@ MAX_STREAMS_PER_CONNECTION = 128
 SERVICES = ("scheduler", "ingest", "results", "executor", "webhooks")
 """The services, in the order they start; each connects to NATS as the user of its name (cortado.natsauth)."""
 
-PASSED_THROUGH = ("CORTADO_WEBHOOK_", "CORTADO_WEBHOOKS_")
+PASSED_THROUGH = ("CORTADO_WEBHOOK_", "CORTADO_WEBHOOKS_", "CORTADO_API_KEYS")
 """Settings the services take from the environment the mesh runs in (every other `CORTADO_*` variable there is
-left out): where webhooks may go and how they are retried, so `CORTADO_WEBHOOK_ALLOW_HOSTS=... make run` works."""
+left out): where webhooks may go and how they are retried, and whether API keys are required, so
+`CORTADO_WEBHOOK_ALLOW_HOSTS=... make run` and `CORTADO_API_KEYS=on make run` work."""
 
 
 class MeshError(RuntimeError):

@@ -90,6 +90,9 @@ WEBHOOKS_CONSUMER = "senders"
 WEBHOOK_SECRETS_BUCKET = "cortado_webhook_secrets"
 """KV bucket of each API's webhook signing secrets (records of control_pb2.WebhookSecrets), key = API name."""
 
+API_KEYS_BUCKET = "cortado_api_keys"
+"""KV bucket of the front door's API keys (records of control_pb2.ApiKey, hashes only), key = the key's id."""
+
 
 def webhook_subject(api: str, request_id: str) -> str:
     """Subject of one request's webhook delivery."""

@@ -75,6 +75,21 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/cortado.v1.Scheduler/CreateApiKey',
+                request_serializer=cortado_dot_v1_dot_control__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/cortado.v1.Scheduler/ListApiKeys',
+                request_serializer=cortado_dot_v1_dot_control__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/cortado.v1.Scheduler/RevokeApiKey',
+                request_serializer=cortado_dot_v1_dot_control__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -144,6 +159,28 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """CreateApiKey makes a key for the APIs named and answers it (the only
+        time it is shown: only its hash is kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """ListApiKeys answers every key's record (never the key itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """RevokeApiKey revokes a key, by id or name: it is refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +223,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.RotateWebhookSecret,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +457,87 @@ class Scheduler:
             '/cortado.v1.Scheduler/RotateWebhookSecret',
             cortado_dot_v1_dot_control__pb2.RotateWebhookSecretRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/CreateApiKey',
+            cortado_dot_v1_dot_control__pb2.CreateApiKeyRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/ListApiKeys',
+            cortado_dot_v1_dot_control__pb2.ListApiKeysRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/RevokeApiKey',
+            cortado_dot_v1_dot_control__pb2.RevokeApiKeyRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,14 @@ class SchedulerStub:
     carry a signature made with the previous secret too, so receivers can
     switch over.
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateApiKeyRequest, _control_pb2.CreateApiKeyResponse]
+    """CreateApiKey makes a key for the APIs named and answers it (the only
+    time it is shown: only its hash is kept).
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListApiKeysRequest, _control_pb2.ListApiKeysResponse]
+    """ListApiKeys answers every key's record (never the key itself)."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_control_pb2.RevokeApiKeyRequest, _control_pb2.RevokeApiKeyResponse]
+    """RevokeApiKey revokes a key, by id or name: it is refused from then on."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -96,6 +104,14 @@ class SchedulerAsyncStub(SchedulerStub):
     carry a signature made with the previous secret too, so receivers can
     switch over.
     """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateApiKeyRequest, _control_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """CreateApiKey makes a key for the APIs named and answers it (the only
+    time it is shown: only its hash is kept).
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_control_pb2.ListApiKeysRequest, _control_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """ListApiKeys answers every key's record (never the key itself)."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_control_pb2.RevokeApiKeyRequest, _control_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """RevokeApiKey revokes a key, by id or name: it is refused from then on."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Scheduler owns the API registry and places API replicas on executors."""
@@ -174,6 +190,32 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         carry a signature made with the previous secret too, so receivers can
         switch over.
         """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _control_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CreateApiKeyResponse, _abc.Awaitable[_control_pb2.CreateApiKeyResponse]]:
+        """CreateApiKey makes a key for the APIs named and answers it (the only
+        time it is shown: only its hash is kept).
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _control_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListApiKeysResponse, _abc.Awaitable[_control_pb2.ListApiKeysResponse]]:
+        """ListApiKeys answers every key's record (never the key itself)."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _control_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RevokeApiKeyResponse, _abc.Awaitable[_control_pb2.RevokeApiKeyResponse]]:
+        """RevokeApiKey revokes a key, by id or name: it is refused from then on."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from cortado import names, natsutil, webhooks
+from cortado.apikeys import KeyGate
+from cortado.mirror import ApiIndex
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
@@ -36,7 +38,10 @@ async def main() -> None:
     def check_webhook(url: str) -> str:
         return webhooks.check_url(url, policy)
 
-    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook)
+    index = ApiIndex(apis)
+    gate = KeyGate.from_env().resolving(lambda requested: spec.name if (spec := index.lookup(requested)) else requested)
+    await gate.start(js)
+    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate)
     runner = ServiceRunner(
         "ingest",
         settings.address,
@@ -46,14 +51,15 @@ async def main() -> None:
     )
     public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
     public_pb2_grpc.add_WaitingSubmissionServicer_to_server(
-        WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook), runner.server
+        WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate), runner.server
     )
     public_pb2_grpc.add_RequestsServicer_to_server(
-        RequestsServicer(Canceller(nc, requests, apis, payloads)), runner.server
+        RequestsServicer(Canceller(nc, requests, apis, payloads), gate), runner.server
     )
     # Waits end at once when the stop begins (each answers the state it reads), streams take no new item.
     runner.on_stopping(outcomes.stop_waiting)
     runner.on_stopping(submission.stop_taking_items)
+    runner.on_stop(gate.stop)
     runner.on_stop(apis.stop)
     runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()

@@ -15,6 +15,7 @@ from google.api import httpbody_pb2
 from google.rpc import status_pb2
 
 from cortado import records, waiting
+from cortado.apikeys import KeyGate, Metadata
 from cortado.service import abort
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 from services.ingest.cancel import ApiNotDeployed, Cancelled, Canceller, Outcome
@@ -73,10 +74,16 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     """Submit (at once, or waiting with `wait`) and SubmitStream."""
 
     def __init__(
-        self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float, check_webhook: CheckWebhook
+        self,
+        submitter: Submitter,
+        outcomes: Outcomes,
+        max_wait_seconds: float,
+        check_webhook: CheckWebhook,
+        gate: KeyGate | None = None,
     ) -> None:
         self._submitter = submitter
         self._check_webhook = check_webhook
+        self._gate = gate or KeyGate(required=False)
         self._waiting = Waiting(submitter, outcomes)
         self._max_wait = max_wait_seconds
         self._stopping = asyncio.Event()
@@ -89,6 +96,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> public_pb2.SubmitResponse:
+        await self._gate.admit(context, request.api)
         headers = _headers(context)
         key = request.idempotency_key or headers.get(IDEMPOTENCY_HEADER)
         body = request.body
@@ -114,6 +122,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     ) -> AsyncIterator[public_pb2.SubmitStreamResponse]:
         # Items are queued concurrently (up to STREAM_WINDOW at once) and answered in the order they came.
         answers: asyncio.Queue[asyncio.Task[public_pb2.SubmitStreamResponse] | None] = asyncio.Queue()
+        metadata = context.invocation_metadata()
         window = asyncio.Semaphore(STREAM_WINDOW)
 
         async def take_items() -> bool:
@@ -132,7 +141,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
                         item = following.result()
                     except StopAsyncIteration:
                         return False
-                    task = asyncio.create_task(self._stream_item(item))
+                    task = asyncio.create_task(self._stream_item(item, metadata))
                     # Held until done: an item goes on being queued even if the client goes away meanwhile.
                     self._items.add(task)
                     task.add_done_callback(self._items.discard)
@@ -161,8 +170,13 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
                 "send the rest again (it is safe to retry)",
             )
 
-    async def _stream_item(self, item: public_pb2.SubmitRequest) -> public_pb2.SubmitStreamResponse:
+    async def _stream_item(
+        self, item: public_pb2.SubmitRequest, metadata: Metadata | None
+    ) -> public_pb2.SubmitStreamResponse:
         try:
+            refusal = self._gate.refusal(metadata, item.api)
+            if refusal is not None:
+                raise Refused(refusal.code, refusal.message)
             if item.wait:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -189,16 +203,23 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
     """`POST /<api>?wait=<s>` and `POST /<api>` with `Prefer: wait=<s>`, as Envoy transcodes them."""
 
     def __init__(
-        self, submitter: Submitter, outcomes: Outcomes, max_wait_seconds: float, check_webhook: CheckWebhook
+        self,
+        submitter: Submitter,
+        outcomes: Outcomes,
+        max_wait_seconds: float,
+        check_webhook: CheckWebhook,
+        gate: KeyGate | None = None,
     ) -> None:
         self._submitter = submitter
         self._waiting = Waiting(submitter, outcomes)
         self._max_wait = max_wait_seconds
         self._check_webhook = check_webhook
+        self._gate = gate or KeyGate(required=False)
 
     async def SubmitAndWait(
         self, request: public_pb2.SubmitAndWaitRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
+        await self._gate.admit(context, request.api)
         headers = _headers(context)
         try:
             seconds = self._seconds(request.wait, headers.get(PREFER_HEADER, ""))
@@ -231,10 +252,12 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
 class RequestsServicer(public_pb2_grpc.RequestsServicer):
     """`DELETE /<api>/<id>` (CancelRequest, as Envoy transcodes it) and Cancel for gRPC clients."""
 
-    def __init__(self, canceller: Canceller) -> None:
+    def __init__(self, canceller: Canceller, gate: KeyGate | None = None) -> None:
         self._canceller = canceller
+        self._gate = gate or KeyGate(required=False)
 
     async def _cancel(self, request: public_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext) -> Cancelled:
+        await self._gate.admit(context, request.api)
         try:
             return await self._canceller.cancel(request.api, request.id)
         except ApiNotDeployed as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cortado import natsutil
+from cortado.apikeys import KeyGate
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
@@ -22,10 +23,13 @@ async def main() -> None:
     await waiters.start()
 
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)
-    servicer = ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds)
+    gate = KeyGate.from_env()
+    await gate.start(js)
+    servicer = ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds, gate)
     servicer.max_watch_seconds = settings.max_watch_seconds
     public_pb2_grpc.add_ResultsServicer_to_server(servicer, runner.server)
     runner.on_stop(waiters.stop)
+    runner.on_stop(gate.stop)
     runner.on_stop(apis.stop)
     runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()

@@ -17,6 +17,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from cortado import lookup, records
+from cortado.apikeys import KeyGate
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
@@ -57,16 +58,25 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         apis: KvMirror[control_pb2.ApiSpec],
         waiters: RecordWaiters,
         max_wait_seconds: float,
+        gate: KeyGate | None = None,
     ) -> None:
         self._js = js
         self._requests = requests
         self._apis = apis
         self._index = ApiIndex(apis)
+        self._gate = (gate or KeyGate(required=False)).resolving(self._canonical)
         self._waiters = waiters
         self._max_wait = max_wait_seconds
 
+    def _canonical(self, requested: str) -> str:
+        """The name of the API answering at /<requested>, or requested itself when none does."""
+        spec = self._index.lookup(requested)
+        return str(spec.name) if spec is not None else requested
+
     async def _api(self, requested: str, context: grpc.aio.ServicerContext) -> str:
-        """The name of the API answering at /<requested> (its name or endpoint); NOT_FOUND otherwise."""
+        """The name of the API answering at /<requested> (its name or endpoint), once the call's API key (when keys
+        are required) may read it; UNAUTHENTICATED or PERMISSION_DENIED, or NOT_FOUND, otherwise."""
+        await self._gate.admit(context, requested)
         spec = self._index.lookup(requested)
         if spec is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {requested!r} is not deployed")
@@ -153,6 +163,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         events: asyncio.Queue[records_pb2.RequestRecord | _Read | public_pb2.WatchManyResponse | None]
         events = asyncio.Queue()
         following: dict[str, _Followed] = {}
+        metadata = context.invocation_metadata()
         async with self._waiters.follow(events.put_nowait) as followed:
 
             async def read(api: str, request_id: str) -> None:
@@ -170,10 +181,14 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                     spec = self._index.lookup(message.api)
                     fresh = [i for i in dict.fromkeys(message.ids) if i not in seen]
                     seen.update(fresh)
-                    if spec is None:
-                        error = status_pb2.Status(
-                            code=grpc.StatusCode.NOT_FOUND.value[0], message=f"API {message.api!r} is not deployed"
+                    refusal = self._gate.refusal(metadata, message.api)
+                    if refusal is not None or spec is None:
+                        code, text = (
+                            (refusal.code, refusal.message)
+                            if refusal is not None
+                            else (grpc.StatusCode.NOT_FOUND, f"API {message.api!r} is not deployed")
                         )
+                        error = status_pb2.Status(code=code.value[0], message=text)
                         for request_id in fresh:
                             view = records.not_found_view(request_id)
                             events.put_nowait(public_pb2.WatchManyResponse(api=message.api, request=view, error=error))

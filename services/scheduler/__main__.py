@@ -12,6 +12,7 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.tls import server_credentials
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.apikeys import ApiKeyStore
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.deadletters import ensure_dead_stream
 from services.scheduler.kube import KubeServices
@@ -47,6 +48,8 @@ async def main() -> None:
     # The webhooks stream exists before any request finishes, whether or not a webhook sender runs yet.
     await webhooks_stream.ensure_stream(js, settings.webhooks_max_bytes)
     webhook_secrets = WebhookSecrets(nc, await natsutil.key_value(js, names.WEBHOOK_SECRETS_BUCKET, history=1))
+    api_keys = ApiKeyStore(await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1))
+    await api_keys.start()
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds, webhook_secrets, settings.webhook_policy)
     reconciler = Reconciler(
@@ -70,7 +73,7 @@ async def main() -> None:
         credentials=server_credentials(settings.tls) if settings.tls else None,
     )
     control_pb2_grpc.add_SchedulerServicer_to_server(
-        SchedulerServicer(registry, reconciler, executors, js, webhook_secrets), runner.server
+        SchedulerServicer(registry, reconciler, executors, js, webhook_secrets, api_keys), runner.server
     )
     lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
     lease_task = asyncio.create_task(lease.run())
@@ -86,6 +89,7 @@ async def main() -> None:
     runner.on_stop(lease.release)
     for mirror in (apis, executors, placements):
         runner.on_stop(mirror.stop)
+    runner.on_stop(api_keys.stop)
     runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()
     await runner.run_until_stopped()

@@ -12,6 +12,7 @@ from cortado import metrics
 from cortado.mirror import KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.scheduler.apikeys import ApiKeyError, ApiKeyStore, NoSuchKeyError, shown
 from services.scheduler.deadletters import NoSuchDeadLetterError, list_dead_letters, replay_dead_letter
 from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
@@ -80,8 +81,10 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         executors: KvMirror[control_pb2.ExecutorInfo],
         js: JetStreamContext,
         webhook_secrets: WebhookSecrets | None = None,
+        api_keys: ApiKeyStore | None = None,
     ) -> None:
         self._js = js
+        self._api_keys = api_keys
         self._registry = registry
         self._reconciler = reconciler
         self._executors = executors
@@ -201,3 +204,41 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         if rotated.HasField("previous_until"):
             response.previous_until.CopyFrom(rotated.previous_until)
         return response
+
+    async def _key_store(self, context: grpc.aio.ServicerContext) -> ApiKeyStore:
+        if self._api_keys is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, "this scheduler keeps no API keys")
+        assert self._api_keys is not None
+        return self._api_keys
+
+    async def CreateApiKey(
+        self, request: control_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.CreateApiKeyResponse:
+        store = await self._key_store(context)
+        unknown = [api for api in request.apis if self._registry.apis.get(api) is None]
+        if unknown:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {unknown[0]!r} is not deployed")
+        expires_in = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
+        try:
+            key, record = await store.create(request.name, list(request.apis), expires_in)
+        except ApiKeyError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log.info("API key created", extra={"key_id": record.id, "key_name": record.name, "apis": list(record.apis)})
+        return control_pb2.CreateApiKeyResponse(key=key, record=shown(record))
+
+    async def ListApiKeys(
+        self, request: control_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ListApiKeysResponse:
+        store = await self._key_store(context)
+        return control_pb2.ListApiKeysResponse(keys=[shown(record) for record in store.records()])
+
+    async def RevokeApiKey(
+        self, request: control_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.RevokeApiKeyResponse:
+        store = await self._key_store(context)
+        try:
+            record = await store.revoke(request.key)
+        except NoSuchKeyError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        log.info("API key revoked", extra={"key_id": record.id, "key_name": record.name})
+        return control_pb2.RevokeApiKeyResponse(record=shown(record))

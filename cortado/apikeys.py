@@ -1,0 +1,161 @@
+"""API keys on the front door: their form, how a presented key is judged, and the gate ingest and results keep.
+
+A key is `ck_<id>_<secret>`: `id` (12 hex digits) names its record in the API keys bucket, `secret` (43 base64url
+characters, 32 random bytes) is known only to its holder; the record keeps the secret's SHA-256. Clients send
+`Authorization: Bearer <key>`. The services that already handle a request (ingest for submit and cancel, results
+for reads) judge the key against a mirror of the bucket, so a check costs no hop; a revocation reaches them as
+fast as the bucket's watch does (well under a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from cortado import names, natsutil
+from cortado.env import Env
+from cortado.mirror import KvMirror
+from cortado.service import abort
+from cortado.v1 import control_pb2
+
+PREFIX = "ck_"
+"""What every key starts with."""
+
+SETTING = "CORTADO_API_KEYS"
+"""`on`: ingest and results require a key on every call; `off` (the local default): they require none."""
+
+Metadata = Iterable[tuple[str, str | bytes]]
+"""A call's metadata, as grpc hands it over: (name, value) pairs."""
+
+_KEY = re.compile(r"ck_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a call is refused: UNAUTHENTICATED (HTTP 401) or PERMISSION_DENIED (HTTP 403), and the message."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+def new_key(
+    name: str, apis: Iterable[str], now: datetime, expires_at: datetime | None
+) -> tuple[str, control_pb2.ApiKey]:
+    """A new key and its record (the record holds the secret's hash, never the secret)."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    record = control_pb2.ApiKey(
+        id=key_id,
+        name=name or key_id,
+        secret_sha256=hashlib.sha256(secret.encode()).digest(),
+        apis=sorted(set(apis)),
+    )
+    record.created_at.FromDatetime(now)
+    if expires_at is not None:
+        record.expires_at.FromDatetime(expires_at)
+    return f"{PREFIX}{key_id}_{secret}", record
+
+
+def presented_key(metadata: Metadata | None) -> str | None:
+    """The key in an `authorization: Bearer <key>` entry of the call's metadata; None when there is none."""
+    for name, value in metadata or ():
+        if name.lower() == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+def _when(ts: Timestamp) -> str:
+    return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def judge(
+    presented: str | None,
+    record_of: dict[str, control_pb2.ApiKey] | KvMirror[control_pb2.ApiKey],
+    api: str,
+    now: datetime,
+) -> Refusal | None:
+    """None when the key presented may call `api` now; otherwise why not.
+
+    Missing, malformed, unknown, revoked and expired keys are UNAUTHENTICATED; a valid key for other APIs is
+    PERMISSION_DENIED, naming the APIs it may call.
+    """
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+    if presented is None:
+        return Refusal(unauthenticated, "an API key is required: send the header Authorization: Bearer <key>")
+    match = _KEY.fullmatch(presented)
+    if match is None:
+        return Refusal(unauthenticated, "the API key is malformed: keys look like ck_<12 hex digits>_<43 characters>")
+    record = record_of.get(match["id"])
+    digest = hashlib.sha256(match["secret"].encode()).digest()
+    if record is None or not hmac.compare_digest(digest, record.secret_sha256):
+        return Refusal(unauthenticated, "the API key is not valid (unknown, or deleted)")
+    if record.HasField("revoked_at"):
+        return Refusal(unauthenticated, f"the API key {record.name!r} was revoked at {_when(record.revoked_at)}")
+    if record.HasField("expires_at") and record.expires_at.ToDatetime(tzinfo=UTC) <= now:
+        return Refusal(unauthenticated, f"the API key {record.name!r} expired at {_when(record.expires_at)}")
+    if api not in record.apis:
+        allowed = ", ".join(record.apis)
+        return Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"the API key {record.name!r} may not call API {api!r} (it may call: {allowed})",
+        )
+    return None
+
+
+class KeyGate:
+    """What ingest and results ask before serving a call: `refusal(metadata, api)` (None: go on).
+
+    Off, it lets every call through. On, it mirrors the API keys bucket and judges each call's key against the
+    API the call names, resolved by `resolve` (an endpoint to its API's name).
+    """
+
+    def __init__(self, required: bool, resolve: Callable[[str], str] = str) -> None:
+        self.required = required
+        self._resolve = resolve
+        self._keys: KvMirror[control_pb2.ApiKey] | None = None
+
+    def resolving(self, resolve: Callable[[str], str]) -> KeyGate:
+        """This gate, naming APIs with resolve."""
+        self._resolve = resolve
+        return self
+
+    @classmethod
+    def from_env(cls) -> KeyGate:
+        """The gate CORTADO_API_KEYS asks for (`on` or `off`, default off)."""
+        return cls(Env().choice("API_KEYS", "off", ("off", "on")) == "on")
+
+    async def start(self, js: JetStreamContext) -> None:
+        """Load the keys (when required) and follow their changes."""
+        if self.required:
+            kv = await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1)
+            self._keys = KvMirror(kv, control_pb2.ApiKey.FromString)
+            await self._keys.start()
+
+    async def stop(self) -> None:
+        """Stop following the keys."""
+        if self._keys is not None:
+            await self._keys.stop()
+
+    def refusal(self, metadata: Metadata | None, api: str) -> Refusal | None:
+        """None when the call may go on; otherwise why it is refused."""
+        if not self.required:
+            return None
+        assert self._keys is not None, "KeyGate.start() first"
+        return judge(presented_key(metadata), self._keys, self._resolve(api), datetime.now(UTC))
+
+    async def admit(self, context: grpc.aio.ServicerContext, api: str) -> None:
+        """Return when the call may go on; otherwise end it with the refusal's code and message."""
+        refusal = self.refusal(context.invocation_metadata(), api)
+        if refusal is not None:
+            await abort(context, refusal.code, refusal.message)

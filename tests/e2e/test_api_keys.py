@@ -1,0 +1,204 @@
+"""API keys on the front door, on a mesh of its own started with CORTADO_API_KEYS=on: every refusal reason over
+HTTP through Envoy and over gRPC, the scope (endpoints included), revocation and expiry taking effect, nothing
+queued or read for a refused call, and the CLI's `keys` commands."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import grpc
+import httpx
+import pytest
+
+from cortado.cli import main
+from cortado.client import AsyncClient, Client, SchedulerClient
+from cortado.clientcommon import PermissionDenied, Unauthenticated
+from cortado.mesh import LocalMesh
+from cortado.v1 import records_pb2
+from tests.conftest import MESH_ENV, wait_ready
+from tests.helpers import eventually, unique_name, write_project
+
+pytestmark = pytest.mark.e2e
+
+ECHO = """
+class Handler:
+    def handle_async(self, payload, request_id):
+        return {"echo": payload}
+"""
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    """A mesh whose front door requires API keys."""
+    with LocalMesh(tmp_path_factory.mktemp("keyed"), env={**MESH_ENV, "CORTADO_API_KEYS": "on"}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def control(keyed: LocalMesh) -> Iterator[SchedulerClient]:
+    with SchedulerClient(keyed.scheduler_address) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def apis(keyed: LocalMesh, control: SchedulerClient, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Two APIs on the keyed mesh; the first also answers at the endpoint /<first>-door."""
+    folder = tmp_path_factory.mktemp("projects")
+    first, second = unique_name("kept"), unique_name("other")
+    write_project(folder, first, ECHO, {"networking": {"endpoint": f"{first}-door"}})
+    control.deploy(folder / first)
+    write_project(folder, second, ECHO)
+    control.deploy(folder / second)
+    for name in (first, second):
+        wait_ready(control, name)
+    return first, second
+
+
+@pytest.fixture
+def web(keyed: LocalMesh) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=keyed.http_url, timeout=30) as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_every_refusal_over_http_is_a_401_or_403_naming_its_reason_and_queues_nothing(
+    web: httpx.Client, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    first, second = apis
+    key = control.create_api_key([first], name=unique_name("http")).key
+    cases = {
+        "none": ({}, 401, "an API key is required: send the header Authorization: Bearer <key>"),
+        "malformed": (bearer("let-me-in"), 401, "the API key is malformed"),
+        "unknown": (bearer(key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")), 401, "is not valid"),
+        "out of scope": (bearer(key), 403, f"may not call API '{second}' (it may call: {first})"),
+    }
+    for case, (headers, status, reason) in cases.items():
+        answer = web.post(f"/{second}" if case == "out of scope" else f"/{first}", json={}, headers=headers)
+        assert answer.status_code == status, (case, answer.text)
+        assert answer.headers["content-type"].startswith("application/json")
+        assert reason in answer.json()["message"], (case, answer.text)
+    assert control.describe(first).queued == 0 and control.describe(second).queued == 0
+    # Reads and cancels are refused the same way, before anything is read.
+    some_id = uuid.uuid4().hex
+    assert web.get(f"/{first}/{some_id}").status_code == 401
+    assert web.get(f"/{second}/{some_id}", headers=bearer(key)).status_code == 403
+    assert web.delete(f"/{second}/{some_id}", headers=bearer(key)).status_code == 403
+    assert web.post(f"/{first}?wait=5", json={}).status_code == 401
+
+
+def test_a_valid_key_submits_reads_and_cancels_at_the_api_and_its_endpoint(
+    web: httpx.Client, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    first, _ = apis
+    key = control.create_api_key([first]).key
+    for path in (f"/{first}", f"/{first}-door"):
+        answer = web.post(path, json={"n": 1}, headers=bearer(key))
+        assert answer.status_code == 200, answer.text
+        request_id = answer.json()["id"]
+        final = web.get(f"{path}/{request_id}", params={"wait": 20}, headers=bearer(key)).json()
+        assert (final["status"], final["result"]) == ("completed", {"echo": {"n": 1}})
+        assert web.delete(f"{path}/{request_id}", headers=bearer(key)).status_code == 409
+    one_call = web.post(f"/{first}?wait=20", json={"n": 2}, headers=bearer(key))
+    assert one_call.json()["result"] == {"echo": {"n": 2}}
+
+
+def test_revocation_and_expiry_take_effect_within_seconds(
+    web: httpx.Client, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    first, _ = apis
+    name = unique_name("revoked")
+    key = control.create_api_key([first], name=name).key
+    assert web.post(f"/{first}", json={}, headers=bearer(key)).status_code == 200
+    revoked = control.revoke_api_key(name)
+    assert revoked.HasField("revoked_at")
+
+    def refused() -> httpx.Response | None:
+        answer = web.post(f"/{first}", json={}, headers=bearer(key))
+        return answer if answer.status_code == 401 else None
+
+    answer = eventually(refused, 2, what="the revoked key refused")
+    assert f"the API key '{name}' was revoked at" in answer.json()["message"]
+
+    short = control.create_api_key([first], expires_in_seconds=1.5)
+    assert web.post(f"/{first}", json={}, headers=bearer(short.key)).status_code == 200
+    time.sleep(max(0.0, short.record.expires_at.ToDatetime().timestamp() - time.time()) + 0.2)
+    expired = web.post(f"/{first}", json={}, headers=bearer(short.key))
+    assert expired.status_code == 401 and "expired at" in expired.json()["message"]
+
+
+async def test_grpc_clients_send_the_key_and_refusals_are_their_named_errors(
+    keyed: LocalMesh, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    first, second = apis
+    key = control.create_api_key([first]).key
+    with Client(keyed.grpc_address, api_key=key) as client:
+        view = client.submit_and_wait(first, b'{"n": 3}', "application/json", wait=20)
+        assert view.status == records_pb2.REQUEST_STATUS_COMPLETED
+        assert [v.status for v in client.results(first, [view.id])] == [records_pb2.REQUEST_STATUS_COMPLETED]
+        with pytest.raises(grpc.RpcError) as denied:
+            client.get(second, view.id)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # A stream answers each item: one in scope accepted, one out of scope refused, and the stream goes on.
+        items = [Client.request(first, b"{}", "application/json"), Client.request(second, b"{}", "application/json")]
+        answers = list(client.submit_many(items))
+        assert answers[0].id and answers[1].status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    with Client(keyed.grpc_address) as anonymous:
+        with pytest.raises(grpc.RpcError) as missing:
+            anonymous.submit(first, b"{}", "application/json")
+        assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(LookupError, match="an API key is required"):
+            list(anonymous.results(first, [view.id]))
+    async with AsyncClient(keyed.grpc_address, api_key=key) as scoped:
+        assert (await scoped.get(first, view.id)).status == records_pb2.REQUEST_STATUS_COMPLETED
+        with pytest.raises(PermissionDenied, match=f"may not call API '{second}'"):
+            await scoped.submit(second, b"{}", "application/json")
+    async with AsyncClient(keyed.grpc_address) as nobody:
+        with pytest.raises(Unauthenticated):
+            await nobody.cancel(first, view.id)
+
+
+def cortado(keyed: LocalMesh, *argv: str, key: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    env = {"CORTADO_API_KEY": key} if key else {}
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*argv, "--scheduler", keyed.scheduler_address, "--endpoint", keyed.grpc_address])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_cli_creates_lists_and_revokes_keys_and_submits_with_one(
+    keyed: LocalMesh, apis: tuple[str, str], tmp_path: Path
+) -> None:
+    first, _ = apis
+    name = unique_name("cli")
+    code, out, err = cortado(keyed, "keys", "create", "--api", first, "--name", name, "--expires", "30d")
+    assert code == 0, err
+    key = out.split(": ", 1)[1].split("\n", 1)[0]
+    assert out.startswith(f"API key '{name}' for {first}: ck_") and "shown only this once" in out
+    assert "it expires at" in out
+    code, out, _ = cortado(keyed, "keys", "create", "--api", first, "--name", name)
+    assert code == 1
+    code, out, err = cortado(keyed, "keys", "list", "-o", "json")
+    [listed] = [k for k in json.loads(out) if k["name"] == name]
+    assert listed["apis"] == [first] and listed["expires_at"] and listed["revoked_at"] is None
+    assert key not in out and "secret" not in out
+    code, out, err = cortado(keyed, "submit", first, "--json", '{"n": 4}', key=key)
+    assert code == 0, err
+    code, out, err = cortado(keyed, "submit", first, "--json", "{}")
+    assert code == 1 and "an API key is required" in err
+    code, out, err = cortado(keyed, "keys", "revoke", name)
+    assert code == 0 and f"API key '{name}'" in out and "revoked at" in out
+    code, _, err = cortado(keyed, "keys", "revoke", "no-such-key")
+    assert code == 1 and "no API key has the id or name 'no-such-key'" in err
+    code, _, err = cortado(keyed, "keys", "create", "--api", "no-such-api")
+    assert code == 1 and "API 'no-such-api' is not deployed" in err
