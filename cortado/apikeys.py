@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,16 +43,45 @@ _KEY = re.compile(r"ck_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})")
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a call is refused: UNAUTHENTICATED (HTTP 401) or PERMISSION_DENIED (HTTP 403), and the message."""
+    """Why a call is refused: UNAUTHENTICATED (HTTP 401), PERMISSION_DENIED (403) or RESOURCE_EXHAUSTED (429, with
+    the whole seconds to wait in `retry_after`), and the message."""
 
     code: grpc.StatusCode
     message: str
+    retry_after: int | None = None
+
+
+@dataclass
+class TokenBucket:
+    """A key's rate limit: `rate` tokens a second, at most `burst` kept; each submission takes one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken; otherwise the seconds until one is there (none taken)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 def new_key(
-    name: str, apis: Iterable[str], now: datetime, expires_at: datetime | None
+    name: str,
+    apis: Iterable[str],
+    now: datetime,
+    expires_at: datetime | None,
+    rate_per_second: float = 0.0,
+    burst: int = 0,
 ) -> tuple[str, control_pb2.ApiKey]:
-    """A new key and its record (the record holds the secret's hash, never the secret)."""
+    """A new key and its record (the record holds the secret's hash, never the secret).
+
+    With a rate, burst 0 means the rate rounded up (at least 1).
+    """
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     record = control_pb2.ApiKey(
@@ -58,6 +89,8 @@ def new_key(
         name=name or key_id,
         secret_sha256=hashlib.sha256(secret.encode()).digest(),
         apis=sorted(set(apis)),
+        rate_per_second=rate_per_second,
+        burst=(burst or max(1, math.ceil(rate_per_second))) if rate_per_second > 0 else 0,
     )
     record.created_at.FromDatetime(now)
     if expires_at is not None:
@@ -124,6 +157,7 @@ class KeyGate:
         self.required = required
         self._resolve = resolve
         self._keys: KvMirror[control_pb2.ApiKey] | None = None
+        self._buckets: dict[str, TokenBucket] = {}
 
     def resolving(self, resolve: Callable[[str], str]) -> KeyGate:
         """This gate, naming APIs with resolve."""
@@ -147,15 +181,46 @@ class KeyGate:
         if self._keys is not None:
             await self._keys.stop()
 
-    def refusal(self, metadata: Metadata | None, api: str) -> Refusal | None:
-        """None when the call may go on; otherwise why it is refused."""
+    def refusal(self, metadata: Metadata | None, api: str, limited: bool = False) -> Refusal | None:
+        """None when the call may go on; otherwise why it is refused.
+
+        limited: the call counts against the key's rate limit (submissions and cancels do, reads do not).
+        """
         if not self.required:
             return None
         assert self._keys is not None, "KeyGate.start() first"
-        return judge(presented_key(metadata), self._keys, self._resolve(api), datetime.now(UTC))
+        presented = presented_key(metadata)
+        refusal = judge(presented, self._keys, self._resolve(api), datetime.now(UTC))
+        if refusal is not None or not limited or presented is None:
+            return refusal
+        record = self._keys.get(presented[len(PREFIX) : len(PREFIX) + 12])
+        return None if record is None else self._limit(record)
 
-    async def admit(self, context: grpc.aio.ServicerContext, api: str) -> None:
-        """Return when the call may go on; otherwise end it with the refusal's code and message."""
-        refusal = self.refusal(context.invocation_metadata(), api)
+    def _limit(self, record: control_pb2.ApiKey) -> Refusal | None:
+        """None when the key's rate limit lets one more call through; otherwise a RESOURCE_EXHAUSTED refusal."""
+        if record.rate_per_second <= 0:
+            return None
+        now = time.monotonic()
+        bucket = self._buckets.get(record.id)
+        if bucket is None or (bucket.rate, bucket.burst) != (record.rate_per_second, float(record.burst)):
+            bucket = TokenBucket(record.rate_per_second, float(record.burst), float(record.burst), now)
+            self._buckets[record.id] = bucket
+        wait = bucket.take(now)
+        if wait == 0:
+            return None
+        retry_after = max(1, math.ceil(wait))
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the API key {record.name!r} may make {record.rate_per_second:g} requests a second "
+            f"(burst {record.burst}): retry after {retry_after}s",
+            retry_after,
+        )
+
+    async def admit(self, context: grpc.aio.ServicerContext, api: str, limited: bool = False) -> None:
+        """Return when the call may go on; otherwise end it with the refusal's code and message (and a
+        `retry-after` in the initial metadata for a rate limit, which Envoy answers as the Retry-After header)."""
+        refusal = self.refusal(context.invocation_metadata(), api, limited)
         if refusal is not None:
+            if refusal.retry_after is not None:
+                await context.send_initial_metadata((("retry-after", str(refusal.retry_after)),))
             await abort(context, refusal.code, refusal.message)

@@ -348,6 +348,8 @@ def _key_dict(record: control_pb2.ApiKey) -> dict[str, Any]:
         "created_at": rfc3339(record.created_at),
         "expires_at": rfc3339(record.expires_at) if record.HasField("expires_at") else None,
         "revoked_at": rfc3339(record.revoked_at) if record.HasField("revoked_at") else None,
+        "rate_per_second": record.rate_per_second or None,
+        "burst": record.burst or None,
     }
 
 
@@ -358,7 +360,7 @@ def cmd_keys_create(options: argparse.Namespace) -> int:
     except ConfigError as exc:
         _fail(str(exc))
     with _scheduler(options) as scheduler:
-        reply = scheduler.create_api_key(options.api, options.name, expires)
+        reply = scheduler.create_api_key(options.api, options.name, expires, options.rate, options.burst)
     data = {"key": reply.key, **_key_dict(reply.record)}
 
     def human() -> None:
@@ -366,6 +368,8 @@ def cmd_keys_create(options: argparse.Namespace) -> int:
         print("  keep it now: it is shown only this once (Cortado keeps only its hash)")
         if reply.record.HasField("expires_at"):
             print(f"  it expires at {rfc3339(reply.record.expires_at)}")
+        if reply.record.rate_per_second:
+            print(f"  it may submit {reply.record.rate_per_second:g} requests a second (burst {reply.record.burst})")
 
     _print(options, data, human)
     return 0
@@ -655,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--expires", default="", metavar="DURATION", help="how long it works (e.g. 30d; default: until revoked)"
     )
+    create.add_argument("--rate", type=float, default=0.0, help="submissions a second it may make (default: no limit)")
+    create.add_argument("--burst", type=int, default=0, help="how many at once above the rate (default: the rate)")
     create.set_defaults(run=cmd_keys_create)
     key_commands.add_parser("list", parents=[common], help="every key (never the key itself)").set_defaults(
         run=cmd_keys_list

@@ -240,14 +240,22 @@ class SchedulerClient:
         return reply
 
     def create_api_key(
-        self, apis: Sequence[str], name: str = "", expires_in_seconds: float | None = None
+        self,
+        apis: Sequence[str],
+        name: str = "",
+        expires_in_seconds: float | None = None,
+        rate_per_second: float = 0.0,
+        burst: int = 0,
     ) -> control_pb2.CreateApiKeyResponse:
         """Make an API key for these APIs: the answer's `key` (shown only here) and `record`.
 
-        grpc.RpcError NOT_FOUND for an API that is not deployed, INVALID_ARGUMENT for no API, a name a live key
-        has, or an expiry not within 0 to 3650 days.
+        rate_per_second (0: none) limits its submissions through each ingest replica, burst above it (0: the rate
+        rounded up). grpc.RpcError NOT_FOUND for an API that is not deployed, INVALID_ARGUMENT for no API, a
+        name a live key has, an expiry not within 0 to 3650 days, or a negative rate.
         """
-        request = control_pb2.CreateApiKeyRequest(apis=list(apis), name=name)
+        request = control_pb2.CreateApiKeyRequest(
+            apis=list(apis), name=name, rate_per_second=rate_per_second, burst=burst
+        )
         if expires_in_seconds is not None:
             request.expires_in.FromNanoseconds(round(expires_in_seconds * 1e9))
         with self._explained():

@@ -144,7 +144,8 @@ class InvalidRequest(ClientError):
 
 
 class QueueFull(ClientError):
-    """RESOURCE_EXHAUSTED: the API's queue is full; try again after `retry_after` seconds."""
+    """RESOURCE_EXHAUSTED with a retry-after: the API's queue is full, or the API key is over its rate limit; try
+    again after `retry_after` seconds."""
 
     def __init__(self, code: grpc.StatusCode, message: str, retry_after: float) -> None:
         super().__init__(code, message)

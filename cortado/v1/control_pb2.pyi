@@ -111,12 +111,20 @@ class ApiKey(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The key's public part, 12 hex digits."""
     name: _builtins.str
     """A label for people (`--name`); unique among keys that are not revoked."""
     secret_sha256: _builtins.bytes
     """SHA-256 of the key's secret part."""
+    rate_per_second: _builtins.float
+    """Submissions (and cancels) per second it may make through each ingest
+    replica; 0: no limit.
+    """
+    burst: _builtins.int
+    """How many it may make at once above that rate (at least 1 with a rate)."""
     @_builtins.property
     def apis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The APIs the key may call."""
@@ -143,10 +151,12 @@ class ApiKey(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        rate_per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "revoked_at", b"revoked_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "name", b"name", "revoked_at", b"revoked_at", "secret_sha256", b"secret_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "burst", b"burst", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "name", b"name", "rate_per_second", b"rate_per_second", "revoked_at", b"revoked_at", "secret_sha256", b"secret_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,8 +171,14 @@ class CreateApiKeyRequest(_message.Message):
     APIS_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """A label (default: the key's id)."""
+    rate_per_second: _builtins.float
+    """Submissions per second it may make (0: no limit)."""
+    burst: _builtins.int
+    """How many it may make at once above that rate (0: the rate rounded up)."""
     @_builtins.property
     def apis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The APIs it may call (at least one; each deployed)."""
@@ -177,10 +193,12 @@ class CreateApiKeyRequest(_message.Message):
         apis: _abc.Iterable[_builtins.str] | None = ...,
         name: _builtins.str = ...,
         expires_in: _duration_pb2.Duration | None = ...,
+        rate_per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_in", b"expires_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "expires_in", b"expires_in", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "burst", b"burst", "expires_in", b"expires_in", "name", b"name", "rate_per_second", b"rate_per_second"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

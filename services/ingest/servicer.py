@@ -96,7 +96,7 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
     async def Submit(
         self, request: public_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> public_pb2.SubmitResponse:
-        await self._gate.admit(context, request.api)
+        await self._gate.admit(context, request.api, limited=True)
         headers = _headers(context)
         key = request.idempotency_key or headers.get(IDEMPOTENCY_HEADER)
         body = request.body
@@ -174,9 +174,9 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         self, item: public_pb2.SubmitRequest, metadata: Metadata | None
     ) -> public_pb2.SubmitStreamResponse:
         try:
-            refusal = self._gate.refusal(metadata, item.api)
+            refusal = self._gate.refusal(metadata, item.api, limited=True)
             if refusal is not None:
-                raise Refused(refusal.code, refusal.message)
+                raise Refused(refusal.code, refusal.message, refusal.retry_after)
             if item.wait:
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -219,7 +219,7 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
     async def SubmitAndWait(
         self, request: public_pb2.SubmitAndWaitRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        await self._gate.admit(context, request.api)
+        await self._gate.admit(context, request.api, limited=True)
         headers = _headers(context)
         try:
             seconds = self._seconds(request.wait, headers.get(PREFER_HEADER, ""))
@@ -257,7 +257,7 @@ class RequestsServicer(public_pb2_grpc.RequestsServicer):
         self._gate = gate or KeyGate(required=False)
 
     async def _cancel(self, request: public_pb2.CancelRequestRequest, context: grpc.aio.ServicerContext) -> Cancelled:
-        await self._gate.admit(context, request.api)
+        await self._gate.admit(context, request.api, limited=True)
         try:
             return await self._canceller.cancel(request.api, request.id)
         except ApiNotDeployed as exc:

@@ -7,6 +7,7 @@ it was revoked) with `revoked_at` set.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 from nats.js.kv import KeyValue
@@ -17,6 +18,9 @@ from cortado.v1 import control_pb2
 
 MAX_EXPIRES_DAYS = 3650
 """Longest `expires_in` a key may be made with."""
+
+MAX_RATE = 1_000_000.0
+"""Highest rate (requests a second) and burst a key may be given."""
 
 
 class ApiKeyError(ValueError):
@@ -54,16 +58,30 @@ class ApiKeyStore:
         """Every key's record, oldest first."""
         return sorted((record for _, record in self._keys.items()), key=lambda r: (r.created_at.ToNanoseconds(), r.id))
 
-    async def create(self, name: str, apis: list[str], expires_in: timedelta | None) -> tuple[str, control_pb2.ApiKey]:
+    async def create(
+        self,
+        name: str,
+        apis: list[str],
+        expires_in: timedelta | None,
+        rate_per_second: float = 0.0,
+        burst: int = 0,
+    ) -> tuple[str, control_pb2.ApiKey]:
         """A new key for apis (already checked to be deployed) and its record; ApiKeyError for a bad request."""
         if not apis:
             raise ApiKeyError("a key needs at least one API it may call (--api NAME)")
         if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_EXPIRES_DAYS):
             raise ApiKeyError(f"a key's expiry must be more than 0 and at most {MAX_EXPIRES_DAYS} days")
+        if not (math.isfinite(rate_per_second) and 0 <= rate_per_second <= MAX_RATE):
+            raise ApiKeyError(f"a key's rate must be from 0 (no limit) to {MAX_RATE:g} requests a second")
+        if burst and rate_per_second == 0:
+            raise ApiKeyError("a burst needs a rate (--rate)")
+        if burst > MAX_RATE:
+            raise ApiKeyError(f"a key's burst must be at most {MAX_RATE:g}")
         if name and any(r.name == name and not r.HasField("revoked_at") for r in self.records()):
             raise ApiKeyError(f"a key named {name!r} exists already: revoke it first, or choose another name")
         now = datetime.now(UTC)
-        key, record = apikeys.new_key(name, apis, now, None if expires_in is None else now + expires_in)
+        expires_at = None if expires_in is None else now + expires_in
+        key, record = apikeys.new_key(name, apis, now, expires_at, rate_per_second, burst)
         await self._kv.create(record.id, record.SerializeToString())
         await self._keys.wait_for(record.id, lambda value: value is not None)
         return key, record

@@ -220,7 +220,9 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {unknown[0]!r} is not deployed")
         expires_in = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
         try:
-            key, record = await store.create(request.name, list(request.apis), expires_in)
+            key, record = await store.create(
+                request.name, list(request.apis), expires_in, request.rate_per_second, request.burst
+            )
         except ApiKeyError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         log.info("API key created", extra={"key_id": record.id, "key_name": record.name, "apis": list(record.apis)})

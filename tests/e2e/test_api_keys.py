@@ -137,6 +137,26 @@ def test_revocation_and_expiry_take_effect_within_seconds(
     assert expired.status_code == 401 and "expired at" in expired.json()["message"]
 
 
+def test_a_key_over_its_rate_gets_429_with_retry_after_and_reads_are_not_counted(
+    web: httpx.Client, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    first, _ = apis
+    name = unique_name("limited")
+    key = control.create_api_key([first], name=name, rate_per_second=0.5, burst=2).key
+    answers = [web.post(f"/{first}", json={}, headers=bearer(key)) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429], [a.text for a in answers]
+    limited = answers[2]
+    assert limited.headers["retry-after"] == "2"
+    assert limited.json()["message"] == f"the API key '{name}' may make 0.5 requests a second (burst 2): retry after 2s"
+    # Reads are not counted; the refused submit queued nothing.
+    first_id = answers[0].json()["id"]
+    assert web.get(f"/{first}/{first_id}", params={"wait": 10}, headers=bearer(key)).status_code == 200
+    with pytest.raises(grpc.RpcError) as refused:
+        control.create_api_key([first], rate_per_second=-1)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rate must be from 0" in str(refused.value.details())
+
+
 async def test_grpc_clients_send_the_key_and_refusals_are_their_named_errors(
     keyed: LocalMesh, control: SchedulerClient, apis: tuple[str, str]
 ) -> None:

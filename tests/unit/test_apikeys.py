@@ -74,3 +74,19 @@ def test_the_key_is_read_from_a_bearer_authorization_entry() -> None:
 
 def test_a_gate_that_is_off_lets_everything_through() -> None:
     assert apikeys.KeyGate(required=False).refusal(None, "iris") is None
+
+
+def test_a_token_bucket_lets_a_burst_through_then_the_rate() -> None:
+    bucket = apikeys.TokenBucket(rate=2.0, burst=3.0, tokens=3.0, at=100.0)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == 0.5  # the next token in half a second; none taken
+    assert bucket.take(100.25) == 0.25
+    assert bucket.take(100.5) == 0.0
+    assert bucket.take(110.0) == 0.0 and bucket.tokens == 2.0  # refilled to the burst, never past it
+
+
+def test_a_rate_without_a_burst_gets_the_rate_rounded_up() -> None:
+    assert apikeys.new_key("", ["iris"], NOW, None, 2.5)[1].burst == 3
+    assert apikeys.new_key("", ["iris"], NOW, None, 0.2)[1].burst == 1
+    assert apikeys.new_key("", ["iris"], NOW, None, 5, 20)[1].burst == 20
+    assert apikeys.new_key("", ["iris"], NOW, None)[1].burst == 0
