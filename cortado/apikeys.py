@@ -108,6 +108,11 @@ def presented_key(metadata: Metadata | None) -> str | None:
     return None
 
 
+def _requests(rate: float) -> str:
+    """`1 request`, `0.5 requests`, `10 requests`."""
+    return f"{rate:g} request" + ("" if rate == 1 else "s")
+
+
 def _when(ts: Timestamp) -> str:
     return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
@@ -125,10 +130,15 @@ def judge(
     """
     unauthenticated = grpc.StatusCode.UNAUTHENTICATED
     if presented is None:
-        return Refusal(unauthenticated, "an API key is required: send the header Authorization: Bearer <key>")
+        return Refusal(
+            unauthenticated,
+            "an API key is required: send it in the header Authorization, as Bearer followed by the key",
+        )
     match = _KEY.fullmatch(presented)
     if match is None:
-        return Refusal(unauthenticated, "the API key is malformed: keys look like ck_<12 hex digits>_<43 characters>")
+        return Refusal(
+            unauthenticated, "the API key is malformed: a key is ck_, 12 hex digits, _ and 43 more characters"
+        )
     record = record_of.get(match["id"])
     digest = hashlib.sha256(match["secret"].encode()).digest()
     if record is None or not hmac.compare_digest(digest, record.secret_sha256):
@@ -211,7 +221,7 @@ class KeyGate:
         retry_after = max(1, math.ceil(wait))
         return Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the API key {record.name!r} may make {record.rate_per_second:g} requests a second "
+            f"the API key {record.name!r} may make {_requests(record.rate_per_second)} a second "
             f"(burst {record.burst}): retry after {retry_after}s",
             retry_after,
         )

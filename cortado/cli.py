@@ -369,7 +369,8 @@ def cmd_keys_create(options: argparse.Namespace) -> int:
         if reply.record.HasField("expires_at"):
             print(f"  it expires at {rfc3339(reply.record.expires_at)}")
         if reply.record.rate_per_second:
-            print(f"  it may submit {reply.record.rate_per_second:g} requests a second (burst {reply.record.burst})")
+            rate, burst = reply.record.rate_per_second, reply.record.burst
+            print(f"  it may submit {rate:g} request{'' if rate == 1 else 's'} a second (burst {burst})")
 
     _print(options, data, human)
     return 0

@@ -78,7 +78,7 @@ def test_every_refusal_over_http_is_a_401_or_403_naming_its_reason_and_queues_no
     first, second = apis
     key = control.create_api_key([first], name=unique_name("http")).key
     cases = {
-        "none": ({}, 401, "an API key is required: send the header Authorization: Bearer <key>"),
+        "none": ({}, 401, "an API key is required: send it in the header Authorization, as Bearer followed by the key"),
         "malformed": (bearer("let-me-in"), 401, "the API key is malformed"),
         "unknown": (bearer(key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")), 401, "is not valid"),
         "out of scope": (bearer(key), 403, f"may not call API '{second}' (it may call: {first})"),

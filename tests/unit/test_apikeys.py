@@ -40,7 +40,7 @@ def test_every_refusal_names_its_reason() -> None:
     keys = {record.id: record}
     missing = apikeys.judge(None, keys, "iris", NOW)
     assert missing == apikeys.Refusal(
-        UNAUTHENTICATED, "an API key is required: send the header Authorization: Bearer <key>"
+        UNAUTHENTICATED, "an API key is required: send it in the header Authorization, as Bearer followed by the key"
     )
     malformed = apikeys.judge("let-me-in", keys, "iris", NOW)
     assert malformed is not None and malformed.code == UNAUTHENTICATED and "malformed" in malformed.message
