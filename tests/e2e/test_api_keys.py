@@ -5,6 +5,7 @@ queued or read for a refused call, and the CLI's `keys` commands."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -18,11 +19,12 @@ import grpc
 import httpx
 import pytest
 
+from cortado import names, natsauth, natsutil
 from cortado.cli import main
 from cortado.client import AsyncClient, Client, SchedulerClient
 from cortado.clientcommon import PermissionDenied, Unauthenticated
 from cortado.mesh import LocalMesh
-from cortado.v1 import records_pb2
+from cortado.v1 import control_pb2, records_pb2
 from tests.conftest import MESH_ENV, wait_ready
 from tests.helpers import eventually, unique_name, write_project
 
@@ -222,3 +224,21 @@ def test_the_cli_creates_lists_and_revokes_keys_and_submits_with_one(
     assert code == 1 and "no API key has the id or name 'no-such-key'" in err
     code, _, err = cortado(keyed, "keys", "create", "--api", "no-such-api")
     assert code == 1 and "API 'no-such-api' is not deployed" in err
+
+
+async def test_the_keys_bucket_holds_hashes_never_a_key(
+    keyed: LocalMesh, control: SchedulerClient, apis: tuple[str, str]
+) -> None:
+    made = control.create_api_key([apis[0]], name=unique_name("stored"))
+    secret = made.key.split("_", 2)[2]
+    nc = await natsutil.connect(keyed.nats_url, "test-keys", credentials=keyed.credentials[natsauth.ADMIN])
+    try:
+        entry = await (await nc.jetstream().key_value(names.API_KEYS_BUCKET)).get(made.record.id)
+    finally:
+        await nc.close()
+    assert entry.value is not None
+    assert secret.encode() not in entry.value and made.key.encode() not in entry.value
+    stored = control_pb2.ApiKey.FromString(entry.value)
+    assert stored.secret_sha256 == hashlib.sha256(secret.encode()).digest()
+    assert made.record.secret_sha256 == b""  # nor is the hash answered to clients
+    assert all(record.secret_sha256 == b"" for record in control.api_keys())
