@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from grpc import aio
 
 from cortado import records
-from cortado.clientcommon import CHANNEL_OPTIONS, bearer, client_error, submit_request, watch_requests
+from cortado.clientcommon import CHANNEL_OPTIONS, bearer, channel_security, client_error, submit_request, watch_requests
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 
 T = TypeVar("T")
@@ -32,11 +33,16 @@ class AsyncClient:
     """Submits requests and reads their state over gRPC with asyncio (through Envoy's port, or the services).
 
     Use it as `async with AsyncClient("localhost:8888") as client:` or call `await client.close()`. api_key, when
-    given, is sent on every call as `authorization: Bearer <api_key>`.
+    given, is sent on every call as `authorization: Bearer <api_key>`. ca: the PEM file of the CA that signed the
+    public port's certificate, to connect with TLS; empty: plain text.
     """
 
-    def __init__(self, address: str, api_key: str = "") -> None:
-        self._channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(self, address: str, api_key: str = "", ca: str | Path = "") -> None:
+        security = channel_security(ca)
+        if security is None:
+            self._channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = aio.secure_channel(address, security, options=CHANNEL_OPTIONS)
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)
         self._requests = public_pb2_grpc.RequestsStub(self._channel)

@@ -338,6 +338,8 @@ def cmd_webhook_secret_rotate(options: argparse.Namespace) -> int:
 
 API_KEY_SETTING = "CORTADO_API_KEY"
 """The API key `submit`, `result` and `cancel` send when the front door requires one."""
+ENDPOINT_CA_SETTING = "CORTADO_ENDPOINT_CA"
+"""The CA (PEM file) `submit`, `result` and `cancel` trust when the public port serves TLS."""
 
 
 def _key_dict(record: control_pb2.ApiKey) -> dict[str, Any]:
@@ -426,7 +428,9 @@ def _payload(options: argparse.Namespace) -> tuple[bytes, str]:
 def cmd_submit(options: argparse.Namespace) -> int:
     """Submit one request; print its id."""
     data, content_type = _payload(options)
-    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
+    with Client(
+        _endpoints(options)[1], os.environ.get(API_KEY_SETTING, ""), os.environ.get(ENDPOINT_CA_SETTING, "")
+    ) as client:
         request_id = client.submit(
             options.api,
             data,
@@ -458,7 +462,9 @@ def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
 
 def cmd_cancel(options: argparse.Namespace) -> int:
     """Cancel a request; print its state (cancelled). Exit 1 when it had finished otherwise, or is unknown."""
-    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
+    with Client(
+        _endpoints(options)[1], os.environ.get(API_KEY_SETTING, ""), os.environ.get(ENDPOINT_CA_SETTING, "")
+    ) as client:
         view = client.cancel(options.api, options.id)
     data = _view_dict(view)
     print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
@@ -467,7 +473,9 @@ def cmd_cancel(options: argparse.Namespace) -> int:
 
 def cmd_result(options: argparse.Namespace) -> int:
     """A request's state; with --wait, its final state. Exit 0 completed, 1 failed or not found, 3 unfinished."""
-    with Client(_endpoints(options)[1], os.environ.get(API_KEY_SETTING, "")) as client:
+    with Client(
+        _endpoints(options)[1], os.environ.get(API_KEY_SETTING, ""), os.environ.get(ENDPOINT_CA_SETTING, "")
+    ) as client:
         if options.wait:
             view = client.wait(options.api, options.id, timeout=options.timeout)
         else:

@@ -10,7 +10,14 @@ from pathlib import Path
 import grpc
 
 from cortado.asyncclient import AsyncClient
-from cortado.clientcommon import CHANNEL_OPTIONS, MetadataInterceptor, bearer, submit_request, watch_requests
+from cortado.clientcommon import (
+    CHANNEL_OPTIONS,
+    MetadataInterceptor,
+    bearer,
+    channel_security,
+    submit_request,
+    watch_requests,
+)
 from cortado.project import find_config, pack_project
 from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
 from cortado.v1 import control_pb2, control_pb2_grpc, public_pb2, public_pb2_grpc, records_pb2
@@ -21,11 +28,17 @@ __all__ = ["AsyncClient", "Client", "SchedulerClient"]
 class Client:
     """Submits requests and reads their state over gRPC (through Envoy or straight to the services).
 
-    api_key, when given, is sent on every call as `authorization: Bearer <api_key>`.
+    api_key, when given, is sent on every call as `authorization: Bearer <api_key>`. ca: the PEM file of the CA
+    that signed the public port's certificate, to connect with TLS (as the port serves with CORTADO_HTTP_TLS_CERT);
+    empty: plain text.
     """
 
-    def __init__(self, address: str, api_key: str = "") -> None:
-        self._plain = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(self, address: str, api_key: str = "", ca: str | Path = "") -> None:
+        security = channel_security(ca)
+        if security is None:
+            self._plain = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._plain = grpc.secure_channel(address, security, options=CHANNEL_OPTIONS)
         self._channel = grpc.intercept_channel(self._plain, MetadataInterceptor(bearer(api_key)))
         self._submission = public_pb2_grpc.SubmissionStub(self._channel)
         self._results = public_pb2_grpc.ResultsStub(self._channel)

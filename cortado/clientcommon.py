@@ -8,12 +8,13 @@ stop asking).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
 from google.api import httpbody_pb2
 
-from cortado import names
+from cortado import names, tls
 from cortado.service import MAX_MESSAGE_BYTES
 from cortado.v1 import public_pb2, records_pb2
 
@@ -22,6 +23,14 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 """gRPC channel options of every client: messages as large as the services accept."""
+
+
+def channel_security(ca: str | Path) -> grpc.ChannelCredentials | None:
+    """Credentials of a channel that trusts the CA in the PEM file `ca` (TLS); None for plain text (empty `ca`).
+
+    cortado.tls.TlsError names the file when it cannot be read or holds no certificate.
+    """
+    return tls.channel_credentials(tls.load_ca(ca, "ca")) if ca else None
 
 
 def bearer(api_key: str) -> tuple[tuple[str, str], ...]:

@@ -176,8 +176,12 @@ def render_envoy_config(
     max_short_calls: int = MAX_SHORT_CALLS,
     max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
     max_drain_bytes: int = MAX_DRAIN_BYTES,
+    tls_files: tuple[str, str] | None = None,
 ) -> str:
     """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port).
+
+    With tls_files (the certificate chain's and the private key's PEM files) the public listener serves TLS only
+    (HTTP/1.1 and HTTP/2, by ALPN); the egress listener stays plain text on loopback.
 
     With otlp_endpoint (an OTLP/gRPC URL such as http://jaeger:4317) Envoy's OpenTelemetry
     tracer is on: it continues an incoming traceparent and starts a trace otherwise. With
@@ -270,7 +274,13 @@ def render_envoy_config(
         "read_retries": "{retry_on: 'connect-failure,refused-stream,reset,unavailable,cancelled', num_retries: 3}",
     }
     listeners = listener.substitute(
-        common, name="public", port=http_port, api_domains='["*"]', other_hosts="", proxy_filter=""
+        common,
+        name="public",
+        port=http_port,
+        api_domains='["*"]',
+        other_hosts="",
+        proxy_filter="",
+        transport_socket=_tls_socket(*tls_files) if tls_files else "",
     )
     clusters = cluster("ingest", ingest) + cluster("results", results)
     if egress_port:
@@ -283,12 +293,44 @@ def render_envoy_config(
             api_domains='["api-*"]',
             other_hosts=_EGRESS_OTHER_HOSTS,
             proxy_filter=_EGRESS_PROXY_FILTER,
+            transport_socket="",
         )
         clusters += _EGRESS_CLUSTER
     if otlp_endpoint:
         clusters += cluster("otlp", [_host_port(otlp_endpoint)], health_checked=False)
     bootstrap = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return bootstrap.substitute(admin_port=admin_port, listeners=listeners, clusters=clusters)
+
+
+TLS_CERT_SETTING, TLS_KEY_SETTING = "CORTADO_HTTP_TLS_CERT", "CORTADO_HTTP_TLS_KEY"
+"""The public port's certificate chain and private key (PEM files): set both to serve https (and gRPC over TLS)."""
+
+
+def public_tls_files(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The public port's (certificate, key) files from CORTADO_HTTP_TLS_CERT and _KEY, checked to be a usable
+    pair; None when neither is set. TlsError naming the setting when one is missing or its file unusable."""
+    env = os.environ if environ is None else environ
+    certificate, key = env.get(TLS_CERT_SETTING, ""), env.get(TLS_KEY_SETTING, "")
+    if not certificate and not key:
+        return None
+    if not certificate or not key:
+        missing = TLS_KEY_SETTING if certificate else TLS_CERT_SETTING
+        raise tls.TlsError(f"{missing} is not set: set both {TLS_CERT_SETTING} and {TLS_KEY_SETTING}, or neither")
+    tls.load_server_pair(certificate, key, TLS_CERT_SETTING, TLS_KEY_SETTING)
+    return str(Path(certificate).resolve()), str(Path(key).resolve())
+
+
+def _tls_socket(certificate: str, key: str) -> str:
+    """The public filter chain's TLS transport socket (YAML lines), serving the certificate chain and key files."""
+    context = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [{"certificate_chain": {"filename": certificate}, "private_key": {"filename": key}}],
+        },
+    }
+    socket = "      transport_socket:\n        name: envoy.transport_sockets.tls\n"
+    return socket + f"        typed_config: {json.dumps(context)}\n"
 
 
 _DNS_CACHE = "{name: egress_dns, dns_lookup_family: V4_PREFERRED}"
@@ -414,6 +456,8 @@ class LocalMesh:
     """NATS servers: 1, or a cluster of 3 or 5 on loopback."""
     nats_monitoring: bool = False
     """Serve NATS's HTTP monitoring endpoint on `ports["nats-monitor"]` (benchmarks read `/varz`)."""
+    tls_files: tuple[str, str] | None = None
+    """The public port's certificate chain and private key (PEM files): it then serves TLS only (https)."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     credentials: dict[str, natsauth.NatsCredentials] = field(default_factory=dict)
@@ -421,8 +465,9 @@ class LocalMesh:
 
     @property
     def http_url(self) -> str:
-        """Base URL of the public HTTP API."""
-        return f"http://127.0.0.1:{self.ports['http']}"
+        """Base URL of the public HTTP API (https when the public port serves TLS)."""
+        scheme = "https" if self.tls_files else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['http']}"
 
     @property
     def grpc_address(self) -> str:
@@ -604,6 +649,7 @@ class LocalMesh:
                 [self.address(n) for n in self.instances("results")],
                 otlp_endpoint=self._service_env().get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 egress_port=self.ports["egress"],
+                tls_files=self.tls_files,
             )
         )
         argv = [
@@ -793,7 +839,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    mesh = LocalMesh(options.workdir, http_port=options.port)
+    try:
+        tls_files = public_tls_files()
+    except tls.TlsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    mesh = LocalMesh(options.workdir, http_port=options.port, tls_files=tls_files)
     # The documented metrics ports, so deploy/prometheus/local.yml can scrape `make run` (free ports otherwise).
     documented = {"ingest-metrics": 9461, "results-metrics": 9462, "scheduler-metrics": 9463}
     documented |= {"executor-metrics": 9464, "webhooks-metrics": 9465, "admin": 9901}
