@@ -126,6 +126,7 @@ class AsyncClient:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        last_status: int | None = None
         while True:
             left = None if deadline is None else max(0.0, deadline - loop.time())
             call = self._results.Watch(
@@ -133,7 +134,9 @@ class AsyncClient:
             )
             try:
                 async for reply in call:
-                    yield reply.request
+                    if reply.request.status != last_status:  # a new Watch starts with the state already seen
+                        last_status = reply.request.status
+                        yield reply.request
                     if _ends(reply.request):
                         return
                 return

@@ -14,6 +14,8 @@ import grpc
 import httpx
 import pytest
 
+from cortado.client import AsyncClient
+from cortado.clientcommon import ClientError
 from cortado.mesh import MAX_STREAMS_PER_CONNECTION
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 from tests.conftest import submit
@@ -185,3 +187,25 @@ def test_a_watch_that_sees_the_end_within_its_limit_ends_normally(private: Priva
     with grpc.insecure_channel(private.mesh.grpc_address) as channel:
         replies = list(public_pb2_grpc.ResultsStub(channel).Watch(public_pb2.WatchRequest(api=api.name, id=request_id)))
     assert replies[-1].request.status == records_pb2.REQUEST_STATUS_COMPLETED, replies
+
+
+async def test_the_async_clients_wait_follows_a_request_across_watch_limits(
+    private: Private, api: RecordingApi
+) -> None:
+    request_id = submit(private.http, api.name, json={"n": 2, "sleep": MAX_WATCH_SECONDS * 2.5})
+    async with AsyncClient(private.mesh.grpc_address) as client:
+        began = time.monotonic()
+        final_state = await client.wait(api.name, request_id, timeout=60)
+        assert final_state.status == records_pb2.REQUEST_STATUS_COMPLETED
+        assert time.monotonic() - began > MAX_WATCH_SECONDS  # it outlived at least one Watch call
+        states = [view.status async for view in client.watch(api.name, request_id, timeout=10)]
+        assert states == [records_pb2.REQUEST_STATUS_COMPLETED]
+
+
+async def test_the_async_clients_wait_ends_at_its_own_timeout(private: Private, api: RecordingApi, held: str) -> None:
+    async with AsyncClient(private.mesh.grpc_address) as client:
+        began = time.monotonic()
+        with pytest.raises(ClientError) as out_of_time:
+            await client.wait(api.name, held, timeout=MAX_WATCH_SECONDS * 1.5)
+    assert out_of_time.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - began >= MAX_WATCH_SECONDS * 1.4  # past one Watch call, to its own deadline
