@@ -16,8 +16,15 @@ from typing import TypeVar
 import grpc
 from grpc import aio
 
-from cortado import records
-from cortado.clientcommon import CHANNEL_OPTIONS, bearer, channel_security, client_error, submit_request, watch_requests
+from cortado.clientcommon import (
+    CHANNEL_OPTIONS,
+    bearer,
+    channel_security,
+    client_error,
+    submit_request,
+    watch_ends,
+    watch_requests,
+)
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 
 T = TypeVar("T")
@@ -137,7 +144,7 @@ class AsyncClient:
                     if reply.request.status != last_status:  # a new Watch starts with the state already seen
                         last_status = reply.request.status
                         yield reply.request
-                    if _ends(reply.request):
+                    if watch_ends(reply.request):
                         return
                 return
             except aio.AioRpcError as exc:
@@ -191,11 +198,6 @@ class AsyncClient:
                 yield reply.request
         except aio.AioRpcError as exc:
             raise _translated(exc) from None
-
-
-def _ends(view: records_pb2.RequestView) -> bool:
-    """Whether no further state of this request will come (final, or unknown)."""
-    return view.status == records_pb2.REQUEST_STATUS_NOT_FOUND or records.is_final(view.status)
 
 
 def _status_code(number: int) -> grpc.StatusCode:

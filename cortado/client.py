@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cortado.clientcommon import (
     bearer,
     channel_security,
     submit_request,
+    watch_ends,
     watch_requests,
 )
 from cortado.project import find_config, pack_project
@@ -130,9 +132,27 @@ class Client:
         return reply.request
 
     def watch(self, api: str, request_id: str, timeout: float | None = None) -> Iterator[records_pb2.RequestView]:
-        """Every state of the request from now on, ending with its final one."""
-        for reply in self._results.Watch(public_pb2.WatchRequest(api=api, id=request_id), timeout=timeout):
-            yield reply.request
+        """Every state of the request from now on, ending with its final one (or NOT_FOUND).
+
+        Past the service's Watch limit (240 s by default) it calls Watch again, so it ends only with a final
+        state, or at `timeout` seconds (grpc.RpcError DEADLINE_EXCEEDED) when given.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_status: int | None = None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for reply in self._results.Watch(public_pb2.WatchRequest(api=api, id=request_id), timeout=left):
+                    if reply.request.status != last_status:  # a new Watch starts with the state already seen
+                        last_status = reply.request.status
+                        yield reply.request
+                    if watch_ends(reply.request):
+                        return
+                return
+            except grpc.RpcError as exc:
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or out_of_time:
+                    raise
 
     def wait(self, api: str, request_id: str, timeout: float | None = None) -> records_pb2.RequestView:
         """The request's final state (or not found), following the watch stream."""

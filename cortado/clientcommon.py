@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.api import httpbody_pb2
 
-from cortado import names, tls
+from cortado import names, records, tls
 from cortado.service import MAX_MESSAGE_BYTES
 from cortado.v1 import public_pb2, records_pb2
 
@@ -112,6 +112,11 @@ def submit_request(
     return public_pb2.SubmitRequest(
         api=api, body=body, idempotency_key=idempotency_key, priority=priority_value(priority), webhook=webhook
     )
+
+
+def watch_ends(view: records_pb2.RequestView) -> bool:
+    """Whether no further state of this request will come on a Watch (final, or unknown)."""
+    return view.status == records_pb2.REQUEST_STATUS_NOT_FOUND or records.is_final(view.status)
 
 
 def watch_requests(api: str, ids: Iterable[str]) -> Iterator[public_pb2.WatchManyRequest]:

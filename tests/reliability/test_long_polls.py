@@ -14,7 +14,7 @@ import grpc
 import httpx
 import pytest
 
-from cortado.client import AsyncClient
+from cortado.client import AsyncClient, Client
 from cortado.clientcommon import ClientError
 from cortado.mesh import MAX_STREAMS_PER_CONNECTION
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
@@ -200,6 +200,16 @@ async def test_the_async_clients_wait_follows_a_request_across_watch_limits(
         assert time.monotonic() - began > MAX_WATCH_SECONDS  # it outlived at least one Watch call
         states = [view.status async for view in client.watch(api.name, request_id, timeout=10)]
         assert states == [records_pb2.REQUEST_STATUS_COMPLETED]
+
+
+def test_the_sync_clients_wait_follows_a_request_across_watch_limits(private: Private, api: RecordingApi) -> None:
+    request_id = submit(private.http, api.name, json={"n": 3, "sleep": MAX_WATCH_SECONDS * 2.5})
+    with Client(private.mesh.grpc_address) as client:
+        began = time.monotonic()
+        states = [view.status for view in client.watch(api.name, request_id, timeout=60)]
+        assert time.monotonic() - began > MAX_WATCH_SECONDS  # it outlived at least one Watch call
+    # Each state once, though several Watch calls each began with the state then current.
+    assert states[-1] == records_pb2.REQUEST_STATUS_COMPLETED and len(states) == len(set(states)), states
 
 
 async def test_the_async_clients_wait_ends_at_its_own_timeout(private: Private, api: RecordingApi, held: str) -> None:
