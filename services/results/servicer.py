@@ -96,7 +96,8 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
 
     async def _current_or_final(self, api: str, request_id: str, wait: float) -> records_pb2.RequestView:
         wait = capped(wait, self._max_wait)
-        if wait <= 0:
+        if wait <= 0 or not _REQUEST_ID.fullmatch(request_id):
+            # Not a request id (ingest hands out 32 hex digits): unknown, and not a NATS subject to follow.
             record = await self._read(api, request_id)
             return records.view(record) if record else records.not_found_view(request_id)
         async with self._waiters.watch(request_id) as updates:
@@ -138,6 +139,9 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         api = await self._api(request.api, context)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_watch_seconds
+        if not _REQUEST_ID.fullmatch(request.id):
+            yield public_pb2.WatchResponse(request=records.not_found_view(request.id))
+            return
         async with self._waiters.watch(request.id) as updates:
             record = await self._read(api, request.id)
             if record is None:
@@ -193,6 +197,11 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                             view = records.not_found_view(request_id)
                             events.put_nowait(public_pb2.WatchManyResponse(api=message.api, request=view, error=error))
                         continue
+                    for request_id in [i for i in fresh if not _REQUEST_ID.fullmatch(i)]:
+                        # Not a request id (nor a NATS subject to follow): unknown at once.
+                        view = records.not_found_view(request_id)
+                        events.put_nowait(public_pb2.WatchManyResponse(api=message.api, request=view))
+                    fresh = [i for i in fresh if _REQUEST_ID.fullmatch(i)]
                     for request_id in fresh:
                         # Followed before it is read: a write between the read and the follow is not missed.
                         following[request_id] = _Followed(message.api, spec.name)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -327,3 +328,17 @@ def test_submit_with_wait_and_an_idempotency_key_names_the_same_request(grpc_cli
     assert again == first
     assert grpc_client.submit(api.name, as_json({"keyed": 1}), JSON, idempotency_key=key) == first.id
     assert api.called().count(first.id) == 1
+
+
+@pytest.mark.parametrize("bad_id", ["\n", "a.b", "x y", "*", ">", "%0A"])
+def test_an_id_that_is_no_request_id_is_not_found_on_every_read_and_never_an_error(
+    api: Api, http: httpx.Client, grpc_client: Client, bad_id: str
+) -> None:
+    for params in ({}, {"wait": "0.1"}):
+        answer = http.get(f"/{api.name}/{quote(bad_id, safe='')}", params=params)
+        assert answer.status_code == 404 and answer.json()["status"] == "not_found", (params, answer.text)
+    assert grpc_client.get(api.name, bad_id).status == records_pb2.REQUEST_STATUS_NOT_FOUND
+    assert [v.status for v in grpc_client.watch(api.name, bad_id, timeout=10)] == [records_pb2.REQUEST_STATUS_NOT_FOUND]
+    done = submit(http, api.name, json={"n": 1})
+    views = {v.id: v.status for v in grpc_client.results(api.name, [bad_id, done], timeout=30)}
+    assert views == {bad_id: records_pb2.REQUEST_STATUS_NOT_FOUND, done: records_pb2.REQUEST_STATUS_COMPLETED}
