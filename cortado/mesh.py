@@ -52,6 +52,10 @@ left out): where webhooks may go and how they are retried, and whether API keys 
 `CORTADO_WEBHOOK_ALLOW_HOSTS=... make run` and `CORTADO_API_KEYS=on make run` work."""
 
 
+BIND_FAILURES = ("Address already in use", "Failed to bind to address")
+"""What a service's log says when a port picked free was taken before it could listen there."""
+
+
 class MeshError(RuntimeError):
     """A part of the mesh did not start; the message names it and where its log is."""
 
@@ -631,8 +635,10 @@ class LocalMesh:
         try:
             self._wait(proc, lambda: grpc_serving(self.address(name)), 30)
         except MeshError:
-            # A port picked free at start may have been taken since: pick new ones, once.
-            if "Address already in use" not in proc.log_tail() or retry_ports is False:
+            # A port picked free at start may have been taken since: pick new ones, once. (grpc says only
+            # "Failed to bind to address" unless GRPC_VERBOSITY=debug; the metrics server says the OS's words.)
+            tail = proc.log_tail()
+            if not any(sign in tail for sign in BIND_FAILURES) or retry_ports is False:
                 raise
             self.ports[name] = free_port()
             self.ports[f"{name}-metrics"] = free_port()
