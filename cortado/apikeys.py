@@ -203,7 +203,8 @@ class KeyGate:
         refusal = judge(presented, self._keys, self._resolve(api), datetime.now(UTC))
         if refusal is not None or not limited or presented is None:
             return refusal
-        record = self._keys.get(presented[len(PREFIX) : len(PREFIX) + 12])
+        match = _KEY.fullmatch(presented)  # judge passed it, so it matches and its record is there
+        record = self._keys.get(match["id"]) if match else None
         return None if record is None else self._limit(record)
 
     def _limit(self, record: control_pb2.ApiKey) -> Refusal | None:
