@@ -2,8 +2,8 @@
 
 Results are the protobuf types the services answer with (`records_pb2.RequestView`: `id`, `status`,
 `result_json`, `error`, `webhook`, ...). Refusals raise the errors of `cortado.clientcommon` (NotFound,
-InvalidRequest, QueueFull with `retry_after`, AlreadyFinished, Unauthenticated, PermissionDenied, Unavailable),
-all grpc.RpcError subclasses.
+InvalidRequest, QueueFull with `retry_after`, AlreadyFinished, NoResult, Unauthenticated, PermissionDenied,
+Unavailable), all grpc.RpcError subclasses.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from google.api import httpbody_pb2
 from grpc import aio
 
 from cortado.clientcommon import (
     CHANNEL_OPTIONS,
+    NoResult,
     bearer,
     channel_security,
     client_error,
@@ -112,6 +114,35 @@ class AsyncClient:
         reply: public_pb2.GetResponse = await _answer(call)
         return reply.request
 
+    async def read_result(
+        self, api: str, request_id: str, timeout: float | None = None
+    ) -> tuple[str, AsyncIterator[bytes]]:
+        """A completed request's result: its media type and its bytes, streamed (Results/ReadResult).
+
+        Works for every kind of result (a dict's JSON is `application/json`); a large one arrives in chunks of at
+        most 1 MiB. NotFound at once for an unknown or expired id; NoResult while the request is not completed;
+        a ClientError with DATA_LOSS while iterating when the stored bytes no longer match their SHA-256.
+        """
+        call = self._results.ReadResult(
+            public_pb2.ReadResultRequest(api=api, id=request_id), timeout=timeout, metadata=self._metadata
+        )
+        try:
+            first = await call.read()
+        except aio.AioRpcError as exc:
+            raise _translated(exc, no_result=True) from None
+        if not isinstance(first, httpbody_pb2.HttpBody):
+            raise RuntimeError(f"ReadResult of request {request_id!r} ended without a message")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield first.data
+            try:
+                while isinstance(message := await call.read(), httpbody_pb2.HttpBody):
+                    yield message.data
+            except aio.AioRpcError as exc:
+                raise _translated(exc) from None
+
+        return first.content_type, chunks()
+
     async def cancel(self, api: str, request_id: str) -> records_pb2.RequestView:
         """Cancel a request: its state, now `cancelled` (the same when it already was).
 
@@ -205,8 +236,13 @@ def _status_code(number: int) -> grpc.StatusCode:
     return next((code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN)
 
 
-def _translated(exc: aio.AioRpcError) -> grpc.RpcError:
-    """The ClientError a failed call stands for, its metadata consulted (a full queue's `retry-after`)."""
+def _translated(exc: aio.AioRpcError, no_result: bool = False) -> grpc.RpcError:
+    """The ClientError a failed call stands for, its metadata consulted (a full queue's `retry-after`).
+
+    no_result: a FAILED_PRECONDITION is NoResult (reading the result of a request not completed).
+    """
+    if no_result and exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        return NoResult(exc.code(), exc.details() or "")
     metadata = [*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ())]
     return client_error(exc.code(), exc.details() or "", metadata)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
+from google.api import httpbody_pb2
 
 from cortado.asyncclient import AsyncClient
 from cortado.clientcommon import (
@@ -119,6 +120,24 @@ class Client:
         """The request's current state (status NOT_FOUND when unknown or expired)."""
         reply: public_pb2.GetResponse = self._results.Get(public_pb2.GetRequest(api=api, id=request_id), timeout=30)
         return reply.request
+
+    def read_result(self, api: str, request_id: str, timeout: float | None = None) -> tuple[str, Iterator[bytes]]:
+        """A completed request's result: its media type and its bytes, streamed (Results/ReadResult).
+
+        Works for every kind of result (a dict's JSON is `application/json`); a large one arrives in chunks of at
+        most 1 MiB, so it never needs to fit in memory. grpc.RpcError at once with NOT_FOUND for an unknown or
+        expired id, FAILED_PRECONDITION while the request is not completed; DATA_LOSS while iterating when the
+        stored bytes no longer match their SHA-256.
+        """
+        stream = self._results.ReadResult(public_pb2.ReadResultRequest(api=api, id=request_id), timeout=timeout)
+        first: httpbody_pb2.HttpBody = next(stream)
+
+        def chunks() -> Iterator[bytes]:
+            yield first.data
+            for message in stream:
+                yield message.data
+
+        return first.content_type, chunks()
 
     def cancel(self, api: str, request_id: str) -> records_pb2.RequestView:
         """Cancel a request: its state, now `cancelled` (the same when it already was).

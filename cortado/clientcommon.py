@@ -170,6 +170,10 @@ class AlreadyFinished(ClientError):
     """FAILED_PRECONDITION on cancel: the request had already completed or failed (the message says which)."""
 
 
+class NoResult(ClientError):
+    """FAILED_PRECONDITION on reading a result: the request is not completed (the message names its status)."""
+
+
 class Unauthenticated(ClientError):
     """UNAUTHENTICATED: no credential, or one the front door does not accept (the message says why)."""
 

@@ -433,6 +433,7 @@ def nats_config(
 LOCAL_STORE_LIMITS = {
     "CORTADO_REQUESTS_MAX_BYTES": str(512 * 1024**2),
     "CORTADO_PAYLOADS_MAX_BYTES": str(1024**3),
+    "CORTADO_RESULTS_MAX_BYTES": str(2 * 1024**3),
     "CORTADO_BUNDLES_MAX_BYTES": str(256 * 1024**2),
     "CORTADO_IDEMPOTENCY_MAX_BYTES": str(64 * 1024**2),
     "CORTADO_DEAD_MAX_BYTES": str(64 * 1024**2),
@@ -441,7 +442,7 @@ LOCAL_STORE_LIMITS = {
     "CORTADO_WEBHOOKS_MAX_BYTES": str(64 * 1024**2),
 }
 """Byte limits of the local mesh's buckets and streams (its `env` overrides them): JetStream reserves each from
-its storage, which on a developer's machine is 75% of the free disk; these reserve about 2.3 GiB, plus 64 MiB per
+its storage, which on a developer's machine is 75% of the free disk; these reserve about 4.3 GiB, plus 64 MiB per
 API."""
 
 

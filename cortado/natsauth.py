@@ -8,9 +8,9 @@ a URL that carries them (`nats://user:password@host:4222`).
 JetStream's own API (`$JS.API.>`) is open to every service user: its subjects name streams and
 consumers, not tenants. What the users differ in is where they may write: only ingest enqueues
 work, stores payloads and announces cancellations (which only executors hear), only executors write
-outcomes, logs and their heartbeats, ingest and executors queue webhook deliveries, only the webhook
-sender (besides them) writes a record's delivery state, only the scheduler writes the registry,
-bundles, webhook secrets, placements and leases.
+outcomes (large results included), logs and their heartbeats, ingest and executors queue webhook
+deliveries, only the webhook sender (besides them) writes a record's delivery state, only the
+scheduler writes the registry, bundles, webhook secrets, placements and leases.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ PERMISSIONS: Mapping[str, Mapping[str, list[str]]] = {
             "$KV.cortado_requests.>",
             "$KV.cortado_executors.>",
             "$O.cortado_payloads.>",
+            "$O.cortado_results.>",
             "cortado.logs.>",
             "cortado.dead.>",
             "cortado.webhooks.>",

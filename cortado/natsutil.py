@@ -114,13 +114,14 @@ GIB = 1024**3
 STORE_LIMITS: dict[str, tuple[str, int]] = {
     names.REQUESTS_BUCKET: ("REQUESTS_MAX_BYTES", 2 * GIB),
     names.PAYLOADS_STORE: ("PAYLOADS_MAX_BYTES", 4 * GIB),
+    names.RESULTS_STORE: ("RESULTS_MAX_BYTES", 4 * GIB),
     names.BUNDLES_STORE: ("BUNDLES_MAX_BYTES", GIB),
     names.IDEMPOTENCY_BUCKET: ("IDEMPOTENCY_MAX_BYTES", GIB // 4),
 }
 """Bucket or object store -> (setting, default): the bytes it may hold. A write past the limit is refused (a full
 store never evicts a record); the other buckets hold one small entry per API, executor or lease and get 64 MiB.
 JetStream reserves every limit from its storage (`max_file_store`) when the bucket is created: with the logs
-and dead-letter streams (1 GiB each) the defaults reserve about 9.5 GiB, plus each API's queue."""
+and dead-letter streams (1 GiB each) the defaults reserve about 13.5 GiB, plus each API's queue."""
 
 SMALL_BUCKET_BYTES = 64 * 1024**2
 

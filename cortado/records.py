@@ -67,6 +67,10 @@ def view(record: records_pb2.RequestRecord) -> records_pb2.RequestView:
     out = records_pb2.RequestView(id=record.id, status=record.status)
     if record.status == records_pb2.REQUEST_STATUS_COMPLETED:
         out.result_json = record.result_json
+        out.result_content_type = record.result_content_type
+        out.result_data = record.result_data
+        out.result_size = record.result_size or len(record.result_json)
+        out.result_sha256 = record.result_sha256
     if is_final(record.status):
         out.finished_at.CopyFrom(record.finished_at)
     if record.status == records_pb2.REQUEST_STATUS_FAILED:
@@ -86,16 +90,33 @@ def not_found_message(api: str, request_id: str) -> str:
     return f"request {request_id!r} of API {api!r} was not found: the id is unknown or its result has expired"
 
 
+def result_path(api: str, request_id: str) -> str:
+    """Where a request's result is read over HTTP: `/<api>/<id>/result` (Results/ReadResult)."""
+    return f"/{api}/{request_id}/result"
+
+
 def render_json(v: records_pb2.RequestView, api: str) -> bytes:
     """The HTTP body of `GET /<api>/<id>`: `{"id", "status", "result"?, "timestamp"?, "error"?}`.
 
     The result's JSON text is spliced in byte for byte, so key order and
-    integers of any size stay exactly as the handler's dict serialised.
+    integers of any size stay exactly as the handler's dict serialised. A result
+    that is binary, or JSON too large to hold inline, is named instead:
+    `result_url` (read it there), `result_content_type`, `result_bytes` and,
+    when stored, `result_sha256`.
     """
     head = {"id": v.id, "status": STATUS_NAMES.get(v.status, "unknown")}
     body = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()[:-1]
     parts = [body]
-    if v.status == records_pb2.REQUEST_STATUS_COMPLETED:
+    if v.status == records_pb2.REQUEST_STATUS_COMPLETED and v.result_content_type:
+        named: dict[str, object] = {
+            "result_url": result_path(api, v.id),
+            "result_content_type": v.result_content_type,
+            "result_bytes": v.result_size,
+        }
+        if v.result_sha256:
+            named["result_sha256"] = v.result_sha256
+        parts.append(b"," + json.dumps(named, ensure_ascii=False, separators=(",", ":")).encode()[1:-1])
+    elif v.status == records_pb2.REQUEST_STATUS_COMPLETED:
         parts.append(b',"result":' + (v.result_json or b"null"))
     if v.HasField("finished_at"):
         parts.append(b',"timestamp":' + json.dumps(rfc3339(v.finished_at)).encode())

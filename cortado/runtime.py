@@ -941,8 +941,14 @@ def encode_result(value: Any, *, method: str = "handle_async", index: int | None
     root = "result" if index is None else f"result[{index}]"
     if not isinstance(value, dict):
         if index is None:
-            raise InvalidResultError(f"{method} must return a dict, but returned {_type_name(value)}")
-        raise InvalidResultError(f"{method} must return a list of dicts, but item {index} is {_type_name(value)}")
+            raise InvalidResultError(
+                f"{method} must return a dict (or bytes, a pathlib.Path or a cortado.Result), "
+                f"but returned {_type_name(value)}"
+            )
+        raise InvalidResultError(
+            f"{method} must return a list of dicts (or bytes, paths or cortado.Result), "
+            f"but item {index} is {_type_name(value)}"
+        )
     try:
         text = dumps_json(value)
     except RecursionError:

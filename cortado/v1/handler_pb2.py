@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cortado.v1 import records_pb2 as cortado_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/handler.proto\x12\ncortado.v1\x1a\x18\x63ortado/v1/records.proto\"\xa7\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x38\n\rtrace_headers\x18\x04 \x03(\x0b\x32!.cortado.v1.Job.TraceHeadersEntry\x1a\x33\n\x11TraceHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tToHandler\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.cortado.v1.Job\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x03(\t\"\x7f\n\x07Outcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.cortado.v1.RequestError\x12\x17\n\x0fhandler_seconds\x18\x05 \x01(\x01\"\x87\x01\n\x0b\x46romHandler\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\t\x12%\n\x08outcomes\x18\x03 \x03(\x0b\x32\x13.cortado.v1.Outcome\x12\x12\n\nrestarting\x18\x04 \x01(\x08\x12\x10\n\x08returned\x18\x05 \x03(\t\x12\x0c\n\x04room\x18\x06 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/handler.proto\x12\ncortado.v1\x1a\x18\x63ortado/v1/records.proto\"\xa7\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x38\n\rtrace_headers\x18\x04 \x03(\x0b\x32!.cortado.v1.Job.TraceHeadersEntry\x1a\x33\n\x11TraceHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tToHandler\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.cortado.v1.Job\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x03(\t\"\xd0\x01\n\x07Outcome\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.cortado.v1.RequestError\x12\x17\n\x0fhandler_seconds\x18\x05 \x01(\x01\x12\x1b\n\x13result_content_type\x18\x06 \x01(\t\x12\x13\n\x0bresult_data\x18\x07 \x01(\x0c\x12\x1d\n\x15result_streamed_bytes\x18\x08 \x01(\x04\"\'\n\x0bResultChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xb0\x01\n\x0b\x46romHandler\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\t\x12%\n\x08outcomes\x18\x03 \x03(\x0b\x32\x13.cortado.v1.Outcome\x12\x12\n\nrestarting\x18\x04 \x01(\x08\x12\x10\n\x08returned\x18\x05 \x03(\t\x12\x0c\n\x04room\x18\x06 \x01(\x05\x12\'\n\x06\x63hunks\x18\x07 \x03(\x0b\x32\x17.cortado.v1.ResultChunkb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_TRACEHEADERSENTRY']._serialized_end=234
   _globals['_TOHANDLER']._serialized_start=236
   _globals['_TOHANDLER']._serialized_end=294
-  _globals['_OUTCOME']._serialized_start=296
-  _globals['_OUTCOME']._serialized_end=423
-  _globals['_FROMHANDLER']._serialized_start=426
-  _globals['_FROMHANDLER']._serialized_end=561
+  _globals['_OUTCOME']._serialized_start=297
+  _globals['_OUTCOME']._serialized_end=505
+  _globals['_RESULTCHUNK']._serialized_start=507
+  _globals['_RESULTCHUNK']._serialized_end=546
+  _globals['_FROMHANDLER']._serialized_start=549
+  _globals['_FROMHANDLER']._serialized_end=725
 # @@protoc_insertion_point(module_scope)

@@ -128,6 +128,9 @@ class Outcome(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     HANDLER_SECONDS_FIELD_NUMBER: _builtins.int
+    RESULT_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    RESULT_DATA_FIELD_NUMBER: _builtins.int
+    RESULT_STREAMED_BYTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     completed: _builtins.bool
@@ -137,6 +140,17 @@ class Outcome(_message.Message):
     handler_seconds: _builtins.float
     """Seconds the handler ran for this request (a batch's duration, for each
     request of the batch).
+    """
+    result_content_type: _builtins.str
+    """When completed with bytes or a file rather than a dict: the media type
+    the handler stated (`application/octet-stream` when none). For a result
+    sent in chunks, `application/json` when it is a dict's JSON.
+    """
+    result_data: _builtins.bytes
+    """When completed with bytes of at most 1 MiB: the bytes."""
+    result_streamed_bytes: _builtins.int
+    """When completed with a result over 1 MiB: it was sent in `chunks` of
+    earlier frames (in order), and this many bytes were sent in all.
     """
     @_builtins.property
     def error(self) -> _records_pb2.RequestError:
@@ -150,14 +164,45 @@ class Outcome(_message.Message):
         result_json: _builtins.bytes = ...,
         error: _records_pb2.RequestError | None = ...,
         handler_seconds: _builtins.float = ...,
+        result_content_type: _builtins.str = ...,
+        result_data: _builtins.bytes = ...,
+        result_streamed_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "error", b"error", "handler_seconds", b"handler_seconds", "id", b"id", "result_json", b"result_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "error", b"error", "handler_seconds", b"handler_seconds", "id", b"id", "result_content_type", b"result_content_type", "result_data", b"result_data", "result_json", b"result_json", "result_streamed_bytes", b"result_streamed_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class ResultChunk(_message.Message):
+    """ResultChunk is part of a result larger than fits one frame. A job's chunks
+    come in order, before its outcome.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request id."""
+    data: _builtins.bytes
+    """The next bytes of the result (at most 1 MiB)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultChunk: _TypeAlias = ResultChunk  # noqa: Y015
 
 @_typing.final
 class FromHandler(_message.Message):
@@ -171,6 +216,7 @@ class FromHandler(_message.Message):
     RESTARTING_FIELD_NUMBER: _builtins.int
     RETURNED_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     ready: _builtins.bool
     """The handler's `__init__` returned: the process takes jobs from now on."""
     failed: _builtins.str
@@ -197,6 +243,10 @@ class FromHandler(_message.Message):
         the executor returns them to the queue without counting an attempt.
         """
 
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResultChunk]:
+        """Parts of large results, each before its job's outcome."""
+
     def __init__(
         self,
         *,
@@ -206,10 +256,11 @@ class FromHandler(_message.Message):
         restarting: _builtins.bool = ...,
         returned: _abc.Iterable[_builtins.str] | None = ...,
         room: _builtins.int = ...,
+        chunks: _abc.Iterable[Global___ResultChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "outcomes", b"outcomes", "ready", b"ready", "restarting", b"restarting", "returned", b"returned", "room", b"room"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "failed", b"failed", "outcomes", b"outcomes", "ready", b"ready", "restarting", b"restarting", "returned", b"returned", "room", b"room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

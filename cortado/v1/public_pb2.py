@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from cortado.v1 import records_pb2 as cortado_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ortado/v1/public.proto\x12\ncortado.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\x1a\x18\x63ortado/v1/records.proto\"/\n\x14\x43\x61ncelRequestRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\":\n\x0e\x43\x61ncelResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\"\xa0\x01\n\rSubmitRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0c\n\x04wait\x18\x03 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12&\n\x08priority\x18\x05 \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x0f\n\x07webhook\x18\x06 \x01(\t\"F\n\x0eSubmitResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.cortado.v1.RequestView\"U\n\x14SubmitAndWaitRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0c\n\x04wait\x18\x03 \x01(\t\"F\n\x14SubmitStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"9\n\x10GetResultRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04wait\x18\x03 \x01(\x01\"%\n\nGetRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"7\n\x0bGetResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\"\'\n\x0cWatchRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"9\n\rWatchResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\",\n\x10WatchManyRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"m\n\x11WatchManyResponse\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.cortado.v1.RequestView\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status2\xb4\x01\n\nSubmission\x12U\n\x06Submit\x12\x19.cortado.v1.SubmitRequest\x1a\x1a.cortado.v1.SubmitResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x06/{api}:\x04\x62ody\x12O\n\x0cSubmitStream\x12\x19.cortado.v1.SubmitRequest\x1a .cortado.v1.SubmitStreamResponse(\x01\x30\x01\x32r\n\x11WaitingSubmission\x12]\n\rSubmitAndWait\x12 .cortado.v1.SubmitAndWaitRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x06/{api}:\x04\x62ody2\xb0\x01\n\x08Requests\x12\\\n\rCancelRequest\x12 .cortado.v1.CancelRequestRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r*\x0b/{api}/{id}\x12\x46\n\x06\x43\x61ncel\x12 .cortado.v1.CancelRequestRequest\x1a\x1a.cortado.v1.CancelResponse2\xa5\x02\n\x07Results\x12T\n\tGetResult\x12\x1c.cortado.v1.GetResultRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/{api}/{id}\x12\x36\n\x03Get\x12\x16.cortado.v1.GetRequest\x1a\x17.cortado.v1.GetResponse\x12>\n\x05Watch\x12\x18.cortado.v1.WatchRequest\x1a\x19.cortado.v1.WatchResponse0\x01\x12L\n\tWatchMany\x12\x1c.cortado.v1.WatchManyRequest\x1a\x1d.cortado.v1.WatchManyResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ortado/v1/public.proto\x12\ncortado.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\x1a\x18\x63ortado/v1/records.proto\"/\n\x14\x43\x61ncelRequestRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\":\n\x0e\x43\x61ncelResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\",\n\x11ReadResultRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xa0\x01\n\rSubmitRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0c\n\x04wait\x18\x03 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12&\n\x08priority\x18\x05 \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x0f\n\x07webhook\x18\x06 \x01(\t\"F\n\x0eSubmitResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.cortado.v1.RequestView\"U\n\x14SubmitAndWaitRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0c\n\x04wait\x18\x03 \x01(\t\"F\n\x14SubmitStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"9\n\x10GetResultRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04wait\x18\x03 \x01(\x01\"%\n\nGetRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"7\n\x0bGetResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\"\'\n\x0cWatchRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"9\n\rWatchResponse\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.cortado.v1.RequestView\",\n\x10WatchManyRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"m\n\x11WatchManyResponse\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.cortado.v1.RequestView\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status2\xb4\x01\n\nSubmission\x12U\n\x06Submit\x12\x19.cortado.v1.SubmitRequest\x1a\x1a.cortado.v1.SubmitResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x06/{api}:\x04\x62ody\x12O\n\x0cSubmitStream\x12\x19.cortado.v1.SubmitRequest\x1a .cortado.v1.SubmitStreamResponse(\x01\x30\x01\x32r\n\x11WaitingSubmission\x12]\n\rSubmitAndWait\x12 .cortado.v1.SubmitAndWaitRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x06/{api}:\x04\x62ody2\xb0\x01\n\x08Requests\x12\\\n\rCancelRequest\x12 .cortado.v1.CancelRequestRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r*\x0b/{api}/{id}\x12\x46\n\x06\x43\x61ncel\x12 .cortado.v1.CancelRequestRequest\x1a\x1a.cortado.v1.CancelResponse2\x86\x03\n\x07Results\x12T\n\tGetResult\x12\x1c.cortado.v1.GetResultRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/{api}/{id}\x12\x36\n\x03Get\x12\x16.cortado.v1.GetRequest\x1a\x17.cortado.v1.GetResponse\x12>\n\x05Watch\x12\x18.cortado.v1.WatchRequest\x1a\x19.cortado.v1.WatchResponse0\x01\x12L\n\tWatchMany\x12\x1c.cortado.v1.WatchManyRequest\x1a\x1d.cortado.v1.WatchManyResponse(\x01\x30\x01\x12_\n\nReadResult\x12\x1d.cortado.v1.ReadResultRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/{api}/{id}/result0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,38 +43,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTS'].methods_by_name['CancelRequest']._serialized_options = b'\202\323\344\223\002\r*\013/{api}/{id}'
   _globals['_RESULTS'].methods_by_name['GetResult']._loaded_options = None
   _globals['_RESULTS'].methods_by_name['GetResult']._serialized_options = b'\202\323\344\223\002\r\022\013/{api}/{id}'
+  _globals['_RESULTS'].methods_by_name['ReadResult']._loaded_options = None
+  _globals['_RESULTS'].methods_by_name['ReadResult']._serialized_options = b'\202\323\344\223\002\024\022\022/{api}/{id}/result'
   _globals['_CANCELREQUESTREQUEST']._serialized_start=147
   _globals['_CANCELREQUESTREQUEST']._serialized_end=194
   _globals['_CANCELRESPONSE']._serialized_start=196
   _globals['_CANCELRESPONSE']._serialized_end=254
-  _globals['_SUBMITREQUEST']._serialized_start=257
-  _globals['_SUBMITREQUEST']._serialized_end=417
-  _globals['_SUBMITRESPONSE']._serialized_start=419
-  _globals['_SUBMITRESPONSE']._serialized_end=489
-  _globals['_SUBMITANDWAITREQUEST']._serialized_start=491
-  _globals['_SUBMITANDWAITREQUEST']._serialized_end=576
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=578
-  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=648
-  _globals['_GETRESULTREQUEST']._serialized_start=650
-  _globals['_GETRESULTREQUEST']._serialized_end=707
-  _globals['_GETREQUEST']._serialized_start=709
-  _globals['_GETREQUEST']._serialized_end=746
-  _globals['_GETRESPONSE']._serialized_start=748
-  _globals['_GETRESPONSE']._serialized_end=803
-  _globals['_WATCHREQUEST']._serialized_start=805
-  _globals['_WATCHREQUEST']._serialized_end=844
-  _globals['_WATCHRESPONSE']._serialized_start=846
-  _globals['_WATCHRESPONSE']._serialized_end=903
-  _globals['_WATCHMANYREQUEST']._serialized_start=905
-  _globals['_WATCHMANYREQUEST']._serialized_end=949
-  _globals['_WATCHMANYRESPONSE']._serialized_start=951
-  _globals['_WATCHMANYRESPONSE']._serialized_end=1060
-  _globals['_SUBMISSION']._serialized_start=1063
-  _globals['_SUBMISSION']._serialized_end=1243
-  _globals['_WAITINGSUBMISSION']._serialized_start=1245
-  _globals['_WAITINGSUBMISSION']._serialized_end=1359
-  _globals['_REQUESTS']._serialized_start=1362
-  _globals['_REQUESTS']._serialized_end=1538
-  _globals['_RESULTS']._serialized_start=1541
-  _globals['_RESULTS']._serialized_end=1834
+  _globals['_READRESULTREQUEST']._serialized_start=256
+  _globals['_READRESULTREQUEST']._serialized_end=300
+  _globals['_SUBMITREQUEST']._serialized_start=303
+  _globals['_SUBMITREQUEST']._serialized_end=463
+  _globals['_SUBMITRESPONSE']._serialized_start=465
+  _globals['_SUBMITRESPONSE']._serialized_end=535
+  _globals['_SUBMITANDWAITREQUEST']._serialized_start=537
+  _globals['_SUBMITANDWAITREQUEST']._serialized_end=622
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_start=624
+  _globals['_SUBMITSTREAMRESPONSE']._serialized_end=694
+  _globals['_GETRESULTREQUEST']._serialized_start=696
+  _globals['_GETRESULTREQUEST']._serialized_end=753
+  _globals['_GETREQUEST']._serialized_start=755
+  _globals['_GETREQUEST']._serialized_end=792
+  _globals['_GETRESPONSE']._serialized_start=794
+  _globals['_GETRESPONSE']._serialized_end=849
+  _globals['_WATCHREQUEST']._serialized_start=851
+  _globals['_WATCHREQUEST']._serialized_end=890
+  _globals['_WATCHRESPONSE']._serialized_start=892
+  _globals['_WATCHRESPONSE']._serialized_end=949
+  _globals['_WATCHMANYREQUEST']._serialized_start=951
+  _globals['_WATCHMANYREQUEST']._serialized_end=995
+  _globals['_WATCHMANYRESPONSE']._serialized_start=997
+  _globals['_WATCHMANYRESPONSE']._serialized_end=1106
+  _globals['_SUBMISSION']._serialized_start=1109
+  _globals['_SUBMISSION']._serialized_end=1289
+  _globals['_WAITINGSUBMISSION']._serialized_start=1291
+  _globals['_WAITINGSUBMISSION']._serialized_end=1405
+  _globals['_REQUESTS']._serialized_start=1408
+  _globals['_REQUESTS']._serialized_end=1584
+  _globals['_RESULTS']._serialized_start=1587
+  _globals['_RESULTS']._serialized_end=1977
 # @@protoc_insertion_point(module_scope)

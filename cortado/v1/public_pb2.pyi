@@ -74,6 +74,32 @@ class CancelResponse(_message.Message):
 Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
 
 @_typing.final
+class ReadResultRequest(_message.Message):
+    """ReadResultRequest names the request whose result to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    api: _builtins.str
+    """Name (or endpoint) of the API the request was submitted to."""
+    id: _builtins.str
+    """The request id returned by Submit."""
+    def __init__(
+        self,
+        *,
+        api: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadResultRequest: _TypeAlias = ReadResultRequest  # noqa: Y015
+
+@_typing.final
 class SubmitRequest(_message.Message):
     """SubmitRequest carries one payload for one API."""
 

@@ -402,6 +402,11 @@ class ResultsStub:
                 request_serializer=cortado_dot_v1_dot_public__pb2.WatchManyRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_public__pb2.WatchManyResponse.FromString,
                 _registered_method=True)
+        self.ReadResult = channel.unary_stream(
+                '/cortado.v1.Results/ReadResult',
+                request_serializer=cortado_dot_v1_dot_public__pb2.ReadResultRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class ResultsServicer:
@@ -444,6 +449,19 @@ class ResultsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadResult(self, request, context):
+        """ReadResult streams a completed request's result: its bytes, in order,
+        in messages of at most 1 MiB; the first names the media type
+        (`application/json` for a dict's JSON). Over HTTP: `GET
+        /<api>/<id>/result`, answered with that Content-Type. NOT_FOUND for an
+        unknown or expired id; FAILED_PRECONDITION (HTTP 409) naming its status
+        while the request is not completed. A stored result whose bytes no
+        longer match its SHA-256 ends the stream with DATA_LOSS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResultsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -466,6 +484,11 @@ def add_ResultsServicer_to_server(servicer, server):
                     servicer.WatchMany,
                     request_deserializer=cortado_dot_v1_dot_public__pb2.WatchManyRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_public__pb2.WatchManyResponse.SerializeToString,
+            ),
+            'ReadResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadResult,
+                    request_deserializer=cortado_dot_v1_dot_public__pb2.ReadResultRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +600,33 @@ class Results:
             '/cortado.v1.Results/WatchMany',
             cortado_dot_v1_dot_public__pb2.WatchManyRequest.SerializeToString,
             cortado_dot_v1_dot_public__pb2.WatchManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cortado.v1.Results/ReadResult',
+            cortado_dot_v1_dot_public__pb2.ReadResultRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

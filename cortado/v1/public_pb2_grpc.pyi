@@ -259,6 +259,15 @@ class ResultsStub:
     once, in the order they finish. The stream ends when the client has
     closed its side and every id it named has been answered.
     """
+    ReadResult: _grpc.UnaryStreamMultiCallable[_public_pb2.ReadResultRequest, _httpbody_pb2.HttpBody]
+    """ReadResult streams a completed request's result: its bytes, in order,
+    in messages of at most 1 MiB; the first names the media type
+    (`application/json` for a dict's JSON). Over HTTP: `GET
+    /<api>/<id>/result`, answered with that Content-Type. NOT_FOUND for an
+    unknown or expired id; FAILED_PRECONDITION (HTTP 409) naming its status
+    while the request is not completed. A stored result whose bytes no
+    longer match its SHA-256 ends the stream with DATA_LOSS.
+    """
 
 @_typing.type_check_only
 class ResultsAsyncStub(ResultsStub):
@@ -283,6 +292,15 @@ class ResultsAsyncStub(ResultsStub):
     SubmitStream as they come back) and receives each request's final state
     once, in the order they finish. The stream ends when the client has
     closed its side and every id it named has been answered.
+    """
+    ReadResult: _aio.UnaryStreamMultiCallable[_public_pb2.ReadResultRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """ReadResult streams a completed request's result: its bytes, in order,
+    in messages of at most 1 MiB; the first names the media type
+    (`application/json` for a dict's JSON). Over HTTP: `GET
+    /<api>/<id>/result`, answered with that Content-Type. NOT_FOUND for an
+    unknown or expired id; FAILED_PRECONDITION (HTTP 409) naming its status
+    while the request is not completed. A stored result whose bytes no
+    longer match its SHA-256 ends the stream with DATA_LOSS.
     """
 
 class ResultsServicer(metaclass=_abc_1.ABCMeta):
@@ -329,6 +347,21 @@ class ResultsServicer(metaclass=_abc_1.ABCMeta):
         SubmitStream as they come back) and receives each request's final state
         once, in the order they finish. The stream ends when the client has
         closed its side and every id it named has been answered.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadResult(
+        self,
+        request: _public_pb2.ReadResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """ReadResult streams a completed request's result: its bytes, in order,
+        in messages of at most 1 MiB; the first names the media type
+        (`application/json` for a dict's JSON). Over HTTP: `GET
+        /<api>/<id>/result`, answered with that Content-Type. NOT_FOUND for an
+        unknown or expired id; FAILED_PRECONDITION (HTTP 409) naming its status
+        while the request is not completed. A stored result whose bytes no
+        longer match its SHA-256 ends the stream with DATA_LOSS.
         """
 
 def add_ResultsServicer_to_server(servicer: ResultsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

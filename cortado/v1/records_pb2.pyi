@@ -224,6 +224,11 @@ class RequestRecord(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    RESULT_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    RESULT_DATA_FIELD_NUMBER: _builtins.int
+    RESULT_SIZE_FIELD_NUMBER: _builtins.int
+    RESULT_OBJECT_FIELD_NUMBER: _builtins.int
+    RESULT_SHA256_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     api: _builtins.str
@@ -236,6 +241,24 @@ class RequestRecord(_message.Message):
     """The handler's result as JSON text (UTF-8), when COMPLETED."""
     priority: Global___Priority.ValueType
     """The priority it was submitted with."""
+    result_content_type: _builtins.str
+    """The result's media type when it is not a JSON dict held in
+    `result_json`: what a handler stated for bytes or a file it returned
+    (`application/octet-stream` when it stated none), or
+    `application/json` for a JSON result too large to hold inline.
+    """
+    result_data: _builtins.bytes
+    """A binary result's bytes, when small enough to hold inline (at most
+    1 MiB); empty when `result_object` holds them.
+    """
+    result_size: _builtins.int
+    """Size of the result in bytes, whatever its kind."""
+    result_object: _builtins.str
+    """Name of the entry in the results Object Store that holds the result,
+    when it is larger than the inline limit; empty otherwise.
+    """
+    result_sha256: _builtins.str
+    """SHA-256 of the result's bytes (hex), when `result_object` holds them."""
     @_builtins.property
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
         """When ingest accepted it."""
@@ -270,10 +293,15 @@ class RequestRecord(_message.Message):
         error: Global___RequestError | None = ...,
         webhook: Global___WebhookDelivery | None = ...,
         priority: Global___Priority.ValueType = ...,
+        result_content_type: _builtins.str = ...,
+        result_data: _builtins.bytes = ...,
+        result_size: _builtins.int = ...,
+        result_object: _builtins.str = ...,
+        result_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "submitted_at", b"submitted_at", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "id", b"id", "priority", b"priority", "result_json", b"result_json", "started_at", b"started_at", "status", b"status", "submitted_at", b"submitted_at", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "id", b"id", "priority", b"priority", "result_content_type", b"result_content_type", "result_data", b"result_data", "result_json", b"result_json", "result_object", b"result_object", "result_sha256", b"result_sha256", "result_size", b"result_size", "started_at", b"started_at", "status", b"status", "submitted_at", b"submitted_at", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,12 +319,29 @@ class RequestView(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
+    RESULT_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    RESULT_DATA_FIELD_NUMBER: _builtins.int
+    RESULT_SIZE_FIELD_NUMBER: _builtins.int
+    RESULT_SHA256_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The request id."""
     status: Global___RequestStatus.ValueType
     """Where the request stands."""
     result_json: _builtins.bytes
     """The handler's result as JSON text, when COMPLETED."""
+    result_content_type: _builtins.str
+    """When COMPLETED with a result that is not inline JSON (`result_json` is
+    then empty): its media type. Read the bytes with Results/ReadResult
+    (over HTTP, `GET /<api>/<id>/result`, which `result_url` names).
+    """
+    result_data: _builtins.bytes
+    """A binary result's bytes, when small enough to travel inline (at most
+    1 MiB). Larger results are read with Results/ReadResult.
+    """
+    result_size: _builtins.int
+    """Size of the result in bytes, when COMPLETED."""
+    result_sha256: _builtins.str
+    """SHA-256 (hex) of a result stored in the object store."""
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When the request finished, when COMPLETED or FAILED."""
@@ -320,10 +365,14 @@ class RequestView(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         error: Global___RequestError | None = ...,
         webhook: Global___WebhookDelivery | None = ...,
+        result_content_type: _builtins.str = ...,
+        result_data: _builtins.bytes = ...,
+        result_size: _builtins.int = ...,
+        result_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "id", b"id", "result_json", b"result_json", "status", b"status", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "id", b"id", "result_content_type", b"result_content_type", "result_data", b"result_data", "result_json", b"result_json", "result_sha256", b"result_sha256", "result_size", b"result_size", "status", b"status", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -38,20 +39,24 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
-from cortado import metrics, names, natsutil, records, tracing, webhookjobs
+from cortado import metrics, names, natsutil, records, resultobjects, tracing, webhookjobs
 from cortado.recordstore import RecordStore
+from cortado.result import INLINE_RESULT_BYTES, JSON_TYPE, MAX_RESULT_BYTES, check_content_type
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor.channel import frame
 from services.executor.priority import LEVELS, PriorityQueues
 from services.executor.pullfeed import PullFeed
+from services.executor.spool import ResultSpool, Spooled, remove
 
 log = logging.getLogger(__name__)
 
 RECORD_ATTEMPTS = 5
 """Tries to write a request's outcome (over about 8 s) before it goes back to the queue."""
 
-MAX_RESULT_BYTES = 7 * 1024 * 1024
-"""Largest result JSON a request record holds (NATS's message limit in Cortado's deployments is 8 MB)."""
+RESULT_PUT_ATTEMPTS = 3
+"""Tries to store a large result (over about 1.5 s) before the request fails with ResultNotStored."""
+
+MAX_CONTENT_TYPE_CHARS = 256
 
 MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 """Longest error message a record keeps; a longer one keeps its start and says it was cut."""
@@ -181,6 +186,9 @@ class Dispatcher:
         self._space = asyncio.Event()
         self._stopping = asyncio.Event()
         self._payloads: Any = None
+        self._results: Any = None
+        self._spool = ResultSpool()
+        """Large results arriving in chunks, until their outcome comes."""
         self._traced = tracing.enabled()
         self._cancel_grace = cancel_grace_seconds
         self._on_stuck = on_stuck
@@ -587,6 +595,9 @@ class Dispatcher:
             held = self._held.get(job_id)
             if held is not None:
                 self._spawn(self._hand_back_unstarted(held))
+        for chunk in message.chunks:
+            if chunk.id in self._in_process:
+                self._spool.add(chunk.id, chunk.data)
         for outcome in message.outcomes:
             self._in_process.discard(outcome.id)
             held = self._held.get(outcome.id)
@@ -613,33 +624,98 @@ class Dispatcher:
         final = records_pb2.RequestRecord()
         final.CopyFrom(held.started)
         final.finished_at.CopyFrom(records.now_timestamp())
-        if held.cancelled:
-            # Whatever it returned: the request stays cancelled (ingest wrote that record, so this write is refused).
-            final.status = records_pb2.REQUEST_STATUS_CANCELLED
-        elif outcome.completed and len(outcome.result_json) <= MAX_RESULT_BYTES:
-            final.status = records_pb2.REQUEST_STATUS_COMPLETED
-            final.result_json = outcome.result_json
-        else:
-            final.status = records_pb2.REQUEST_STATUS_FAILED
-            if outcome.completed:
-                final.error.type = "InvalidResult"
-                final.error.message = (
-                    f"the result is {len(outcome.result_json) / 2**20:.1f} MiB of JSON; at most "
-                    f"{MAX_RESULT_BYTES // 2**20} MiB can be stored: return a reference (say, an object storage URL) "
-                    "instead"
-                )
-            else:
-                final.error.type = outcome.error.type[:200]
-                final.error.message = cut_message(outcome.error.message)
         if not held.cancelled:
             metrics.HANDLER_DURATION.labels(api).observe(outcome.handler_seconds)
         revision = await self._settle_mark(held, write_now=False)
         if held.finished:
             # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.
+            self._spool.discard(held.item.id)
             await self._ack(held)
             await self._drop_payload(held.item)
             return
+        if held.cancelled or not outcome.completed:
+            self._spool.discard(held.item.id)
+        if held.cancelled:
+            # Whatever it returned: the request stays cancelled (ingest wrote that record, so this write is refused).
+            final.status = records_pb2.REQUEST_STATUS_CANCELLED
+        else:
+            failure = (
+                await self._keep_result(held, outcome, final)
+                if outcome.completed
+                else (outcome.error.type[:200], outcome.error.message)
+            )
+            if failure is None:
+                final.status = records_pb2.REQUEST_STATUS_COMPLETED
+            else:
+                final.status = records_pb2.REQUEST_STATUS_FAILED
+                final.error.type, final.error.message = failure[0], cut_message(failure[1])
         await self._write_final(held, final, revision)
+
+    async def _keep_result(
+        self, held: _Held, outcome: handler_pb2.Outcome, final: records_pb2.RequestRecord
+    ) -> tuple[str, str] | None:
+        """Put a completed outcome's result in final (inline, or stored first); the failure when it cannot be.
+
+        The process is untrusted: an inline result over the inline limit, a media type that is not one, or chunks
+        that do not add up to what the outcome announces fail the request with InvalidResult.
+        """
+        request_id = held.item.id
+        content_type = outcome.result_content_type
+        if content_type:
+            try:
+                check_content_type(content_type[:MAX_CONTENT_TYPE_CHARS])
+            except ValueError as exc:
+                self._spool.discard(request_id)
+                return "InvalidResult", str(exc)
+        if not outcome.result_streamed_bytes:
+            self._spool.discard(request_id)
+            inline = outcome.result_data if content_type else outcome.result_json
+            if len(inline) > INLINE_RESULT_BYTES:
+                return "InvalidResult", f"a result of {len(inline)} bytes came inline; at most {INLINE_RESULT_BYTES} do"
+            if content_type:
+                final.result_content_type = content_type
+                final.result_data = outcome.result_data
+            else:
+                final.result_json = outcome.result_json
+            final.result_size = len(inline)
+            return None
+        spooled = self._spool.take(request_id)
+        if spooled is None or spooled.over_limit or spooled.size != outcome.result_streamed_bytes:
+            if spooled is not None:
+                remove(spooled)
+            if spooled is not None and spooled.over_limit:
+                return "InvalidResult", f"the result is larger than the {MAX_RESULT_BYTES // 2**30} GiB limit"
+            return "InvalidResult", "the result arrived incomplete from the handler process"
+        try:
+            name = f"{request_id}.{secrets.token_hex(4)}"
+            await self._put_result(name, spooled)
+        except Exception as exc:
+            log.warning("result not stored", extra={"id": request_id, "error": repr(exc)})
+            return "ResultNotStored", (
+                f"the result ({spooled.size / 2**20:.1f} MiB) could not be stored: {exc!r}; when the results "
+                "store is full, raise CORTADO_RESULTS_MAX_BYTES or shorten results.retention"
+            )
+        finally:
+            remove(spooled)
+        final.result_content_type = content_type or JSON_TYPE
+        final.result_object = name
+        final.result_size = spooled.size
+        final.result_sha256 = spooled.sha256
+        return None
+
+    async def _put_result(self, name: str, spooled: Spooled) -> None:
+        """Store a spooled result under name (retried across a NATS fail-over), expiring with its record."""
+        if self._results is None:
+            self._results = await resultobjects.results_store(self._js)
+        expires_at = time.time() + max(1.0, self._retention)
+        for attempt in range(RESULT_PUT_ATTEMPTS):
+            try:
+                await resultobjects.put_result(self._results, name, self._spec.name, spooled.path, expires_at)
+                return
+            except Exception:
+                if attempt == RESULT_PUT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
 
     async def _write_final(
         self, held: _Held, final: records_pb2.RequestRecord, revision: int, keep_payload: bool = False
@@ -695,6 +771,7 @@ class Dispatcher:
         if self._held.get(held.item.id) is not held:
             return
         del self._held[held.item.id]
+        self._spool.discard(held.item.id)
         self._held_by_level[held.level] -= 1
         self._in_process.discard(held.item.id)
         if held.stopper is not None:

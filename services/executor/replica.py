@@ -370,7 +370,7 @@ class Replica:
                         self._dispatcher.stop()
                     pulling = asyncio.create_task(self._dispatcher.run())
                     self._set(control_pb2.REPLICA_STATE_READY)
-                if self._dispatcher is not None and (message.outcomes or message.returned):
+                if self._dispatcher is not None and (message.outcomes or message.returned or message.chunks):
                     self._dispatcher.on_frame(message)
             code = await process.wait()
             await asyncio.gather(*pumps, return_exceptions=True)

@@ -35,12 +35,12 @@ from cortado import cancellation, tracing
 from cortado.env import Env
 from cortado.logs import PrintToLog, configure_handler_logging, request_id_var
 from cortado.metrics import MetricsClient
+from cortado.result import JSON_TYPE, PreparedResult, prepare_result
 from cortado.runtime import (
     HandlerInstance,
     InvalidResultError,
     decode_payload,
     describe_exception,
-    encode_result,
     load_handler_class,
     split_batch_result,
 )
@@ -150,6 +150,7 @@ class Worker:
         self._handler = handler
         self._outbox = outbox
         self._grace = grace
+        self._root = Path.cwd()  # returned files must lie under it
         self._concurrency = max(1, spec.max_concurrency)
         self._max_batch = max(1, spec.max_batch_size) if handler.has_batch else 1
         self._batch_interval = spec.batch_interval.ToTimedelta().total_seconds()
@@ -248,9 +249,10 @@ class Worker:
             if len(jobs) == 1 and jobs[0].trace_headers:
                 # Continue the request's trace (exported or not): the handler's span and log lines join it.
                 with tracing.attached(tracing.extract(jobs[0].trace_headers)):
-                    outcomes = await self._execute(jobs)
+                    executed = await self._execute(jobs)
             else:
-                outcomes = await self._execute(jobs)
+                executed = await self._execute(jobs)
+            outcomes = [await self._send_large(outcome, large) for outcome, large in executed]
         except HandlerTimedOutError:
             # The thread cannot be stopped: report the failures, then let the executor restart this process.
             message = self._timeout_message()
@@ -264,9 +266,35 @@ class Worker:
             self._outbox.outcome(_unless_cancelled(outcome))
             self._done(outcome.id)
 
-    async def _execute(self, jobs: list[handler_pb2.Job]) -> list[handler_pb2.Outcome]:
-        """Decode, call the handler once (handle_async, or handle_batch for several), encode: one outcome per job."""
+    async def _send_large(self, outcome: handler_pb2.Outcome, large: PreparedResult | None) -> handler_pb2.Outcome:
+        """outcome, once a result too large for it went ahead in chunks (or the failure that stopped them)."""
+        if large is None:
+            return outcome
+        chunks = iter(large.chunks())
+        sent = 0
+        try:
+            while not cancellation.cancelled(outcome.id):
+                # A file is read in a thread; bytes in memory are cut at once.
+                data = await asyncio.to_thread(next, chunks, None) if large.path else next(chunks, None)
+                if data is None:
+                    break
+                self._outbox.send_now(
+                    handler_pb2.FromHandler(chunks=[handler_pb2.ResultChunk(id=outcome.id, data=data)])
+                )
+                sent += len(data)
+                await self._outbox.drained()
+        except (OSError, InvalidResultError) as exc:
+            return _failed(outcome.id, "InvalidResult", f"the result could not be read: {exc}", outcome.handler_seconds)
+        outcome.result_streamed_bytes = sent
+        return outcome
+
+    async def _execute(self, jobs: list[handler_pb2.Job]) -> list[tuple[handler_pb2.Outcome, PreparedResult | None]]:
+        """Decode, call the handler once (handle_async, or handle_batch for several), prepare each result.
+
+        One outcome per job, each with the result still to send in chunks when it is too large for the outcome.
+        """
         outcomes: dict[str, handler_pb2.Outcome] = {}
+        large: dict[str, PreparedResult] = {}
         payloads: list[Any] = []
         runnable: list[handler_pb2.Job] = []
         for job in jobs:
@@ -309,14 +337,16 @@ class Worker:
                     outcomes[job.id] = _failed(job.id, *failure, seconds)
                     continue
                 try:
-                    encoded = encode_result(results[index], method=method, index=index if batched else None)
-                except InvalidResultError as exc:
+                    prepared = prepare_result(
+                        results[index], root=self._root, method=method, index=index if batched else None
+                    )
+                except (InvalidResultError, OSError) as exc:
                     outcomes[job.id] = _failed(job.id, "InvalidResult", str(exc), seconds)
                     continue
-                outcomes[job.id] = handler_pb2.Outcome(
-                    id=job.id, completed=True, result_json=encoded, handler_seconds=seconds
-                )
-        return [outcomes[job.id] for job in jobs]
+                outcomes[job.id] = _completed(job.id, prepared, seconds)
+                if not prepared.inline:
+                    large[job.id] = prepared
+        return [(outcomes[job.id], large.get(job.id)) for job in jobs]
 
     async def _call(self, payloads: list[Any], ids: list[str], batched: bool) -> Any:
         """The handler's return value; TimeoutError (async) or HandlerTimedOutError (plain) past the timeout."""
@@ -362,6 +392,19 @@ def _failed(job_id: str, kind: str, message: str, seconds: float) -> handler_pb2
     return handler_pb2.Outcome(
         id=job_id, completed=False, error=records_pb2.RequestError(type=kind, message=message), handler_seconds=seconds
     )
+
+
+def _completed(job_id: str, prepared: PreparedResult, seconds: float) -> handler_pb2.Outcome:
+    """The outcome of a job whose result is prepared: the result itself when it fits, else its media type."""
+    outcome = handler_pb2.Outcome(id=job_id, completed=True, handler_seconds=seconds)
+    if not prepared.inline:
+        outcome.result_content_type = prepared.content_type or JSON_TYPE
+    elif prepared.content_type:
+        outcome.result_content_type = prepared.content_type
+        outcome.result_data = prepared.data
+    else:
+        outcome.result_json = prepared.data
+    return outcome
 
 
 def _unless_cancelled(outcome: handler_pb2.Outcome) -> handler_pb2.Outcome:

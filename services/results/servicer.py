@@ -15,10 +15,12 @@ from google.rpc import status_pb2
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
-from cortado import lookup, records
+from cortado import lookup, records, resultobjects
 from cortado.apikeys import KeyGate
 from cortado.mirror import ApiIndex, KvMirror
+from cortado.result import JSON_TYPE
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
 from cortado.waiting import DEFAULT_MAX_WATCH_SECONDS, HTTP_STATUS_HEADER, capped
@@ -67,6 +69,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         self._gate = (gate or KeyGate(required=False)).resolving(self._canonical)
         self._waiters = waiters
         self._max_wait = max_wait_seconds
+        self._results: ObjectStore | None = None
 
     def _canonical(self, requested: str) -> str:
         """The name of the API answering at /<requested>, or requested itself when none does."""
@@ -238,6 +241,42 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
                             yield answer(event.id, records.view(event))
             finally:
                 reader.cancel()
+
+    async def ReadResult(
+        self, request: public_pb2.ReadResultRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        api = await self._api(request.api, context)
+        record = await self._read(api, request.id)
+        if record is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, records.not_found_message(request.api, request.id))
+        if record.status != records_pb2.REQUEST_STATUS_COMPLETED:
+            status = records.STATUS_NAMES.get(record.status, "unknown")
+            # Over HTTP a 409 (Envoy's Lua filter reads the header; gRPC clients see FAILED_PRECONDITION).
+            context.set_trailing_metadata(((HTTP_STATUS_HEADER, "409"),))
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"request {request.id!r} of API {request.api!r} is {status}: only a completed request has a result",
+            )
+        content_type = record.result_content_type or JSON_TYPE
+        if not record.result_object:
+            data = record.result_data if record.result_content_type else record.result_json
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+            return
+        if self._results is None:
+            self._results = await resultobjects.results_store(self._js)
+        first = True
+        try:
+            async for data in resultobjects.read_result(
+                self._js, self._results, record.result_object, record.result_sha256
+            ):
+                yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)
+                first = False
+        except resultobjects.ResultDataLossError as exc:
+            log.error("stored result unreadable", extra={"id": request.id, "error": str(exc)})
+            await abort(context, grpc.StatusCode.DATA_LOSS, f"request {request.id!r}: {exc}")
+        if first:
+            yield httpbody_pb2.HttpBody(content_type=content_type)
 
 
 def _watch_ended(limit: float, record: records_pb2.RequestRecord) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cortado import names, natsutil
+from cortado import names, natsutil, resultobjects
 from cortado.auth import TokenInterceptor
 from cortado.mirror import KvMirror
 from cortado.service import ServiceRunner, run_main
@@ -43,6 +43,7 @@ async def main() -> None:
     await natsutil.requests_bucket(js)
     await natsutil.object_store(js, names.PAYLOADS_STORE)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
+    results = await resultobjects.results_store(js)
     await ensure_logs_stream(js)
     await ensure_dead_stream(js)
     # The webhooks stream exists before any request finishes, whether or not a webhook sender runs yet.
@@ -78,9 +79,12 @@ async def main() -> None:
     lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
     lease_task = asyncio.create_task(lease.run())
     reconcile_task = asyncio.create_task(reconciler.run(lease.leading))
+    sweep_task = asyncio.create_task(
+        resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds)
+    )
 
     async def stop_reconciling() -> None:
-        for task in (reconcile_task, lease_task):
+        for task in (sweep_task, reconcile_task, lease_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cortado import resultobjects
 from cortado.env import Env, SettingsError
 from cortado.tls import TlsError, load_server_pair
 from cortado.webhooks import UrlPolicy
@@ -87,6 +88,8 @@ class SchedulerSettings:
     it refuses fails. The webhook senders and ingest must be given the same settings."""
     webhooks_max_bytes: int = webhooks_stream.STREAM_MAX_BYTES
     """Byte limit of the webhooks stream, which the scheduler creates at start (CORTADO_WEBHOOKS_MAX_BYTES)."""
+    result_sweep_seconds: float = resultobjects.SWEEP_SECONDS
+    """How often the leading scheduler deletes expired large results (CORTADO_RESULT_SWEEP_SECONDS)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
@@ -133,5 +136,6 @@ class SchedulerSettings:
             metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),
             tls=_tls(env),
             webhook_policy=UrlPolicy.from_env(env),
+            result_sweep_seconds=env.number("RESULT_SWEEP_SECONDS", resultobjects.SWEEP_SECONDS, minimum=0.1),
             webhooks_max_bytes=webhooks_stream.stream_max_bytes(env),
         )

@@ -494,23 +494,3 @@ def test_a_handler_process_that_dies_takes_neither_the_executor_nor_other_apis_d
     assert completed(run(http, apis["echo"], json=7))["value"] == 7
     restarted = completed(run(http, api, json={}))["pid"]
     assert restarted != first_pid
-
-
-BIG_RESULT = """
-class Handler:
-    def handle_async(self, payload):
-        return {"blob": "x" * payload["bytes"]}
-"""
-
-
-def test_a_result_too_large_to_store_fails_the_request_with_a_clear_error(deploy, http) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import result, submit
-
-    api = deploy(BIG_RESULT)
-    fine = result(http, api, submit(http, api, json={"bytes": 2 * 1024 * 1024}))
-    assert fine["status"] == "completed"
-    assert len(fine["result"]["blob"]) == 2 * 1024 * 1024
-    huge = result(http, api, submit(http, api, json={"bytes": 8 * 1024 * 1024}))
-    assert huge["status"] == "failed"
-    assert huge["error"]["type"] == "InvalidResult"
-    assert "at most 7 MiB can be stored" in huge["error"]["message"]

@@ -18,7 +18,7 @@ class Handler:
 LARGE_RESULT = """
 class Handler:
     def handle_async(self, payload):
-        return {"blob": "y" * (1024 * 1024)}
+        return {"blob": "y" * 1_000_000}  # just under the 1 MiB held in the record itself
 """
 
 
@@ -52,7 +52,7 @@ def test_results_receive_no_record_nobody_waits_for(deploy: Deploy, http: httpx.
         timeout=60,
         what="20 requests completed",
     )
-    # 20 results of 1 MiB were written; a results instance that received every write would have read 20 MiB.
+    # 20 results of 1 MB were written; a results instance that received every write would have read 20 MB.
     assert received_bytes() - before < 2 * 1024 * 1024
     # Reading one answers it in full.
-    assert len(result(http, api, ids[0])["result"]["blob"]) == 1024 * 1024
+    assert len(result(http, api, ids[0])["result"]["blob"]) == 1_000_000

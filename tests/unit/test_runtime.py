@@ -972,7 +972,9 @@ def test_a_result_with_a_lone_surrogate_is_kept_as_an_escape() -> None:
 def test_a_result_that_is_not_a_dict_names_the_type_that_came_back(value: Any, name: str) -> None:
     with pytest.raises(InvalidResultError) as caught:
         encode_result(value)
-    assert str(caught.value) == f"handle_async must return a dict, but returned {name}"
+    assert str(caught.value) == (
+        f"handle_async must return a dict (or bytes, a pathlib.Path or a cortado.Result), but returned {name}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1033,7 +1035,9 @@ def test_a_result_nested_too_deeply_is_rejected() -> None:
 def test_a_batch_item_result_message_names_the_item() -> None:
     with pytest.raises(InvalidResultError) as caught:
         encode_result([1], method="handle_batch", index=2)
-    assert str(caught.value) == "handle_batch must return a list of dicts, but item 2 is list"
+    assert str(caught.value) == (
+        "handle_batch must return a list of dicts (or bytes, paths or cortado.Result), but item 2 is list"
+    )
     with pytest.raises(InvalidResultError) as caught:
         encode_result({"x": float("nan")}, method="handle_batch", index=0)
     assert str(caught.value) == "handle_batch returned nan at result[0]['x'], but NaN and Infinity are not valid JSON"
