@@ -444,7 +444,13 @@ def cmd_submit(options: argparse.Namespace) -> int:
 
 def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
     out: dict[str, Any] = {"id": view.id, "status": STATUS_NAMES.get(view.status, "unknown")}
-    if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
+    if view.status == records_pb2.REQUEST_STATUS_COMPLETED and view.result_content_type:
+        # Bytes, a file or large JSON: named, as GET /<api>/<id> names it (read it with --save).
+        out["result_content_type"] = view.result_content_type
+        out["result_bytes"] = view.result_size
+        if view.result_sha256:
+            out["result_sha256"] = view.result_sha256
+    elif view.status == records_pb2.REQUEST_STATUS_COMPLETED:
         # Integers of any size: a result may hold more digits than json.loads reads.
         out["result"] = loads_json(view.result_json)
     if view.HasField("finished_at"):
@@ -480,13 +486,30 @@ def cmd_result(options: argparse.Namespace) -> int:
             view = client.wait(options.api, options.id, timeout=options.timeout)
         else:
             view = client.get(options.api, options.id)
-    data = _view_dict(view)
+        data = _view_dict(view)
+        if options.save and view.status == records_pb2.REQUEST_STATUS_COMPLETED:
+            data["saved"] = str(_save_result(client, options.api, options.id, Path(options.save)))
     print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
     if view.status == records_pb2.REQUEST_STATUS_COMPLETED:
         return 0
     if view.status in (records_pb2.REQUEST_STATUS_FAILED, records_pb2.REQUEST_STATUS_NOT_FOUND):
         return 1
     return 3
+
+
+def _save_result(client: Client, api: str, request_id: str, target: Path) -> Path:
+    """Write the request's result (streamed, any size) to target, through a temporary file beside it."""
+    _, chunks = client.read_result(api, request_id)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        _fail(f"cannot write {target}: {exc.strerror}")
+    return target
 
 
 def format_log_line(raw: bytes) -> str:
@@ -634,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("id", metavar="ID")
     result.add_argument("--wait", action="store_true", help="wait until the request finishes")
     result.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    result.add_argument(
+        "--save", metavar="FILE", help="once completed, write the result's bytes to FILE (any result, up to 1 GiB)"
+    )
     result.set_defaults(run=cmd_result)
     dead = commands.add_parser(
         "dead-letters", parents=[common], help="requests Cortado gave up on (their process kept dying, say)"

@@ -18,11 +18,13 @@ import httpx
 import pytest
 
 from cortado.asyncclient import AsyncClient
+from cortado.cli import main
 from cortado.client import Client
 from cortado.clientcommon import NoResult, NotFound
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from tests.conftest import Deploy, result, submit
+from tests.e2e.test_cli import Run, flags
 
 pytestmark = pytest.mark.e2e
 
@@ -272,3 +274,32 @@ def test_the_readme_tone_handler_serves_a_wav_file(deploy: Deploy, http: httpx.C
     assert hashlib.sha256(reply.content).hexdigest() == body["result_sha256"]
     with wave.open(io.BytesIO(reply.content)) as audio:
         assert (audio.getframerate(), audio.getnframes()) == (16000, 60 * 16000)
+
+
+def test_the_cli_names_a_binary_result_and_saves_any_result_to_a_file(
+    http: httpx.Client, binary_api: str, mesh: LocalMesh, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def cli(*argv: str) -> Run:
+        capsys.readouterr()
+        code = main([*argv, *flags(mesh)])
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    request_id, body = _completed(http, binary_api, {"kind": "typed", "size": 3 * MIB})
+    target = tmp_path / "picture.png"
+    run = cli("result", binary_api, request_id, "--save", str(target), "-o", "json")
+    assert run.code == 0, run.err
+    shown = json.loads(run.out)
+    assert (shown["result_content_type"], shown["result_bytes"], shown["result_sha256"], shown["saved"]) == (
+        "image/png",
+        3 * MIB,
+        body["result_sha256"],
+        str(target),
+    )
+    assert "result" not in shown and target.read_bytes() == _expected(3 * MIB)
+    request_id, _ = _completed(http, binary_api, {"kind": "json", "size": 2})
+    run = cli("result", binary_api, request_id, "--save", str(tmp_path / "small.json"))
+    assert run.code == 0 and json.loads(run.out)["result"] == {"blob": "zz"}
+    assert (tmp_path / "small.json").read_bytes() == b'{"blob":"zz"}'
+    run = cli("result", binary_api, request_id, "--save", str(tmp_path / "no" / "such" / "dir.bin"))
+    assert run.code == 1 and "cannot write" in run.err and "No such file or directory" in run.err
