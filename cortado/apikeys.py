@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from cortado import names, natsutil
+from cortado import chaining, names, natsutil
 from cortado.env import Env
 from cortado.mirror import KvMirror
 from cortado.service import abort
@@ -99,11 +99,17 @@ def new_key(
 
 
 def presented_key(metadata: Metadata | None) -> str | None:
-    """The key in an `authorization: Bearer <key>` entry of the call's metadata; None when there is none."""
+    """The key in the call's `authorization` metadata; None when there is none.
+
+    `Bearer <key>`, or `Basic` credentials whose password is the key (what HTTP clients send for a proxy address
+    with a user and password: how handlers' chained calls carry their chaining token).
+    """
     for name, value in metadata or ():
         if name.lower() == "authorization":
             text = value.decode(errors="replace") if isinstance(value, bytes) else value
             scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "basic":
+                return chaining.basic_password(token)
             return token.strip() if scheme.lower() == "bearer" else ""
     return None
 
@@ -156,28 +162,68 @@ def judge(
     return None
 
 
+def judge_chained(
+    secret: bytes | None, presented: str, api: str, lookup: Callable[[str], control_pb2.ApiSpec | None]
+) -> Refusal | None:
+    """None when the chaining token presented may call `api`; otherwise why not (see cortado.chaining).
+
+    A token whose MAC is wrong, or whose API is not deployed, is UNAUTHENTICATED; a caller whose `chaining.allow`
+    does not list `api` is PERMISSION_DENIED, naming what it lists.
+    """
+    caller = chaining.caller(secret, presented) if secret else None
+    if caller is None:
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, "the chaining token is not valid")
+    spec = lookup(caller)
+    if spec is None:
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, f"the calling API {caller!r} is not deployed")
+    if spec.chain_allow and api not in spec.chain_allow:
+        allowed = ", ".join(spec.chain_allow)
+        return Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"API {caller!r} may not call API {api!r}: its chaining.allow lists {allowed}",
+        )
+    return None
+
+
+def _no_apis(name: str) -> control_pb2.ApiSpec | None:
+    return None
+
+
 class KeyGate:
     """What ingest and results ask before serving a call: `refusal(metadata, api)` (None: go on).
 
     Off, it lets every call through. On, it mirrors the API keys bucket and judges each call's key against the
-    API the call names, resolved by `resolve` (an endpoint to its API's name).
+    API the call names, found by `lookup` (by name or endpoint); a handler's chained call presents its API's
+    chaining token instead, judged with `chain_secret` against its API's `chaining.allow`.
     """
 
-    def __init__(self, required: bool, resolve: Callable[[str], str] = str) -> None:
+    def __init__(
+        self,
+        required: bool,
+        lookup: Callable[[str], control_pb2.ApiSpec | None] = _no_apis,
+        chain_secret: bytes | None = None,
+    ) -> None:
         self.required = required
-        self._resolve = resolve
+        self._lookup = lookup
+        self._chain_secret = chain_secret
         self._keys: KvMirror[control_pb2.ApiKey] | None = None
         self._buckets: dict[str, TokenBucket] = {}
 
-    def resolving(self, resolve: Callable[[str], str]) -> KeyGate:
-        """This gate, naming APIs with resolve."""
-        self._resolve = resolve
+    def resolving(self, lookup: Callable[[str], control_pb2.ApiSpec | None]) -> KeyGate:
+        """This gate, finding APIs (by name or endpoint) with lookup."""
+        self._lookup = lookup
         return self
+
+    def _resolve(self, requested: str) -> str:
+        spec = self._lookup(requested)
+        return str(spec.name) if spec is not None else requested
 
     @classmethod
     def from_env(cls) -> KeyGate:
-        """The gate CORTADO_API_KEYS asks for (`on` or `off`, default off)."""
-        return cls(Env().choice("API_KEYS", "off", ("off", "on")) == "on")
+        """The gate CORTADO_API_KEYS asks for (`on` or `off`, default off), with the chaining secret of
+        CORTADO_CHAIN_SECRET_FILE (none: handlers' chained calls need keys of their own)."""
+        env = Env()
+        return cls(env.choice("API_KEYS", "off", ("off", "on")) == "on", chain_secret=chaining.load_secret(env))
 
     async def start(self, js: JetStreamContext) -> None:
         """Load the keys (when required) and follow their changes."""
@@ -200,6 +246,8 @@ class KeyGate:
             return None
         assert self._keys is not None, "KeyGate.start() first"
         presented = presented_key(metadata)
+        if presented is not None and chaining.is_token(presented):
+            return judge_chained(self._chain_secret, presented, self._resolve(api), self._lookup)
         refusal = judge(presented, self._keys, self._resolve(api), datetime.now(UTC))
         if refusal is not None or not limited or presented is None:
             return refusal

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -499,6 +500,11 @@ class LocalMesh:
         """Where the NATS passwords are kept, readable by this user only."""
         return self.workdir / "credentials"
 
+    @property
+    def chain_secret_file(self) -> Path:
+        """The mesh's chaining secret (cortado.chaining), new at each start, readable by this user only."""
+        return self.credentials_dir / "chaining.secret"
+
     def address(self, service: str) -> str:
         """host:port of a service's own gRPC server."""
         return f"127.0.0.1:{self.ports[service]}"
@@ -557,6 +563,9 @@ class LocalMesh:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         self.credentials = natsauth.generate(self.credentials_dir, [*SERVICES, natsauth.ADMIN])
+        descriptor = os.open(self.chain_secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
         services = [name for kind in SERVICES for name in self.instances(kind)]
         names = ["http", "admin", "egress", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
         names += [f"{n}-monitor" for n in self.nats_names] if self.nats_monitoring else []
@@ -624,6 +633,9 @@ class LocalMesh:
         env[f"CORTADO_{module.upper()}_ADDRESS"] = self.address(name)
         if module == "scheduler":
             env["CORTADO_SCHEDULER_ID"] = name
+        if module in ("ingest", "results", "executor"):
+            # Executors give handlers their API's chaining token; ingest and results check it (cortado.chaining).
+            env["CORTADO_CHAIN_SECRET_FILE"] = str(self.chain_secret_file)
         if module == "executor":
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"
             env["CORTADO_EGRESS_PROXY"] = f"http://127.0.0.1:{self.ports['egress']}"

@@ -227,6 +227,7 @@ _TOP_KEYS = (
     "queue",
     "results",
     "webhook",
+    "chaining",
 )
 _HANDLER_KEYS = (
     "type",
@@ -268,6 +269,7 @@ _NETWORKING_KEYS = ("endpoint",)
 _QUEUE_KEYS = ("max_length",)
 _RESULTS_KEYS = ("retention",)
 _WEBHOOK_KEYS = ("url",)
+_CHAINING_KEYS = ("allow",)
 
 # Keys of older Cortex releases, so the unknown-key error can say what became of them.
 _RENAMED = {"predictor": "handler (Cortex v0.34 renamed `predictor` to `handler`)"}
@@ -434,6 +436,19 @@ class _ApiParser:
         url = self.string(webhook, "webhook.url", None)
         if url is not None:
             spec.webhook_url = self.webhook_url(url)
+
+        chaining = self.section(api, "chaining", _CHAINING_KEYS)
+        allow = chaining.get("allow")
+        if allow is not None:
+            if not isinstance(allow, list) or not allow:
+                self.fail("chaining.allow", f"must be a non-empty list of API names (got {_describe(allow)})")
+            for callee in allow:
+                if not isinstance(callee, str) or len(callee) > _NAME_MAX or not _NAME_RE.fullmatch(callee):
+                    self.fail(
+                        "chaining.allow",
+                        f"must list API names (lowercase letters, digits and '-'), not {_describe(callee)}",
+                    )
+            spec.chain_allow.extend(sorted(set(allow)))
         return spec
 
     def webhook_url(self, value: str) -> str:

@@ -1085,6 +1085,7 @@ class ApiSpec(_message.Message):
     DEPENDENCIES_SHELL_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    CHAIN_ALLOW_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -1147,6 +1148,12 @@ class ApiSpec(_message.Message):
     def deployed_at(self) -> _timestamp_pb2.Timestamp:
         """When it was deployed."""
 
+    @_builtins.property
+    def chain_allow(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`chaining.allow`: the APIs its handlers may call at
+        `http://api-<name>:8888/` when API keys are on; empty: every API.
+        """
+
     def __init__(
         self,
         *,
@@ -1173,10 +1180,11 @@ class ApiSpec(_message.Message):
         dependencies_shell: _builtins.str = ...,
         endpoint: _builtins.str = ...,
         webhook_url: _builtins.str = ...,
+        chain_allow: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "compute", b"compute", "deployed_at", b"deployed_at", "retention", b"retention", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "timeout", b"timeout", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "chain_allow", b"chain_allow", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "timeout", b"timeout", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cortado import chaining
 from cortado.env import Env
 
 
@@ -31,6 +32,9 @@ class ExecutorSettings:
     handler_uid_base: int
     max_deliveries: int
     cancel_grace_seconds: float
+    chain_secret: bytes | None = field(default=None, repr=False)
+    """The mesh's chaining secret (CORTADO_CHAIN_SECRET_FILE): each handler's proxy address then carries its API's
+    chaining token (cortado.chaining). None: chained calls carry no credential."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -67,4 +71,5 @@ class ExecutorSettings:
             # How long a cancelled request's handler has to stop before its process is stopped and restarted
             # (a plain handler cannot be interrupted; it may poll `cortado.cancelled(request_id)`).
             cancel_grace_seconds=env.number("CANCEL_GRACE_SECONDS", 10.0, minimum=0),
+            chain_secret=chaining.load_secret(env),
         )

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from prometheus_client.multiprocess import mark_process_dead
 
+from cortado import chaining
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.recordstore import RecordStore
@@ -57,6 +58,8 @@ class ReplicaContext:
     max_deliveries: int
     cancel_grace_seconds: float = CANCEL_GRACE_SECONDS
     """How long a cancelled request's handler has to stop before its process is restarted."""
+    chain_secret: bytes | None = None
+    """The mesh's chaining secret: the handler's proxy address carries its API's chaining token (cortado.chaining)."""
 
 
 async def prepare_project(
@@ -249,6 +252,12 @@ class Replica:
         if dotenv.is_file():
             env.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
         env.update(self.spec.env)
+        secret = self._context.chain_secret
+        for name in ("HTTP_PROXY", "http_proxy"):
+            # The executor's proxy (not one handler.env set) vouches for the API's chained calls.
+            proxy = self._context.base_env.get(name)
+            if secret and proxy and env.get(name) == proxy:
+                env[name] = chaining.proxy_with_token(proxy, chaining.token_for(secret, self.spec.name))
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(list(self.placement.gpu_indices))
         env["CORTADO_WORKER_REPLICA"] = str(self.placement.replica)
         env["CORTADO_GRACE_SECONDS"] = str(self._context.grace_seconds)

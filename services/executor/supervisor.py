@@ -71,6 +71,7 @@ class Supervisor:
             grace_seconds=settings.grace_seconds,
             max_deliveries=settings.max_deliveries,
             cancel_grace_seconds=settings.cancel_grace_seconds,
+            chain_secret=settings.chain_secret,
         )
 
     def info(self) -> control_pb2.ExecutorInfo:

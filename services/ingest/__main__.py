@@ -39,7 +39,7 @@ async def main() -> None:
         return webhooks.check_url(url, policy)
 
     index = ApiIndex(apis)
-    gate = KeyGate.from_env().resolving(lambda requested: spec.name if (spec := index.lookup(requested)) else requested)
+    gate = KeyGate.from_env().resolving(index.lookup)
     await gate.start(js)
     submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate)
     runner = ServiceRunner(

@@ -66,15 +66,10 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         self._requests = requests
         self._apis = apis
         self._index = ApiIndex(apis)
-        self._gate = (gate or KeyGate(required=False)).resolving(self._canonical)
+        self._gate = (gate or KeyGate(required=False)).resolving(self._index.lookup)
         self._waiters = waiters
         self._max_wait = max_wait_seconds
         self._results: ObjectStore | None = None
-
-    def _canonical(self, requested: str) -> str:
-        """The name of the API answering at /<requested>, or requested itself when none does."""
-        spec = self._index.lookup(requested)
-        return str(spec.name) if spec is not None else requested
 
     async def _api(self, requested: str, context: grpc.aio.ServicerContext) -> str:
         """The name of the API answering at /<requested> (its name or endpoint), once the call's API key (when keys

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import io
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ import grpc
 import httpx
 import pytest
 
-from cortado import names, natsauth, natsutil
+from cortado import chaining, names, natsauth, natsutil
 from cortado.cli import main
 from cortado.client import AsyncClient, Client, SchedulerClient
 from cortado.clientcommon import PermissionDenied, Unauthenticated
@@ -242,3 +244,141 @@ async def test_the_keys_bucket_holds_hashes_never_a_key(
     assert stored.secret_sha256 == hashlib.sha256(secret.encode()).digest()
     assert made.record.secret_sha256 == b""  # nor is the hash answered to clients
     assert all(record.secret_sha256 == b"" for record in control.api_keys())
+
+
+# Chaining with keys on: the mesh vouches for its own handlers ------------------------------------------------------
+
+CHAINER = """
+import json
+import urllib.error
+import urllib.request
+
+import httpx
+import requests
+
+
+def call(client, method, url, body=None):
+    headers = {"Content-Type": "application/json"}
+    if client == "requests":
+        reply = requests.request(method, url, data=body, headers=headers, timeout=30)
+        return reply.status_code, reply.text
+    if client == "httpx":
+        reply = httpx.request(method, url, content=body, headers=headers, timeout=30)
+        return reply.status_code, reply.text
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class Handler:
+    def handle_async(self, payload):
+        client, target = payload["client"], f"http://api-{payload['target']}:8888"
+        status, text = call(client, "POST", target + "/", json.dumps({"from": "a handler"}).encode())
+        answer = {"status": status, "body": json.loads(text)}
+        if status == 200:
+            read, text = call(client, "GET", f"{target}/{answer['body']['id']}?wait=20")
+            answer["read"] = {"status": read, "body": json.loads(text)}
+        if payload.get("outside"):
+            answer["outside"] = call(client, "GET", payload["outside"])[1]
+        return answer
+"""
+
+
+@pytest.fixture(scope="module")
+def chainers(
+    keyed: LocalMesh, control: SchedulerClient, apis: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """Two chaining APIs: one whose `chaining.allow` lists only the first of `apis`, one with no list."""
+    folder = tmp_path_factory.mktemp("chainers")
+    listed, open_ = unique_name("listed"), unique_name("open")
+    write_project(folder, listed, CHAINER, {"chaining": {"allow": [apis[0]]}})
+    write_project(folder, open_, CHAINER)
+    for name in (listed, open_):
+        control.deploy(folder / name)
+    for name in (listed, open_):
+        wait_ready(control, name)
+    return listed, open_
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A server outside the mesh, reached by host name (through the proxy), that keeps the headers it got."""
+    seen: list[dict[str, str]] = []
+
+    class Keep(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"outside")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keep)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_address[1]}/", seen
+    server.shutdown()
+    server.server_close()
+
+
+def run_keyed(web: httpx.Client, control: SchedulerClient, api: str, payload: dict[str, object]) -> dict[str, object]:
+    """Submit to api with a key of its own and wait for its result."""
+    key = control.create_api_key([api], name=unique_name("run")).key
+    request_id = web.post(f"/{api}", json=payload, headers=bearer(key)).json()["id"]
+    body = web.get(f"/{api}/{request_id}", params={"wait": 30}, headers=bearer(key)).json()
+    assert body["status"] == "completed", body
+    result: dict[str, object] = body["result"]
+    return result
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests", "httpx"])
+def test_a_handler_calls_an_api_its_list_allows_without_a_key_of_its_own(
+    web: httpx.Client,
+    control: SchedulerClient,
+    apis: tuple[str, str],
+    chainers: tuple[str, str],
+    outside: tuple[str, list[dict[str, str]]],
+    client: str,
+) -> None:
+    url, seen = outside
+    answer = run_keyed(web, control, chainers[0], {"client": client, "target": apis[0], "outside": url})
+    assert answer["status"] == 200, answer
+    assert answer["read"] == {
+        "status": 200,
+        "body": {**answer["read"]["body"], "status": "completed", "result": {"echo": {"from": "a handler"}}},  # type: ignore[index]
+    }
+    # The token went to the mesh only: the outside server saw neither it nor any credential.
+    assert answer["outside"] == "outside"
+    assert seen and not any(k in headers for headers in seen for k in ("authorization", "proxy-authorization"))
+
+
+def test_a_handler_may_not_call_an_api_its_list_leaves_out(
+    web: httpx.Client, control: SchedulerClient, apis: tuple[str, str], chainers: tuple[str, str]
+) -> None:
+    listed, open_ = chainers
+    answer = run_keyed(web, control, listed, {"client": "requests", "target": apis[1]})
+    assert answer["status"] == 403
+    assert answer["body"]["message"] == (  # type: ignore[index]
+        f"API '{listed}' may not call API '{apis[1]}': its chaining.allow lists {apis[0]}"
+    )
+    # With no list, every API.
+    assert run_keyed(web, control, open_, {"client": "urllib", "target": apis[1]})["status"] == 200
+
+
+def test_a_forged_or_foreign_chaining_token_is_refused(
+    keyed: LocalMesh, web: httpx.Client, apis: tuple[str, str], chainers: tuple[str, str]
+) -> None:
+    forged = f"cc_{chainers[1]}." + "0" * 64
+    reply = web.post(f"/{apis[0]}", json={}, headers=bearer(forged))
+    assert (reply.status_code, reply.json()["message"]) == (401, "the chaining token is not valid")
+    secret = keyed.chain_secret_file.read_bytes().strip()
+    ghost = chaining.token_for(secret, "ghost")
+    reply = web.post(f"/{apis[0]}", json={}, headers=bearer(ghost))
+    assert (reply.status_code, reply.json()["message"]) == (401, "the calling API 'ghost' is not deployed")
+    # As a proxy address's user information (Basic), over any port: the same judgement.
+    reply = web.post(f"/{apis[1]}", json={}, auth=("cortado", chaining.token_for(secret, chainers[0])))
+    assert reply.status_code == 403 and "its chaining.allow lists" in reply.json()["message"]

@@ -1020,3 +1020,23 @@ def test_unpack_writes_folders_files_and_the_executable_bit_only(tmp_path: Path)
 def test_unpack_refuses_garbage(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match="cannot unpack bundle"):
         unpack_bundle(b"not a tar", tmp_path / "dest")
+
+
+def test_chaining_allow_lists_the_apis_a_handler_may_call_sorted_once_each() -> None:
+    [api] = parse_config(MINIMAL, "cortado.yaml").apis
+    assert list(api.chain_allow) == []
+    [api] = parse_config(with_api("  chaining:\n    allow: [text, iris, text]\n"), "cortado.yaml").apis
+    assert list(api.chain_allow) == ["iris", "text"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[]", "chaining.allow must be a non-empty list of API names (got a list)"),
+        ("iris", "chaining.allow must be a non-empty list of API names (got a string, 'iris')"),
+        ("[Iris]", "chaining.allow must list API names (lowercase letters, digits and '-'), not a string, 'Iris'"),
+        ("[3]", "chaining.allow must list API names (lowercase letters, digits and '-'), not an integer, 3"),
+    ],
+)
+def test_a_bad_chaining_allow_fails_the_deploy_naming_the_key(value: str, message: str) -> None:
+    assert config_error(with_api(f"  chaining:\n    allow: {value}\n")) == f"cortado.yaml: api 'echo': {message}"
