@@ -177,6 +177,7 @@ def render_envoy_config(
     results_timeout_seconds: int = 120,
     otlp_endpoint: str | None = None,
     egress_port: int = 0,
+    egress_address: str = "127.0.0.1",
     max_waiting_calls: int = MAX_WAITING_CALLS,
     max_short_calls: int = MAX_SHORT_CALLS,
     max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
@@ -190,7 +191,7 @@ def render_envoy_config(
 
     With otlp_endpoint (an OTLP/gRPC URL such as http://jaeger:4317) Envoy's OpenTelemetry
     tracer is on: it continues an incoming traceparent and starts a trace otherwise. With
-    egress_port, a second listener on 127.0.0.1 serves as the handlers' HTTP proxy.
+    egress_port, a second listener on egress_address (loopback by default) serves as the handlers' HTTP proxy.
 
     Each service's cluster has two budgets (circuit breakers): calls that may wait use the DEFAULT
     priority's (max_waiting_calls), calls that never wait the HIGH priority's (max_short_calls), so
@@ -292,7 +293,7 @@ def render_envoy_config(
         # Handlers' outbound HTTP (HTTP_PROXY): api-<name> hosts reach the API, any other host is forwarded.
         listeners += listener.substitute(
             common,
-            listen_address="127.0.0.1",
+            listen_address=egress_address,
             name="egress",
             port=egress_port,
             api_domains='["api-*"]',

@@ -122,8 +122,11 @@ def test_the_executor_runs_as_root_with_only_the_capabilities_to_run_handlers_as
     assert executor["environment"]["CORTADO_HANDLER_USERS"] == "on"
     assert "CORTADO_HANDLER_UID_BASE" not in executor["environment"]
     # Its password file is root's, mode 0400: the handlers' uids cannot read it.
-    [secret] = executor["secrets"]
-    assert (secret["uid"], secret["gid"], secret["mode"]) == ("0", "0", "0400")
+    # Its password and chaining secret files are root's, mode 0400: the handlers' uids cannot read them.
+    assert {secret["source"] for secret in executor["secrets"]} == {"nats-executor-password", "chain-secret"}
+    for secret in executor["secrets"]:
+        assert (secret["uid"], secret["gid"], secret["mode"]) == ("0", "0", "0400")
+    assert executor["environment"]["CORTADO_EGRESS_PROXY"] == "http://envoy:8890"
     # The GPU override changes none of it.
     override = yaml.safe_load(GPU_OVERRIDE.read_text())["services"][ROOT_WORKLOAD]
     assert not {"user", "privileged", "cap_add", "cap_drop", "security_opt", "secrets", "environment"} & set(override)

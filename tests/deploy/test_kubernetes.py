@@ -368,7 +368,37 @@ def test_the_api_services_the_scheduler_creates_can_select_the_envoy_pods() -> N
     envoy = find(docs, "Deployment", "envoy")
     service = find(docs, "Service", "envoy")
     assert labels_match(service["spec"]["selector"], envoy["spec"]["template"]["metadata"]["labels"])
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8888, "targetPort": "http"}]
+    # api-<name> Services forward 8888 to the pods' `http` port; 8890 is the executors' egress proxy.
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8888, "targetPort": "http"},
+        {"name": "egress", "port": 8890, "targetPort": "egress"},
+    ]
+
+
+def test_only_executors_reach_envoys_egress_proxy_and_they_use_it() -> None:
+    docs = base_documents()
+    envoy = find(docs, "Deployment", "envoy")["spec"]["template"]["metadata"]["labels"]
+    executor = find(docs, "Deployment", "executor")["spec"]["template"]
+    [policy] = [
+        p for p in of_kind(docs, "NetworkPolicy") if labels_match(p["spec"]["podSelector"]["matchLabels"], envoy)
+    ]
+    open_rule, egress_rule = policy["spec"]["ingress"]
+    assert "from" not in open_rule and {p["port"] for p in open_rule["ports"]} == {8888, 9464}
+    assert egress_rule["ports"] == [{"port": 8890, "protocol": "TCP"}]
+    [source] = egress_rule["from"]
+    assert labels_match(source["podSelector"]["matchLabels"], executor["metadata"]["labels"])
+    env = {e["name"]: e.get("value") for e in executor["spec"]["containers"][0]["env"]}
+    assert env["CORTADO_EGRESS_PROXY"] == "http://envoy:8890"
+
+
+@pytest.mark.parametrize("name", ["ingest", "results", "executor"])
+def test_the_services_that_judge_or_hand_out_chaining_tokens_read_the_chaining_secret_as_a_file(name: str) -> None:
+    pod = find(base_documents(), "Deployment", name)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["CORTADO_CHAIN_SECRET_FILE"] == "/run/secrets/chaining/secret"
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "cortado-chaining"]
+    assert volume["secret"]["items"] == [{"key": "secret", "path": "secret"}]
+    assert volume["secret"]["defaultMode"] == (0o400 if name == "executor" else 0o440)
 
 
 def test_the_scheduler_port_is_reachable_only_from_labelled_pods_of_the_namespace() -> None:

@@ -186,7 +186,7 @@ def test_compose_holds_no_password_in_a_services_environment() -> None:
     # The secrets' sources are exactly nats's password variables, the admin's excepted (no service is admin), and the
     # scheduler's TLS files.
     sources = {s["environment"] for name, s in document["secrets"].items() if not name.startswith("scheduler-tls-")}
-    assert sources == {nats_password_variable(user) for user in SERVICES}
+    assert sources == {nats_password_variable(user) for user in SERVICES} | {"CORTADO_CHAIN_SECRET"}
     assert {name for name in document["secrets"] if name.startswith("scheduler-tls-")} == {
         "scheduler-tls-cert",
         "scheduler-tls-key",

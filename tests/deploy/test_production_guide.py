@@ -185,3 +185,12 @@ def test_the_docs_export_the_scheduler_tls_files_compose_hands_it(document: Path
         "CORTADO_SCHEDULER_TLS_KEY_PEM": "tls.key",
         "CORTADO_SCHEDULER_CA_PEM": "ca.crt",
     }
+
+
+@pytest.mark.parametrize("document", [GUIDE, DEPLOY / "README.md"], ids=lambda p: p.name)
+def test_the_docs_make_the_chaining_secret_both_deployments_read(document: Path) -> None:
+    command = create_secret_command(document.read_text(), "cortado-chaining")
+    assert re.findall(r"--from-literal=(\w+)=", command) == ["secret"] == sorted(secret_keys_read("cortado-chaining"))
+    assert 'export CORTADO_CHAIN_SECRET="$(openssl rand -hex 32)"' in document.read_text()
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    assert compose["secrets"]["chain-secret"] == {"environment": "CORTADO_CHAIN_SECRET"}
