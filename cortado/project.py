@@ -246,7 +246,11 @@ _HANDLER_KEYS = (
     "batch_interval",
     "timeout",
     "max_retries",
+    "models",
+    "tensorflow_serving_image",
 )
+_MODELS_KEYS = ("path", "paths", "dir", "signature_key")
+_MODEL_PATH_KEYS = ("name", "path", "signature_key")
 _DEPENDENCIES_KEYS = ("pip", "shell", "conda")
 _COMPUTE_KEYS = ("cpu", "mem", "gpu", "inf", "node_groups")
 _AUTOSCALING_KEYS = (
@@ -451,6 +455,58 @@ class _ApiParser:
             spec.chain_allow.extend(sorted(set(allow)))
         return spec
 
+    def model_path(self, value: Any, path: str) -> str:
+        """A SavedModel's path: relative to the project (normalised), or absolute on the executors' machines."""
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, f"must be a path to a SavedModel folder (got {_describe(value)})")
+        if "://" in value:
+            self.fail(
+                path,
+                f"is {value!r}, but Cortado loads models from the project folder or a path on the executors' "
+                "machines, not from a bucket: download it there first",
+            )
+        if PurePosixPath(value.strip()).is_absolute():
+            return str(PurePosixPath(value.strip()))
+        return self.relative_path(value, path)
+
+    def parse_models(self, handler: Mapping[str, Any], spec: control_pb2.ApiSpec) -> None:
+        """`handler.models` of a tensorflow handler: exactly one of path, paths (named) or dir."""
+        if handler.get("models") is None:
+            self.fail("handler.models", "is required for handler.type tensorflow (with path, paths or dir)")
+        models = self.mapping(handler["models"], "handler.models", _MODELS_KEYS)
+        given = [key for key in ("path", "paths", "dir") if models.get(key) is not None]
+        if len(given) != 1:
+            found = f" (got {', '.join(given)})" if given else ""
+            self.fail("handler.models", f"must have exactly one of path, paths or dir{found}")
+        spec.signature_key = self.string(models, "handler.models.signature_key", "") or ""
+        if given == ["path"]:
+            spec.models.add(path=self.model_path(models["path"], "handler.models.path"))
+        elif given == ["dir"]:
+            spec.models_dir = self.model_path(models["dir"], "handler.models.dir")
+        else:
+            entries = models["paths"]
+            if not isinstance(entries, list) or not entries:
+                self.fail(
+                    "handler.models.paths", f"must be a non-empty list of {{name, path}} (got {_describe(entries)})"
+                )
+            seen: set[str] = set()
+            for index, entry in enumerate(entries):
+                where = f"handler.models.paths[{index}]"
+                entry = self.mapping(entry, where, _MODEL_PATH_KEYS)
+                name = self.string(entry, f"{where}.name", None)
+                if not name:
+                    self.fail(f"{where}.name", "is required: the model_name handlers predict with")
+                if name in seen:
+                    self.fail(f"{where}.name", f"'{name}' is used by another model")
+                seen.add(name)
+                if entry.get("path") is None:
+                    self.fail(f"{where}.path", "is required: the SavedModel's folder")
+                spec.models.add(
+                    name=name,
+                    path=self.model_path(entry["path"], f"{where}.path"),
+                    signature_key=self.string(entry, f"{where}.signature_key", "") or "",
+                )
+
     def webhook_url(self, value: str) -> str:
         """The URL normalised, if the operator's policy lets webhooks go there (cortado.webhooks.check_url)."""
         policy = self.webhook_policy
@@ -484,11 +540,19 @@ class _ApiParser:
 
         handler_type = handler.get("type")
         if handler_type is None:
-            self.fail("handler.type", "is required and must be python")
+            self.fail("handler.type", "is required and must be python or tensorflow")
+        if handler_type not in ("python", "tensorflow"):
+            self.fail("handler.type", f"must be python or tensorflow (got {_describe(handler_type)})")
+        spec.handler_type = handler_type
         if handler_type == "tensorflow":
-            self.fail("handler.type", "is tensorflow, but Cortado runs python handlers only")
-        if handler_type != "python":
-            self.fail("handler.type", f"must be python (got {_describe(handler_type)})")
+            self.parse_models(handler, spec)
+        elif handler.get("models") is not None:
+            self.fail("handler.models", "is only for handler.type tensorflow (a python handler loads its own models)")
+        if handler.get("tensorflow_serving_image") is not None:
+            self.notice(
+                "`handler.tensorflow_serving_image` has no effect: Cortado runs SavedModels in the handler's own "
+                "process, with TensorFlow's runtime"
+            )
 
         path = self.string(handler, "handler.path", None)
         if path is None:

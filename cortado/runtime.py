@@ -36,6 +36,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_NUMBER_DIGITS",
+    "TENSORFLOW_INIT_PARAMS",
     "HandlerDefinitionError",
     "HandlerInstance",
     "InvalidResultError",
@@ -48,6 +49,7 @@ __all__ = [
     "describe_exception",
     "dumps_json",
     "encode_result",
+    "init_params_for",
     "int_to_decimal",
     "load_handler_class",
     "loads_json",
@@ -56,6 +58,8 @@ __all__ = [
 ]
 
 ALLOWED_INIT_PARAMS = ("config", "metrics_client")
+TENSORFLOW_INIT_PARAMS = ("tensorflow_client", "config", "metrics_client")
+"""What `__init__` may take for `handler.type: tensorflow` (tensorflow_client is required there)."""
 ALLOWED_HANDLE_PARAMS = ("payload", "request_id")
 ALLOWED_BATCH_PARAMS = ("payloads", "request_ids")
 
@@ -109,12 +113,39 @@ def _signature_problem(filename: str, method: str, params: _Params, allowed: Seq
     return None
 
 
-def _method_problem(filename: str, method: str, params: _Params, implicit_first: bool) -> str | None:
+def init_params_for(handler_type: str) -> tuple[str, ...]:
+    """The names `__init__` may take for a handler type (`python`, or `tensorflow`)."""
+    return TENSORFLOW_INIT_PARAMS if handler_type == "tensorflow" else ALLOWED_INIT_PARAMS
+
+
+def _missing_client(filename: str, params: _Params, init_allowed: Sequence[str]) -> str | None:
+    """For a tensorflow handler: the message when `__init__` cannot receive tensorflow_client; else None."""
+    if "tensorflow_client" not in init_allowed:
+        return None
+    if any(kind == _P.VAR_KEYWORD or name == "tensorflow_client" for name, kind in params):
+        return None
+    return (
+        f"{filename}: {_CLASS_NAME}.__init__() must take tensorflow_client: a handler of type tensorflow is given "
+        "the client that runs its models (def __init__(self, tensorflow_client, config))"
+    )
+
+
+def _method_problem(
+    filename: str,
+    method: str,
+    params: _Params,
+    implicit_first: bool,
+    init_allowed: Sequence[str] = ALLOWED_INIT_PARAMS,
+) -> str | None:
     if implicit_first:
         rest = _without_self(params)
         if rest is None:
             return f"{filename}: {_CLASS_NAME}.{method}() must take self as its first parameter"
         params = rest
+    if method == "__init__":
+        return _signature_problem(filename, method, params, init_allowed) or _missing_client(
+            filename, params, init_allowed
+        )
     return _signature_problem(filename, method, params, _METHOD_PARAMS[method])
 
 
@@ -189,7 +220,7 @@ def _decorator_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return {d.id for d in node.decorator_list if isinstance(d, ast.Name)}
 
 
-def _check_class_node(filename: str, cls: ast.ClassDef) -> None:
+def _check_class_node(filename: str, cls: ast.ClassDef, init_allowed: Sequence[str] = ALLOWED_INIT_PARAMS) -> None:
     defs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
     bound: list[str] = []
     for stmt in _scope_statements(cls.body):
@@ -209,12 +240,18 @@ def _check_class_node(filename: str, cls: ast.ClassDef) -> None:
         if method == "__init__" and isinstance(node, ast.AsyncFunctionDef):
             raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME}.__init__() must be a plain def, not async def")
         decorators = _decorator_names(node)
-        problem = _method_problem(filename, method, _ast_params(node.args), "staticmethod" not in decorators)
+        problem = _method_problem(
+            filename, method, _ast_params(node.args), "staticmethod" not in decorators, init_allowed
+        )
         if problem:
             raise HandlerDefinitionError(problem)
     # Bases, a metaclass or class decorators can supply the methods; the runtime check has the final word there.
     plain_bases = all(isinstance(b, ast.Name) and b.id == "object" for b in cls.bases)
     supplied_elsewhere = not plain_bases or cls.keywords or cls.decorator_list
+    if not supplied_elsewhere and "__init__" not in defs and "__init__" not in bound:
+        problem = _missing_client(filename, [], init_allowed)
+        if problem:
+            raise HandlerDefinitionError(problem)
     if not supplied_elsewhere and not {"handle_async", "handle_batch"} & set(bound):
         raise HandlerDefinitionError(_missing_method_message(filename, bound))
 
@@ -227,14 +264,15 @@ def _syntax_error_message(filename: str, error: SyntaxError) -> str:
     return message
 
 
-def check_handler_source(source: str, filename: str) -> None:
+def check_handler_source(source: str, filename: str, handler_type: str = "python") -> None:
     """Check a handler file's source without running it, as at deploy time.
 
     Raises HandlerDefinitionError (naming ``filename``) when the source does not parse, when no top-level class
     ``Handler`` exists and nothing else could bind that name, when the class plainly lacks both ``handle_async`` and
     ``handle_batch``, or when ``__init__``/``handle_async``/``handle_batch`` take a parameter other than the allowed
-    names (or take one positional-only). ``*args``/``**kwargs`` are accepted. Anything only the runtime can know
-    (inherited methods, imported or generated classes) passes here and is checked by ``load_handler_class``.
+    names (or take one positional-only). ``*args``/``**kwargs`` are accepted. For ``handler_type`` tensorflow,
+    ``__init__`` may also take, and must take, ``tensorflow_client``. Anything only the runtime can know (inherited
+    methods, imported or generated classes) passes here and is checked by ``load_handler_class``.
     """
     try:
         with warnings.catch_warnings():
@@ -254,7 +292,7 @@ def check_handler_source(source: str, filename: str) -> None:
         names = [s.name for s in top_level if isinstance(s, ast.ClassDef)]
         raise HandlerDefinitionError(_missing_class_message(filename, names))
     for cls in classes:
-        _check_class_node(filename, cls)
+        _check_class_node(filename, cls, init_params_for(handler_type))
 
 
 # --- loading and the runtime check ------------------------------------------------------------------------------------
@@ -329,7 +367,7 @@ def _inspect_params(fn: Callable[..., Any]) -> _Params:
     return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
 
 
-def _check_class(filename: str, cls: object) -> type:
+def _check_class(filename: str, cls: object, init_allowed: Sequence[str] = ALLOWED_INIT_PARAMS) -> type:
     if not isinstance(cls, type):
         raise HandlerDefinitionError(f"{filename}: {_CLASS_NAME} must be a class, but it is {_type_name(cls)}")
     init = inspect.getattr_static(cls, "__init__", None)
@@ -340,7 +378,9 @@ def _check_class(filename: str, cls: object) -> type:
     except (TypeError, ValueError):
         init_params = None
     if init_params is not None:
-        problem = _signature_problem(filename, "__init__", init_params, ALLOWED_INIT_PARAMS)
+        problem = _signature_problem(filename, "__init__", init_params, init_allowed) or _missing_client(
+            filename, init_params, init_allowed
+        )
         if problem:
             raise HandlerDefinitionError(problem)
     present = [m for m in ("handle_async", "handle_batch") if hasattr(cls, m)]
@@ -359,7 +399,9 @@ def _check_class(filename: str, cls: object) -> type:
     return cls
 
 
-def load_handler_class(handler_file: Path, python_path: Path, *, display_name: str | None = None) -> type:
+def load_handler_class(
+    handler_file: Path, python_path: Path, *, display_name: str | None = None, handler_type: str = "python"
+) -> type:
     """Import the handler file as a fresh module and return its checked ``Handler`` class.
 
     ``python_path`` is put first on ``sys.path`` (and left there: handlers import lazily). The module is registered
@@ -397,7 +439,7 @@ def load_handler_class(handler_file: Path, python_path: Path, *, display_name: s
     if not hasattr(module, _CLASS_NAME):
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__]
         raise HandlerDefinitionError(_missing_class_message(filename, classes))
-    return _check_class(filename, getattr(module, _CLASS_NAME))
+    return _check_class(filename, getattr(module, _CLASS_NAME), init_params_for(handler_type))
 
 
 # --- calling a handler ------------------------------------------------------------------------------------------------
@@ -456,15 +498,22 @@ class HandlerInstance:
         self.is_async: bool = _is_coroutine_callable(self._handle) if self._handle else self.batch_is_async
 
     @classmethod
-    def create(cls, handler_class: type, config: dict[str, Any] | None, metrics_client: Any) -> HandlerInstance:
-        """Construct ``handler_class``, passing by name only those of config/metrics_client its ``__init__`` names.
+    def create(
+        cls, handler_class: type, config: dict[str, Any] | None, metrics_client: Any, tensorflow_client: Any = None
+    ) -> HandlerInstance:
+        """Construct ``handler_class``, passing by name only those of config/metrics_client (and tensorflow_client,
+        when given: a tensorflow handler) its ``__init__`` names.
 
         ``config`` is deep-copied (``{}`` when None), so the handler may change it freely. Exceptions raised by the
         constructor propagate unchanged.
         """
         values = {"config": copy.deepcopy(config) if config is not None else {}, "metrics_client": metrics_client}
+        allowed: tuple[str, ...] = ALLOWED_INIT_PARAMS
+        if tensorflow_client is not None:
+            values["tensorflow_client"] = tensorflow_client
+            allowed = TENSORFLOW_INIT_PARAMS
         # A constructor without a readable signature comes from a C base class (dict, say) that wants no arguments.
-        names = _names_to_pass(handler_class, ALLOWED_INIT_PARAMS, unknown=())
+        names = _names_to_pass(handler_class, allowed, unknown=())
         return cls(handler_class(**{n: values[n] for n in names}))
 
     def _handle_kwargs(self, payload: Any, request_id: str) -> dict[str, Any]:

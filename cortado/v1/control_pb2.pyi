@@ -1086,6 +1086,10 @@ class ApiSpec(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     CHAIN_ALLOW_FIELD_NUMBER: _builtins.int
+    HANDLER_TYPE_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    MODELS_DIR_FIELD_NUMBER: _builtins.int
+    SIGNATURE_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -1119,6 +1123,18 @@ class ApiSpec(_message.Message):
     webhook_url: _builtins.str
     """`webhook.url`: where the final record of each of its requests is POSTed
     unless the request names its own (`Cortado-Webhook`); empty for none.
+    """
+    handler_type: _builtins.str
+    """`handler.type`: empty or "python" for a Python handler, "tensorflow" for
+    a TensorFlow handler, whose `__init__` gets a `tensorflow_client` that
+    runs the SavedModels of `models` and `models_dir`.
+    """
+    models_dir: _builtins.str
+    """`handler.models.dir`: a folder holding one sub-folder per model."""
+    signature_key: _builtins.str
+    """`handler.models.signature_key`: the signature every model runs unless
+    its own `signature_key` says otherwise (empty: its only one, or
+    `serving_default`).
     """
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -1154,6 +1170,12 @@ class ApiSpec(_message.Message):
         `http://api-<name>:8888/` when API keys are on; empty: every API.
         """
 
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelSource]:
+        """`handler.models.path` (one model, with an empty name) or
+        `handler.models.paths` (named models) of a tensorflow handler.
+        """
+
     def __init__(
         self,
         *,
@@ -1181,14 +1203,53 @@ class ApiSpec(_message.Message):
         endpoint: _builtins.str = ...,
         webhook_url: _builtins.str = ...,
         chain_allow: _abc.Iterable[_builtins.str] | None = ...,
+        handler_type: _builtins.str = ...,
+        models: _abc.Iterable[Global___ModelSource] | None = ...,
+        models_dir: _builtins.str = ...,
+        signature_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "compute", b"compute", "deployed_at", b"deployed_at", "retention", b"retention", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "chain_allow", b"chain_allow", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "timeout", b"timeout", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoscaling", b"autoscaling", "batch_interval", b"batch_interval", "bundle_object", b"bundle_object", "bundle_sha256", b"bundle_sha256", "chain_allow", b"chain_allow", "compute", b"compute", "dependencies_pip", b"dependencies_pip", "dependencies_shell", b"dependencies_shell", "deployed_at", b"deployed_at", "endpoint", b"endpoint", "env", b"env", "handler_config_json", b"handler_config_json", "handler_path", b"handler_path", "handler_type", b"handler_type", "log_level", b"log_level", "max_batch_size", b"max_batch_size", "max_concurrency", b"max_concurrency", "max_retries", b"max_retries", "models", b"models", "models_dir", b"models_dir", "name", b"name", "python_path", b"python_path", "queue_max_length", b"queue_max_length", "retention", b"retention", "signature_key", b"signature_key", "timeout", b"timeout", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiSpec: _TypeAlias = ApiSpec  # noqa: Y015
+
+@_typing.final
+class ModelSource(_message.Message):
+    """ModelSource is where one SavedModel of a tensorflow handler lies: a path
+    relative to the project folder, or an absolute path on the executors'
+    machines. Either holds `saved_model.pb`, or numbered version folders that
+    each do.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    SIGNATURE_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model's name (`model_name` in predict); empty for `models.path`."""
+    path: _builtins.str
+    signature_key: _builtins.str
+    """Its signature (empty: the API's `signature_key`, else its only one, or
+    `serving_default`).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        signature_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path", "signature_key", b"signature_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelSource: _TypeAlias = ModelSource  # noqa: Y015
 
 @_typing.final
 class GpuInfo(_message.Message):

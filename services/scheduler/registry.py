@@ -77,11 +77,20 @@ def _check_project(parsed: ParsedConfig, config_name: str, bundle: bytes) -> Non
             if not handler_file.is_file():
                 raise DeployError(f"{where}: handler.path {spec.handler_path!r} is not a file of the project")
             try:
-                check_handler_source(handler_file.read_text(encoding="utf-8"), spec.handler_path)
+                check_handler_source(
+                    handler_file.read_text(encoding="utf-8"), spec.handler_path, spec.handler_type or "python"
+                )
             except (HandlerDefinitionError, UnicodeDecodeError) as exc:
                 raise DeployError(f"{where}: {exc}") from exc
             if spec.python_path and not (root / spec.python_path).is_dir():
                 raise DeployError(f"{where}: handler.python_path {spec.python_path!r} is not a folder of the project")
+            # A model inside the project must be there now; one on the executors' machines is looked for at start.
+            named = [(f"handler.models.path {m.path!r}", m.path) for m in spec.models if not m.name]
+            named += [(f"handler.models.paths {m.name!r}: {m.path!r}", m.path) for m in spec.models if m.name]
+            named += [(f"handler.models.dir {spec.models_dir!r}", spec.models_dir)] if spec.models_dir else []
+            for what, path in named:
+                if not path.startswith("/") and not (root / path).is_dir():
+                    raise DeployError(f"{where}: {what} is not a folder of the project")
 
 
 def _at_least(version: int) -> Callable[[control_pb2.ApiSpec | None], bool]:

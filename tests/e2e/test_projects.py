@@ -497,7 +497,14 @@ CONFIG_ERRORS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "bad name": ({"name": "Sentiment_API"}, ["api at index 0", "name", "DNS-1035", "'Sentiment_API'"]),
     "name too long": ({"name": LONG_NAME}, ["api at index 0", "name", "42 characters", LONG_NAME]),
     "RealtimeAPI": ({"kind": "RealtimeAPI"}, ["{api}", "kind", "RealtimeAPI", "AsyncAPI"]),
-    "tensorflow handler": ({"handler": {"type": "tensorflow"}}, ["{api}", "handler.type", "tensorflow"]),
+    "tensorflow handler without models": (
+        {"handler": {"type": "tensorflow"}},
+        ["{api}", "handler.models is required", "handler.type tensorflow"],
+    ),
+    "tensorflow handler without tensorflow_client": (
+        {"handler": {"type": "tensorflow", "models": {"path": "model"}}},
+        ["{api}", "handler.py", "Handler.__init__() must take tensorflow_client"],
+    ),
     "Inferentia": ({"compute": {"inf": 1}}, ["{api}", "compute.inf", "Inferentia"]),
     "conda": ({"handler": {"dependencies": {"conda": "conda-packages.txt"}}}, ["{api}", "handler.dependencies.conda"]),
 }

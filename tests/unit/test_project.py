@@ -361,9 +361,67 @@ def test_other_cortex_kinds_are_refused_saying_only_asyncapi_is_supported() -> N
     assert message == "cortex.yaml: api 'echo': kind is RealtimeAPI, but Cortado only supports AsyncAPI"
 
 
-def test_a_tensorflow_handler_is_refused_saying_cortado_runs_python_only() -> None:
-    message = config_error(MINIMAL.replace("type: python", "type: tensorflow"))
-    assert message == "cortado.yaml: api 'echo': handler.type is tensorflow, but Cortado runs python handlers only"
+def tensorflow(models: str, extra: str = "") -> str:
+    """MINIMAL as a tensorflow handler with the given `models:` block (indented under handler)."""
+    block = "".join(f"    {line}\n" for line in f"models:\n{models}".splitlines())
+    return MINIMAL.replace("type: python", "type: tensorflow") + block + extra
+
+
+def test_a_tensorflow_handler_takes_one_model_named_models_or_a_folder() -> None:
+    [api] = parse_config(tensorflow("  path: model/\n  signature_key: predict"), "cortex.yaml").apis
+    assert (api.handler_type, [(m.name, m.path) for m in api.models], api.signature_key) == (
+        "tensorflow",
+        [("", "model")],
+        "predict",
+    )
+    paths = "  paths:\n    - {name: a, path: models/a}\n    - {name: b, path: /srv/models/b, signature_key: s}"
+    [api] = parse_config(tensorflow(paths), "cortex.yaml").apis
+    assert [(m.name, m.path, m.signature_key) for m in api.models] == [
+        ("a", "models/a", ""),
+        ("b", "/srv/models/b", "s"),
+    ]
+    [api] = parse_config(tensorflow("  dir: models"), "cortex.yaml").apis
+    assert (api.models_dir, list(api.models)) == ("models", [])
+    [api] = parse_config(MINIMAL, "cortex.yaml").apis
+    assert api.handler_type == "python"
+
+
+def test_tensorflow_serving_image_is_accepted_with_a_notice_that_it_has_no_effect() -> None:
+    parsed = parse_config(tensorflow("  path: model", "    tensorflow_serving_image: tfs:1\n"), "cortex.yaml")
+    assert any("`handler.tensorflow_serving_image` has no effect" in notice for notice in parsed.notices)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL.replace("type: python", "type: tensorflow"), "handler.models is required for handler.type tensorflow"),
+        (tensorflow("  signature_key: x"), "handler.models must have exactly one of path, paths or dir"),
+        (
+            tensorflow("  path: a\n  dir: b"),
+            "handler.models must have exactly one of path, paths or dir (got path, dir)",
+        ),
+        (tensorflow("  path: s3://bucket/model/"), "handler.models.path is 's3://bucket/model/', but Cortado loads"),
+        (tensorflow("  path: ../model"), "handler.models.path must be a path relative to the project root"),
+        (tensorflow("  paths: []"), "handler.models.paths must be a non-empty list of {name, path} (got a list)"),
+        (tensorflow("  paths:\n    - {path: a}"), "handler.models.paths[0].name is required"),
+        (tensorflow("  paths:\n    - {name: a}"), "handler.models.paths[0].path is required"),
+        (
+            tensorflow("  paths:\n    - {name: a, path: x}\n    - {name: a, path: y}"),
+            "handler.models.paths[1].name 'a' is used by another model",
+        ),
+        (
+            tensorflow("  paths:\n    - {name: a, path: x, version: 2}"),
+            "handler.models.paths[0].version is not a known key",
+        ),
+        (MINIMAL + "    models:\n      path: m\n", "handler.models is only for handler.type tensorflow"),
+        (
+            MINIMAL.replace("type: python", "type: onnx"),
+            "handler.type must be python or tensorflow (got a string, 'onnx')",
+        ),
+    ],
+)
+def test_a_wrong_tensorflow_configuration_names_the_key(text: str, message: str) -> None:
+    assert message in config_error(text, "cortex.yaml")
 
 
 def test_a_handler_path_must_be_a_py_file() -> None:

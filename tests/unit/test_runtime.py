@@ -1078,3 +1078,51 @@ def test_an_exception_whose_str_fails_is_still_described() -> None:
     kind, message = describe_exception(BrokenError())
     assert kind.endswith("BrokenError")
     assert "could not be read" in message
+
+
+# --- handler.type tensorflow -----------------------------------------------------------------------------------------
+
+
+def test_a_tensorflow_handler_must_take_tensorflow_client_and_may_take_config_and_metrics_client() -> None:
+    check_handler_source(
+        "class Handler:\n    def __init__(self, tensorflow_client, config, metrics_client): pass\n"
+        "    def handle_async(self, payload): pass\n",
+        "handler.py",
+        "tensorflow",
+    )
+    check_handler_source(
+        "class Handler:\n    def __init__(self, **kwargs): pass\n    def handle_async(self, payload): pass\n",
+        "handler.py",
+        "tensorflow",
+    )
+    for source in (
+        "class Handler:\n    def __init__(self, config): pass\n    def handle_async(self, payload): pass\n",
+        "class Handler:\n    def handle_async(self, payload): pass\n",
+    ):
+        with pytest.raises(HandlerDefinitionError) as caught:
+            check_handler_source(source, "handler.py", "tensorflow")
+        assert str(caught.value) == (
+            "handler.py: Handler.__init__() must take tensorflow_client: a handler of type tensorflow is given the "
+            "client that runs its models (def __init__(self, tensorflow_client, config))"
+        )
+
+
+def test_a_python_handler_may_not_take_tensorflow_client() -> None:
+    with pytest.raises(HandlerDefinitionError, match="takes parameter 'tensorflow_client', but only config"):
+        check_handler_source(
+            "class Handler:\n    def __init__(self, tensorflow_client): pass\n    def handle_async(self, p): pass\n",
+            "handler.py",
+        )
+
+
+def test_a_tensorflow_handler_is_constructed_with_its_client_by_name() -> None:
+    class Handler:
+        def __init__(self, config: dict[str, Any], tensorflow_client: object) -> None:
+            self.client, self.config = tensorflow_client, config
+
+        def handle_async(self, payload: Any) -> Any:
+            return payload
+
+    client = object()
+    made = HandlerInstance.create(Handler, {"a": 1}, None, client).handler
+    assert (made.client, made.config) == (client, {"a": 1})
