@@ -409,8 +409,10 @@ def nats_server(conf: Path, env: dict[str, str], log: Path) -> Iterator[subproce
 
 
 def wait_healthy(monitor_port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the server's /healthz answers 200 (in a cluster: JetStream has a meta leader, so routes are up)."""
-    deadline = time.monotonic() + 30
+    """Until the server's /healthz answers 200 (in a cluster: JetStream has a meta leader, so routes are up).
+
+    A cluster elects its leader only once every server runs; on a loaded two-core machine that took over 30 s."""
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()
         try:

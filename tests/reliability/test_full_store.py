@@ -89,7 +89,7 @@ def test_an_api_whose_queue_finds_no_room_in_the_store_is_refused_at_deploy(
 ) -> None:
     # The mesh's buckets and streams reserve about 2.2 GiB of the 3 GB NATS may store; a queue of 2 GiB does not fit.
     with private_mesh(
-        tmp_path_factory.mktemp("no-room"), CORTADO_NATS_MAX_FILE_STORE="3GB", CORTADO_QUEUE_MAX_BYTES=str(2 * 1024**3)
+        tmp_path_factory.mktemp("no-room"), CORTADO_NATS_MAX_FILE_STORE="5GB", CORTADO_QUEUE_MAX_BYTES=str(2 * 1024**3)
     ) as cramped:
         with pytest.raises(grpc.RpcError) as refused:
             cramped.deploy()
