@@ -1232,6 +1232,7 @@ class ModelSource(_message.Message):
     name: _builtins.str
     """The model's name (`model_name` in predict); empty for `models.path`."""
     path: _builtins.str
+    """The SavedModel's folder: relative to the project, or absolute."""
     signature_key: _builtins.str
     """Its signature (empty: the API's `signature_key`, else its only one, or
     `serving_default`).

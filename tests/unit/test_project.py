@@ -571,7 +571,7 @@ def test_bad_values_of_cortados_own_keys_are_refused(extra: str, handler_extra: 
     ("extra", "handler_extra", "key"),
     [
         ("  replicas: 3\n", "", "replicas is not a known key"),
-        ("", "models: {}", "handler.models is not a known key"),
+        ("", "server_side_batching: {}", "handler.server_side_batching is not a known key"),
         ("", "dependencies:\n  npm: package.json", "handler.dependencies.npm is not a known key"),
         ("  autoscaling:\n    min_replica: 1\n", "", "autoscaling.min_replica is not a known key"),
         ("  compute:\n    tpu: 1\n", "", "compute.tpu is not a known key"),
