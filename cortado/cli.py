@@ -35,7 +35,7 @@ from cortado.project import (
     pack_project,
     parse_duration,
 )
-from cortado.records import STATUS_NAMES, rfc3339
+from cortado.records import STATUS_NAMES, result_reference, rfc3339
 from cortado.runtime import dumps_json, loads_json
 from cortado.tls import CA_SETTING, TlsError
 from cortado.v1 import control_pb2, records_pb2
@@ -442,14 +442,11 @@ def cmd_submit(options: argparse.Namespace) -> int:
     return 0
 
 
-def _view_dict(view: records_pb2.RequestView) -> dict[str, Any]:
+def _view_dict(view: records_pb2.RequestView, api: str) -> dict[str, Any]:
     out: dict[str, Any] = {"id": view.id, "status": STATUS_NAMES.get(view.status, "unknown")}
     if view.status == records_pb2.REQUEST_STATUS_COMPLETED and view.result_content_type:
         # Bytes, a file or large JSON: named, as GET /<api>/<id> names it (read it with --save).
-        out["result_content_type"] = view.result_content_type
-        out["result_bytes"] = view.result_size
-        if view.result_sha256:
-            out["result_sha256"] = view.result_sha256
+        out.update(result_reference(view, api))
     elif view.status == records_pb2.REQUEST_STATUS_COMPLETED:
         # Integers of any size: a result may hold more digits than json.loads reads.
         out["result"] = loads_json(view.result_json)
@@ -472,7 +469,7 @@ def cmd_cancel(options: argparse.Namespace) -> int:
         _endpoints(options)[1], os.environ.get(API_KEY_SETTING, ""), os.environ.get(ENDPOINT_CA_SETTING, "")
     ) as client:
         view = client.cancel(options.api, options.id)
-    data = _view_dict(view)
+    data = _view_dict(view, options.api)
     print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))
     return 0
 
@@ -486,7 +483,7 @@ def cmd_result(options: argparse.Namespace) -> int:
             view = client.wait(options.api, options.id, timeout=options.timeout)
         else:
             view = client.get(options.api, options.id)
-        data = _view_dict(view)
+        data = _view_dict(view, options.api)
         if options.save and view.status == records_pb2.REQUEST_STATUS_COMPLETED:
             data["saved"] = str(_save_result(client, options.api, options.id, Path(options.save)))
     print(dumps_json(data, ensure_ascii=True, indent=2 if options.output == "json" else None, separators=None))

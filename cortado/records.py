@@ -95,6 +95,19 @@ def result_path(api: str, request_id: str) -> str:
     return f"/{api}/{request_id}/result"
 
 
+def result_reference(v: records_pb2.RequestView, api: str) -> dict[str, object]:
+    """How a completed request's result that is not inline JSON is named: `result_url`, `result_content_type`,
+    `result_bytes` and, when stored, `result_sha256`."""
+    named: dict[str, object] = {
+        "result_url": result_path(api, v.id),
+        "result_content_type": v.result_content_type,
+        "result_bytes": v.result_size,
+    }
+    if v.result_sha256:
+        named["result_sha256"] = v.result_sha256
+    return named
+
+
 def render_json(v: records_pb2.RequestView, api: str) -> bytes:
     """The HTTP body of `GET /<api>/<id>`: `{"id", "status", "result"?, "timestamp"?, "error"?}`.
 
@@ -108,13 +121,7 @@ def render_json(v: records_pb2.RequestView, api: str) -> bytes:
     body = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()[:-1]
     parts = [body]
     if v.status == records_pb2.REQUEST_STATUS_COMPLETED and v.result_content_type:
-        named: dict[str, object] = {
-            "result_url": result_path(api, v.id),
-            "result_content_type": v.result_content_type,
-            "result_bytes": v.result_size,
-        }
-        if v.result_sha256:
-            named["result_sha256"] = v.result_sha256
+        named = result_reference(v, api)
         parts.append(b"," + json.dumps(named, ensure_ascii=False, separators=(",", ":")).encode()[1:-1])
     elif v.status == records_pb2.REQUEST_STATUS_COMPLETED:
         parts.append(b',"result":' + (v.result_json or b"null"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -33,6 +34,9 @@ MAX_RESULT_BYTES = 1024**3
 
 CHUNK_BYTES = 1024 * 1024
 """Bytes per chunk of a result sent in parts (handler process to executor, results service to client)."""
+
+MAX_CONTENT_TYPE_CHARS = 256
+"""Longest media type a result may state."""
 
 OCTET_STREAM = "application/octet-stream"
 JSON_TYPE = "application/json"
@@ -64,9 +68,14 @@ class Result:
 
 
 def check_content_type(content_type: str) -> str:
-    """content_type when it is a valid media type (``type/subtype`` and parameters); ValueError otherwise."""
+    """content_type when it is a valid media type (``type/subtype`` and parameters, at most MAX_CONTENT_TYPE_CHARS
+    characters); ValueError otherwise."""
     if not isinstance(content_type, str) or not _MEDIA_TYPE.fullmatch(content_type):
         raise ValueError(f"content_type must be a media type such as 'image/png', not {content_type!r}")
+    if len(content_type) > MAX_CONTENT_TYPE_CHARS:
+        raise ValueError(
+            f"content_type is {len(content_type)} characters; at most {MAX_CONTENT_TYPE_CHARS} are allowed"
+        )
     return content_type
 
 
@@ -87,7 +96,7 @@ class PreparedResult:
         """Whether it fits in one outcome (and in the record)."""
         return self.size <= INLINE_RESULT_BYTES
 
-    def chunks(self) -> Any:
+    def chunks(self) -> Iterator[bytes]:
         """The bytes in chunks of at most CHUNK_BYTES (an iterator; a file is read as it goes)."""
         if self.path is None:
             view = memoryview(self.data)
@@ -95,7 +104,7 @@ class PreparedResult:
         return _file_chunks(self.path, self.size)
 
 
-def _file_chunks(path: Path, size: int) -> Any:
+def _file_chunks(path: Path, size: int) -> Iterator[bytes]:
     sent = 0
     with path.open("rb") as file:
         while sent < size:

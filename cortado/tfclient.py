@@ -111,12 +111,8 @@ def _sources(spec: control_pb2.ApiSpec, root: Path) -> list[tuple[str, Path, str
 
 def _python(tensor: Any) -> Any:
     """A tensor as nested lists (strings decoded as UTF-8, as JSON wants them)."""
-    value = tensor.numpy()
-    if tensor.dtype == tf.string:
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return [_decode(v) for v in value.tolist()]
-    return value.tolist()
+    value = tensor.numpy().tolist()
+    return _decode(value) if tensor.dtype == tf.string else value
 
 
 def _decode(value: Any) -> Any:

@@ -56,8 +56,6 @@ RECORD_ATTEMPTS = 5
 RESULT_PUT_ATTEMPTS = 3
 """Tries to store a large result (over about 1.5 s) before the request fails with ResultNotStored."""
 
-MAX_CONTENT_TYPE_CHARS = 256
-
 MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 """Longest error message a record keeps; a longer one keeps its start and says it was cut."""
 
@@ -629,12 +627,9 @@ class Dispatcher:
         revision = await self._settle_mark(held, write_now=False)
         if held.finished:
             # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.
-            self._spool.discard(held.item.id)
             await self._ack(held)
             await self._drop_payload(held.item)
             return
-        if held.cancelled or not outcome.completed:
-            self._spool.discard(held.item.id)
         if held.cancelled:
             # Whatever it returned: the request stays cancelled (ingest wrote that record, so this write is refused).
             final.status = records_pb2.REQUEST_STATUS_CANCELLED
@@ -657,18 +652,17 @@ class Dispatcher:
         """Put a completed outcome's result in final (inline, or stored first); the failure when it cannot be.
 
         The process is untrusted: an inline result over the inline limit, a media type that is not one, or chunks
-        that do not add up to what the outcome announces fail the request with InvalidResult.
+        that do not add up to what the outcome announces fail the request with InvalidResult. Chunks it sent and
+        this does not take are discarded when the request is released.
         """
         request_id = held.item.id
         content_type = outcome.result_content_type
         if content_type:
             try:
-                check_content_type(content_type[:MAX_CONTENT_TYPE_CHARS])
+                check_content_type(content_type)
             except ValueError as exc:
-                self._spool.discard(request_id)
                 return "InvalidResult", str(exc)
         if not outcome.result_streamed_bytes:
-            self._spool.discard(request_id)
             inline = outcome.result_data if content_type else outcome.result_json
             if len(inline) > INLINE_RESULT_BYTES:
                 return "InvalidResult", f"a result of {len(inline)} bytes came inline; at most {INLINE_RESULT_BYTES} do"

@@ -270,8 +270,6 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
         except resultobjects.ResultDataLossError as exc:
             log.error("stored result unreadable", extra={"id": request.id, "error": str(exc)})
             await abort(context, grpc.StatusCode.DATA_LOSS, f"request {request.id!r}: {exc}")
-        if first:
-            yield httpbody_pb2.HttpBody(content_type=content_type)
 
 
 def _watch_ended(limit: float, record: records_pb2.RequestRecord) -> str:

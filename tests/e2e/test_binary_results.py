@@ -290,6 +290,7 @@ def test_the_cli_names_a_binary_result_and_saves_any_result_to_a_file(
     run = cli("result", binary_api, request_id, "--save", str(target), "-o", "json")
     assert run.code == 0, run.err
     shown = json.loads(run.out)
+    assert shown["result_url"] == body["result_url"]
     assert (shown["result_content_type"], shown["result_bytes"], shown["result_sha256"], shown["saved"]) == (
         "image/png",
         3 * MIB,

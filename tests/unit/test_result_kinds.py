@@ -151,3 +151,10 @@ def test_the_http_record_names_a_stored_result_instead_of_holding_it() -> None:
     assert records.render_json(records.view(inline), "pics").startswith(
         b'{"id":"r2","status":"completed","result":{"a":1},'
     )
+
+
+def test_a_media_type_longer_than_256_characters_is_refused() -> None:
+    long = "application/" + "x" * 245
+    assert check_content_type(long[:256]) == long[:256]
+    with pytest.raises(ValueError, match="content_type is 257 characters; at most 256 are allowed"):
+        check_content_type(long)
