@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_OPEN_METHODS = frozenset({"/cortado.v1.Scheduler/GetConsoleFile"})
+"""Calls that need no token: the web console's static files, which hold no data (the page asks for the token)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether host (a name or an address, IPv6 in brackets or not) is this machine's loopback: `localhost`,
+    127.0.0.0/8 or ::1. Anything listening elsewhere must ask for a token."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses every call but health checks unless it carries `authorization: Bearer <token>`."""
+    """Refuses every call but health checks and the console's files unless it carries `authorization: Bearer
+    <token>`."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
@@ -27,7 +43,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if handler_call_details.method.startswith(_HEALTH_PREFIX):
+        method = handler_call_details.method
+        if method.startswith(_HEALTH_PREFIX) or method in _OPEN_METHODS:
             return await continuation(handler_call_details)
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization":

@@ -31,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cortado import natsauth, tls
+from cortado.auth import is_loopback_host
 from cortado.runtime import MAX_BODY_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,13 @@ MAX_STREAMS_PER_CONNECTION = 128
 SERVICES = ("scheduler", "ingest", "results", "executor", "webhooks")
 """The services, in the order they start; each connects to NATS as the user of its name (cortado.natsauth)."""
 
-PASSED_THROUGH = ("CORTADO_WEBHOOK_", "CORTADO_WEBHOOKS_", "CORTADO_API_KEYS")
+PASSED_THROUGH = (
+    "CORTADO_WEBHOOK_",
+    "CORTADO_WEBHOOKS_",
+    "CORTADO_API_KEYS",
+    "CORTADO_SCHEDULER_TOKEN",
+    "CORTADO_CONSOLE_",
+)
 """Settings the services take from the environment the mesh runs in (every other `CORTADO_*` variable there is
 left out): where webhooks may go and how they are retried, and whether API keys are required, so
 `CORTADO_WEBHOOK_ALLOW_HOSTS=... make run` and `CORTADO_API_KEYS=on make run` work."""
@@ -183,8 +190,15 @@ def render_envoy_config(
     max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
     max_drain_bytes: int = MAX_DRAIN_BYTES,
     tls_files: tuple[str, str] | None = None,
+    console_port: int = 0,
+    console_address: str = "127.0.0.1",
+    scheduler: list[str] | None = None,
 ) -> str:
     """Envoy's bootstrap YAML for the public listener and the given service addresses (host:port).
+
+    With console_port (and the scheduler's addresses), a listener on console_address serves the web console: its
+    files and the Scheduler's console RPCs as JSON (envoy/console.yaml.tmpl). On a loopback address it answers
+    loopback host names only; beyond loopback every name, and the scheduler's token guards the calls.
 
     With tls_files (the certificate chain's and the private key's PEM files) the public listener serves TLS only
     (HTTP/1.1 and HTTP/2, by ALPN); the egress listener stays plain text on loopback.
@@ -238,9 +252,9 @@ def render_envoy_config(
             f"{endpoints}\n"
         )
 
-    def transcoder(*services: str) -> str:
-        """The grpc_json_transcoder's settings (one line of YAML) for the given services."""
-        settings = {
+    def transcoder(*services: str, **overrides: object) -> str:
+        """The grpc_json_transcoder's settings (one line of YAML) for the given services, overrides applied."""
+        settings: dict[str, object] = {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
             "proto_descriptor": str(ENVOY_DIR / "cortado.pb"),
             "services": [f"cortado.v1.{s}" for s in services],
@@ -254,6 +268,7 @@ def render_envoy_config(
             "max_response_body_size": max_body_bytes,
             "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
         }
+        settings.update(overrides)
         return json.dumps(settings)
 
     listener = Template((ENVOY_DIR / "listener.yaml.tmpl").read_text())
@@ -302,10 +317,33 @@ def render_envoy_config(
             transport_socket="",
         )
         clusters += _EGRESS_CLUSTER
+    if console_port:
+        listeners += _console_listener(console_port, console_address, transcoder)
+        clusters += cluster("scheduler", scheduler or [])
     if otlp_endpoint:
         clusters += cluster("otlp", [_host_port(otlp_endpoint)], health_checked=False)
     bootstrap = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return bootstrap.substitute(admin_port=admin_port, listeners=listeners, clusters=clusters)
+
+
+def _console_listener(port: int, address: str, transcoder: Callable[..., str]) -> str:
+    """The console's listener (YAML lines): the Scheduler's console RPCs transcoded, each line of a stream as one
+    JSON line; on loopback, loopback names only."""
+    names = ["localhost", "127.0.0.1", "[::1]"]
+    domains = json.dumps([d for n in names for d in (n, f"{n}:*")]) if is_loopback_host(address) else '["*"]'
+    settings = transcoder(
+        "Scheduler",
+        # Path fields cannot be given again in the query (?name=other).
+        ignored_query_parameters=["name", "id", "path"],
+        print_options={
+            "preserve_proto_field_names": True,
+            "always_print_primitive_fields": True,
+            "stream_newline_delimited": True,
+        },
+    )
+    template = Template((ENVOY_DIR / "console.yaml.tmpl").read_text())
+    retries = "{retry_on: 'connect-failure,refused-stream,reset,unavailable', num_retries: 3}"
+    return template.substitute(listen_address=address, port=port, domains=domains, transcoder=settings, retries=retries)
 
 
 TLS_CERT_SETTING, TLS_KEY_SETTING = "CORTADO_HTTP_TLS_CERT", "CORTADO_HTTP_TLS_KEY"
@@ -465,6 +503,9 @@ class LocalMesh:
     """Serve NATS's HTTP monitoring endpoint on `ports["nats-monitor"]` (benchmarks read `/varz`)."""
     tls_files: tuple[str, str] | None = None
     """The public port's certificate chain and private key (PEM files): it then serves TLS only (https)."""
+    console_address: str = "127.0.0.1"
+    """Where the web console listens (its port is `ports["console"]`). Beyond loopback the scheduler's token
+    (CORTADO_SCHEDULER_TOKEN in env) is required: start() refuses otherwise."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     credentials: dict[str, natsauth.NatsCredentials] = field(default_factory=dict)
@@ -475,6 +516,14 @@ class LocalMesh:
         """Base URL of the public HTTP API (https when the public port serves TLS)."""
         scheme = "https" if self.tls_files else "http"
         return f"{scheme}://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def console_url(self) -> str:
+        """The web console's address (on loopback: as http://localhost:<port>/)."""
+        host = "localhost" if is_loopback_host(self.console_address) else self.console_address
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"http://{host}:{self.ports['console']}/"
 
     @property
     def grpc_address(self) -> str:
@@ -561,6 +610,14 @@ class LocalMesh:
 
     def start(self) -> LocalMesh:
         """Start everything and wait until each part is ready; MeshError (with its log's tail) otherwise."""
+        settings = {**os.environ, **self.env}
+        if not is_loopback_host(self.console_address) and not (
+            settings.get("CORTADO_SCHEDULER_TOKEN") or settings.get("CORTADO_SCHEDULER_TOKEN_FILE")
+        ):
+            raise MeshError(
+                f"the console would listen on {self.console_address}, beyond loopback: set CORTADO_SCHEDULER_TOKEN "
+                "(at least 32 characters), which the console then asks for, or keep it on 127.0.0.1"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         self.credentials = natsauth.generate(self.credentials_dir, [*SERVICES, natsauth.ADMIN])
@@ -568,7 +625,7 @@ class LocalMesh:
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
         services = [name for kind in SERVICES for name in self.instances(kind)]
-        names = ["http", "admin", "egress", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
+        names = ["http", "admin", "egress", "console", *self.nats_names, *services, *(f"{s}-metrics" for s in services)]
         names += [f"{n}-monitor" for n in self.nats_names] if self.nats_monitoring else []
         names += [f"{n}-cluster" for n in self.nats_names] if self.nats_cluster > 1 else []
         for name in names:
@@ -670,6 +727,9 @@ class LocalMesh:
                 otlp_endpoint=self._service_env().get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 egress_port=self.ports["egress"],
                 tls_files=self.tls_files,
+                console_port=self.ports["console"],
+                console_address=self.console_address,
+                scheduler=[self.address(n) for n in self.instances("scheduler")],
             )
         )
         argv = [
@@ -695,7 +755,7 @@ class LocalMesh:
         except MeshError:
             # A port picked free at start may have been taken since; the public and admin ones can move (once).
             taken = re.search(r"cannot bind '[^']*:(\d+)'", proc.log_tail())
-            movable = {"admin"} | (set() if self.http_port else {"http"})
+            movable = {"admin", "console"} | (set() if self.http_port else {"http"})
             names = [n for n in movable if taken and self.ports[n] == int(taken.group(1))]
             if not retry_ports or not names:
                 raise
@@ -772,6 +832,7 @@ def _write_state(home: Path, mesh: LocalMesh) -> Path:
         "http_url": mesh.http_url.replace("127.0.0.1", "localhost"),
         "grpc_address": mesh.grpc_address,
         "scheduler": mesh.scheduler_address,
+        "console_url": mesh.console_url,
         "nats_url": mesh.nats_url,
         "logs": str(mesh.workdir / "logs"),
     }
@@ -805,13 +866,13 @@ def clear_state(workdir: Path) -> list[Path]:
     return removed
 
 
-def _wait_live(address: str, names: list[str], timeout: float) -> list[str]:
+def _wait_live(address: str, names: list[str], timeout: float, token: str = "") -> list[str]:
     """Wait until each API has a ready replica; problems (failed or unplaceable APIs) as messages."""
     from cortado.client import SchedulerClient
     from cortado.v1 import control_pb2
 
     deadline = time.monotonic() + timeout
-    with SchedulerClient(address) as scheduler:
+    with SchedulerClient(address, token) as scheduler:
         while time.monotonic() < deadline:
             statuses = {s.name: s for s in scheduler.list() if s.name in names}
             problems = [
@@ -864,10 +925,17 @@ def main(argv: list[str] | None = None) -> int:
     except tls.TlsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    mesh = LocalMesh(options.workdir, http_port=options.port, tls_files=tls_files)
-    # The documented metrics ports, so deploy/prometheus/local.yml can scrape `make run` (free ports otherwise).
+    mesh = LocalMesh(
+        options.workdir,
+        http_port=options.port,
+        tls_files=tls_files,
+        console_address=os.environ.get("CORTADO_CONSOLE_ADDRESS") or "127.0.0.1",
+    )
+    # The documented ports, so deploy/prometheus/local.yml can scrape `make run` and the console keeps its
+    # address (CORTADO_CONSOLE_PORT, 8889 by default), where they are free (free ones otherwise).
     documented = {"ingest-metrics": 9461, "results-metrics": 9462, "scheduler-metrics": 9463}
     documented |= {"executor-metrics": 9464, "webhooks-metrics": 9465, "admin": 9901}
+    documented |= {"console": int(os.environ.get("CORTADO_CONSOLE_PORT") or 8889)}
     for name, port in documented.items():
         with contextlib.suppress(OSError), socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
@@ -889,7 +957,8 @@ def main(argv: list[str] | None = None) -> int:
     state_file = _write_state(cortado_home(), mesh)
     try:
         deployed: list[str] = []
-        with SchedulerClient(mesh.scheduler_address) as scheduler:
+        token = os.environ.get("CORTADO_SCHEDULER_TOKEN", "")
+        with SchedulerClient(mesh.scheduler_address, token) as scheduler:
             for project in options.deploy:
                 reply = scheduler.deploy(project)
                 deployed += [a.name for a in reply.apis]
@@ -898,11 +967,12 @@ def main(argv: list[str] | None = None) -> int:
                 for api, secret in sorted(reply.webhook_secrets.items()):
                     print(f"{api}: webhook signing secret {secret}")
                     print("  keep it now: it is shown only this once (`cortado webhook-secret rotate` makes a new one)")
-        problems = _wait_live(mesh.scheduler_address, deployed, 120)
+        problems = _wait_live(mesh.scheduler_address, deployed, 120, token)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         url = mesh.http_url.replace("127.0.0.1", "localhost")
         print(f"\nCortado is serving on {url} (scheduler on {mesh.scheduler_address}, NATS on {mesh.nats_url})")
+        print(f"The web console is at {mesh.console_url} (open it in a browser)")
         for name in deployed:
             sample = next((p / "sample.json" for p in options.deploy if (p / "sample.json").is_file()), None)
             body = f"@{sample}" if sample else "'{}'"

@@ -7,6 +7,7 @@ the public HTTP port.
 """
 
 from collections import abc as _abc
+from cortado.v1 import records_pb2 as _records_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -571,6 +572,458 @@ class ListApisRequest(_message.Message):
 Global___ListApisRequest: _TypeAlias = ListApisRequest  # noqa: Y015
 
 @_typing.final
+class WatchApisRequest(_message.Message):
+    """WatchApisRequest says how often to answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """Time between answers; unset means 2 s. From 0.5 s to 60 s."""
+
+    def __init__(
+        self,
+        *,
+        interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchApisRequest: _TypeAlias = WatchApisRequest  # noqa: Y015
+
+@_typing.final
+class PauseApiRequest(_message.Message):
+    """PauseApiRequest names the API to pause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseApiRequest: _TypeAlias = PauseApiRequest  # noqa: Y015
+
+@_typing.final
+class PauseApiResponse(_message.Message):
+    """PauseApiResponse answers the API's status, `paused` set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api(self) -> Global___ApiStatus:
+        """The API's status."""
+
+    def __init__(
+        self,
+        *,
+        api: Global___ApiStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseApiResponse: _TypeAlias = PauseApiResponse  # noqa: Y015
+
+@_typing.final
+class ResumeApiRequest(_message.Message):
+    """ResumeApiRequest names the API to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeApiRequest: _TypeAlias = ResumeApiRequest  # noqa: Y015
+
+@_typing.final
+class ResumeApiResponse(_message.Message):
+    """ResumeApiResponse answers the API's status, `paused` clear."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api(self) -> Global___ApiStatus:
+        """The API's status."""
+
+    def __init__(
+        self,
+        *,
+        api: Global___ApiStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeApiResponse: _TypeAlias = ResumeApiResponse  # noqa: Y015
+
+@_typing.final
+class ListRequestsRequest(_message.Message):
+    """ListRequestsRequest says which requests to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    status: _builtins.str
+    """Only requests in this state: `in_queue`, `in_progress`, `completed`,
+    `failed` or `cancelled`; empty for all.
+    """
+    limit: _builtins.int
+    """Most requests to answer; 0 means 50. At most 500."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequestsRequest: _TypeAlias = ListRequestsRequest  # noqa: Y015
+
+@_typing.final
+class RequestSummary(_message.Message):
+    """RequestSummary is one line of an API's request list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_TYPE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request id."""
+    status: _records_pb2.RequestStatus.ValueType
+    """Where it stands."""
+    priority: _records_pb2.Priority.ValueType
+    """The priority it was submitted with."""
+    attempts: _builtins.int
+    """Handler runs started for it."""
+    error_type: _builtins.str
+    """The error's type, when it failed."""
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When ingest accepted it."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When a handler last started on it (unset while it waits)."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it finished (unset until then)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: _records_pb2.RequestStatus.ValueType = ...,
+        priority: _records_pb2.Priority.ValueType = ...,
+        attempts: _builtins.int = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        error_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at", "submitted_at", b"submitted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error_type", b"error_type", "finished_at", b"finished_at", "id", b"id", "priority", b"priority", "started_at", b"started_at", "status", b"status", "submitted_at", b"submitted_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestSummary: _TypeAlias = RequestSummary  # noqa: Y015
+
+@_typing.final
+class ListRequestsResponse(_message.Message):
+    """ListRequestsResponse lists requests, newest submission first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    SCANNED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    scanned: _builtins.int
+    """Records read to find them (of every API: records are kept by id)."""
+    truncated: _builtins.bool
+    """The search stopped at its limit of records read: older requests of the
+    API may exist (open one by its id).
+    """
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestSummary]:
+        """The requests found."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RequestSummary] | None = ...,
+        scanned: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests", "scanned", b"scanned", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequestsResponse: _TypeAlias = ListRequestsResponse  # noqa: Y015
+
+@_typing.final
+class GetRequestDetailRequest(_message.Message):
+    """GetRequestDetailRequest names the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    id: _builtins.str
+    """The request id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRequestDetailRequest: _TypeAlias = GetRequestDetailRequest  # noqa: Y015
+
+@_typing.final
+class Preview(_message.Message):
+    """Preview is the start of a body or result, for people to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETAINED_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    retained: _builtins.bool
+    """Whether the bytes are still kept (a body is kept while its request
+    waits or runs, and in its dead letter).
+    """
+    content_type: _builtins.str
+    """Their media type."""
+    size: _builtins.int
+    """Their size in bytes."""
+    text: _builtins.str
+    """The start of the bytes as text, when they are text (JSON, text/*, and
+    the like) and kept; empty otherwise.
+    """
+    truncated: _builtins.bool
+    """`text` holds only the start of the bytes."""
+    def __init__(
+        self,
+        *,
+        retained: _builtins.bool = ...,
+        content_type: _builtins.str = ...,
+        size: _builtins.int = ...,
+        text: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "retained", b"retained", "size", b"size", "text", b"text", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Preview: _TypeAlias = Preview  # noqa: Y015
+
+@_typing.final
+class GetRequestDetailResponse(_message.Message):
+    """GetRequestDetailResponse is everything kept about one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    RECORD_JSON_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
+    LOG_LINES_FIELD_NUMBER: _builtins.int
+    TRACE_URL_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    record_json: _builtins.str
+    """The JSON body `GET /<api>/<id>` answers for it."""
+    trace_url: _builtins.str
+    """Its trace in Jaeger, when CORTADO_CONSOLE_TRACES_URL is set."""
+    dead_letter: _builtins.bool
+    """Whether it waits in the dead letters (replay it with ReplayDeadLetter)."""
+    @_builtins.property
+    def summary(self) -> Global___RequestSummary:
+        """Its summary: state, priority, attempts and the times of its phases."""
+
+    @_builtins.property
+    def error(self) -> _records_pb2.RequestError:
+        """Why it failed, the handler's traceback included, when it failed."""
+
+    @_builtins.property
+    def payload(self) -> Global___Preview:
+        """The body it was submitted with."""
+
+    @_builtins.property
+    def result(self) -> Global___Preview:
+        """Its result, when it completed."""
+
+    @_builtins.property
+    def webhook(self) -> _records_pb2.WebhookDelivery:
+        """Its webhook's delivery, when it has one."""
+
+    @_builtins.property
+    def log_lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its handler's log lines (JSON, as `cortado logs` shows them), oldest
+        first, of the last day.
+        """
+
+    def __init__(
+        self,
+        *,
+        summary: Global___RequestSummary | None = ...,
+        record_json: _builtins.str = ...,
+        error: _records_pb2.RequestError | None = ...,
+        payload: Global___Preview | None = ...,
+        result: Global___Preview | None = ...,
+        webhook: _records_pb2.WebhookDelivery | None = ...,
+        log_lines: _abc.Iterable[_builtins.str] | None = ...,
+        trace_url: _builtins.str = ...,
+        dead_letter: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "payload", b"payload", "result", b"result", "summary", b"summary", "webhook", b"webhook"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter", b"dead_letter", "error", b"error", "log_lines", b"log_lines", "payload", b"payload", "record_json", b"record_json", "result", b"result", "summary", b"summary", "trace_url", b"trace_url", "webhook", b"webhook"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRequestDetailResponse: _TypeAlias = GetRequestDetailResponse  # noqa: Y015
+
+@_typing.final
+class CancelRequestByOperatorRequest(_message.Message):
+    """CancelRequestByOperatorRequest names the request to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the API."""
+    id: _builtins.str
+    """The request id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequestByOperatorRequest: _TypeAlias = CancelRequestByOperatorRequest  # noqa: Y015
+
+@_typing.final
+class CancelRequestByOperatorResponse(_message.Message):
+    """CancelRequestByOperatorResponse says how the cancel ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """`cancelled` (now or earlier) or `finished` (it had completed or failed:
+    nothing changed).
+    """
+    @_builtins.property
+    def summary(self) -> Global___RequestSummary:
+        """The request as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        summary: Global___RequestSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequestByOperatorResponse: _TypeAlias = CancelRequestByOperatorResponse  # noqa: Y015
+
+@_typing.final
+class GetConsoleFileRequest(_message.Message):
+    """GetConsoleFileRequest names a file of the console."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Its path under `/console/` (empty: `index.html`)."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsoleFileRequest: _TypeAlias = GetConsoleFileRequest  # noqa: Y015
+
+@_typing.final
 class ListApisResponse(_message.Message):
     """ListApisResponse lists every deployed API."""
 
@@ -877,6 +1330,9 @@ class ApiStatus(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     QUEUED_BY_PRIORITY_FIELD_NUMBER: _builtins.int
     WEBHOOKS_UNDELIVERED_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    ACTIVITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -899,6 +1355,8 @@ class ApiStatus(_message.Message):
     """Requests its replicas failed since they started."""
     webhooks_undelivered: _builtins.int
     """Webhooks of the API's requests not delivered yet (pending or retrying)."""
+    paused: _builtins.bool
+    """Dispatch is paused (PauseApi): queued requests wait until ResumeApi."""
     @_builtins.property
     def deployed_at(self) -> _timestamp_pb2.Timestamp:
         """When the API was last deployed."""
@@ -908,6 +1366,14 @@ class ApiStatus(_message.Message):
         """Requests waiting in the queue by priority (high, normal, low); their
         sum is `queued`.
         """
+
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaLocation]:
+        """Its replicas of the deployed version, and where they run."""
+
+    @_builtins.property
+    def activity(self) -> Global___ApiActivity:
+        """Requests its replicas finished lately, for charts."""
 
     def __init__(
         self,
@@ -925,14 +1391,141 @@ class ApiStatus(_message.Message):
         failed: _builtins.int = ...,
         queued_by_priority: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         webhooks_undelivered: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+        replicas: _abc.Iterable[Global___ReplicaLocation] | None = ...,
+        activity: Global___ApiActivity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deployed_at", b"deployed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "deployed_at", b"deployed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "failed", b"failed", "in_flight", b"in_flight", "message", b"message", "name", b"name", "queued", b"queued", "queued_by_priority", b"queued_by_priority", "ready_replicas", b"ready_replicas", "state", b"state", "version", b"version", "webhooks_undelivered", b"webhooks_undelivered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "completed", b"completed", "deployed_at", b"deployed_at", "desired_replicas", b"desired_replicas", "failed", b"failed", "in_flight", b"in_flight", "message", b"message", "name", b"name", "paused", b"paused", "queued", b"queued", "queued_by_priority", b"queued_by_priority", "ready_replicas", b"ready_replicas", "replicas", b"replicas", "state", b"state", "version", b"version", "webhooks_undelivered", b"webhooks_undelivered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiStatus: _TypeAlias = ApiStatus  # noqa: Y015
+
+@_typing.final
+class ReplicaLocation(_message.Message):
+    """ReplicaLocation is one replica of an API and the executor that runs it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    GPU_INDICES_FIELD_NUMBER: _builtins.int
+    replica: _builtins.int
+    """Replica number within the API."""
+    state: Global___ReplicaState.ValueType
+    """Where it stands."""
+    executor_id: _builtins.str
+    """The executor's id."""
+    hostname: _builtins.str
+    """The executor's host."""
+    @_builtins.property
+    def gpu_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """GPUs given to it."""
+
+    def __init__(
+        self,
+        *,
+        replica: _builtins.int = ...,
+        state: Global___ReplicaState.ValueType = ...,
+        executor_id: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+        gpu_indices: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "gpu_indices", b"gpu_indices", "hostname", b"hostname", "replica", b"replica", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaLocation: _TypeAlias = ReplicaLocation  # noqa: Y015
+
+@_typing.final
+class ActivityPoint(_message.Message):
+    """ActivityPoint is what an API's replicas finished in one interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    MEAN_LATENCY_SECONDS_FIELD_NUMBER: _builtins.int
+    completed: _builtins.int
+    """Requests completed in it."""
+    failed: _builtins.int
+    """Requests failed in it."""
+    mean_latency_seconds: _builtins.float
+    """Mean time from submission to outcome of those requests, in seconds
+    (0 when none finished).
+    """
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When the interval began."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        mean_latency_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "failed", b"failed", "mean_latency_seconds", b"mean_latency_seconds", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityPoint: _TypeAlias = ActivityPoint  # noqa: Y015
+
+@_typing.final
+class ApiActivity(_message.Message):
+    """ApiActivity is an API's recent throughput and latency, sampled by the
+    scheduler from the executors' heartbeats since it started.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    completed: _builtins.int
+    """Requests completed in the whole window."""
+    failed: _builtins.int
+    """Requests failed in the whole window."""
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """Length of each point's interval."""
+
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityPoint]:
+        """The intervals of the window, oldest first."""
+
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """Length of the window (15 minutes, or less since the scheduler started)."""
+
+    def __init__(
+        self,
+        *,
+        interval: _duration_pb2.Duration | None = ...,
+        points: _abc.Iterable[Global___ActivityPoint] | None = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "failed", b"failed", "interval", b"interval", "points", b"points", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiActivity: _TypeAlias = ApiActivity  # noqa: Y015
 
 @_typing.final
 class Compute(_message.Message):
@@ -1300,6 +1893,7 @@ class ReplicaStatus(_message.Message):
     REPLICA_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
+    LATENCY_SECONDS_SUM_FIELD_NUMBER: _builtins.int
     api: _builtins.str
     """Name of the API."""
     version: _builtins.int
@@ -1314,6 +1908,10 @@ class ReplicaStatus(_message.Message):
     """Requests this replica completed since it started."""
     failed: _builtins.int
     """Requests this replica failed since it started."""
+    latency_seconds_sum: _builtins.float
+    """Sum, over the requests it finished (completed or failed) since it
+    started, of the seconds from submission to outcome.
+    """
     @_builtins.property
     def gpu_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """GPUs given to it."""
@@ -1329,10 +1927,11 @@ class ReplicaStatus(_message.Message):
         replica: _builtins.int = ...,
         completed: _builtins.int = ...,
         failed: _builtins.int = ...,
+        latency_seconds_sum: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "completed", b"completed", "failed", b"failed", "gpu_indices", b"gpu_indices", "message", b"message", "replica", b"replica", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "completed", b"completed", "failed", b"failed", "gpu_indices", b"gpu_indices", "latency_seconds_sum", b"latency_seconds_sum", "message", b"message", "replica", b"replica", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

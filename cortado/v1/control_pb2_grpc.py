@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cortado.v1 import control_pb2 as cortado_dot_v1_dot_control__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.0'
 GRPC_VERSION = grpc.__version__
@@ -27,6 +28,11 @@ if _version_not_supported:
 
 class SchedulerStub:
     """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
     """
 
     def __init__(self, channel):
@@ -50,10 +56,45 @@ class SchedulerStub:
                 request_serializer=cortado_dot_v1_dot_control__pb2.ListApisRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.ListApisResponse.FromString,
                 _registered_method=True)
+        self.WatchApis = channel.unary_stream(
+                '/cortado.v1.Scheduler/WatchApis',
+                request_serializer=cortado_dot_v1_dot_control__pb2.WatchApisRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ListApisResponse.FromString,
+                _registered_method=True)
         self.DescribeApi = channel.unary_unary(
                 '/cortado.v1.Scheduler/DescribeApi',
                 request_serializer=cortado_dot_v1_dot_control__pb2.DescribeApiRequest.SerializeToString,
                 response_deserializer=cortado_dot_v1_dot_control__pb2.DescribeApiResponse.FromString,
+                _registered_method=True)
+        self.PauseApi = channel.unary_unary(
+                '/cortado.v1.Scheduler/PauseApi',
+                request_serializer=cortado_dot_v1_dot_control__pb2.PauseApiRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.PauseApiResponse.FromString,
+                _registered_method=True)
+        self.ResumeApi = channel.unary_unary(
+                '/cortado.v1.Scheduler/ResumeApi',
+                request_serializer=cortado_dot_v1_dot_control__pb2.ResumeApiRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ResumeApiResponse.FromString,
+                _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/cortado.v1.Scheduler/ListRequests',
+                request_serializer=cortado_dot_v1_dot_control__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
+        self.GetRequestDetail = channel.unary_unary(
+                '/cortado.v1.Scheduler/GetRequestDetail',
+                request_serializer=cortado_dot_v1_dot_control__pb2.GetRequestDetailRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.GetRequestDetailResponse.FromString,
+                _registered_method=True)
+        self.CancelRequest = channel.unary_unary(
+                '/cortado.v1.Scheduler/CancelRequest',
+                request_serializer=cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorRequest.SerializeToString,
+                response_deserializer=cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorResponse.FromString,
+                _registered_method=True)
+        self.GetConsoleFile = channel.unary_unary(
+                '/cortado.v1.Scheduler/GetConsoleFile',
+                request_serializer=cortado_dot_v1_dot_control__pb2.GetConsoleFileRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.StreamLogs = channel.unary_stream(
                 '/cortado.v1.Scheduler/StreamLogs',
@@ -94,6 +135,11 @@ class SchedulerStub:
 
 class SchedulerServicer:
     """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
     """
 
     def Deploy(self, request, context):
@@ -117,8 +163,68 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchApis(self, request, context):
+        """WatchApis answers what ListApis does at once, then again every
+        `interval` (default 2 s) until the client goes away: the console's live
+        view. Over HTTP each answer is one line of JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeApi(self, request, context):
         """DescribeApi answers one API with its status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseApi(self, request, context):
+        """PauseApi stops dispatching the API's queued requests to its replicas:
+        requests in flight finish, new submissions are still accepted and wait
+        (up to `queue.max_length`), and nothing is dispatched until ResumeApi.
+        A redeploy keeps the pause. Pausing a paused API changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeApi(self, request, context):
+        """ResumeApi dispatches the API's queued requests again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRequests(self, request, context):
+        """ListRequests answers an API's most recent requests (by their last
+        change), newest submission first, from the records kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRequestDetail(self, request, context):
+        """GetRequestDetail answers everything kept about one request: its record
+        as `GET /<api>/<id>` answers it, its phases, its body and result (a
+        preview), its error's traceback, its log lines and its webhook.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRequest(self, request, context):
+        """CancelRequest cancels a queued or running request, as
+        `DELETE /<api>/<id>` does on the public port.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsoleFile(self, request, context):
+        """GetConsoleFile answers one of the web console's static files (HTML,
+        JavaScript, CSS), which ship in the Cortado package. They hold no data:
+        this is the one call a scheduler token does not guard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,10 +305,45 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=cortado_dot_v1_dot_control__pb2.ListApisRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.ListApisResponse.SerializeToString,
             ),
+            'WatchApis': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchApis,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.WatchApisRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ListApisResponse.SerializeToString,
+            ),
             'DescribeApi': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeApi,
                     request_deserializer=cortado_dot_v1_dot_control__pb2.DescribeApiRequest.FromString,
                     response_serializer=cortado_dot_v1_dot_control__pb2.DescribeApiResponse.SerializeToString,
+            ),
+            'PauseApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseApi,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.PauseApiRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.PauseApiResponse.SerializeToString,
+            ),
+            'ResumeApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeApi,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.ResumeApiRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ResumeApiResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.ListRequestsRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.ListRequestsResponse.SerializeToString,
+            ),
+            'GetRequestDetail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRequestDetail,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.GetRequestDetailRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.GetRequestDetailResponse.SerializeToString,
+            ),
+            'CancelRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRequest,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorRequest.FromString,
+                    response_serializer=cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorResponse.SerializeToString,
+            ),
+            'GetConsoleFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsoleFile,
+                    request_deserializer=cortado_dot_v1_dot_control__pb2.GetConsoleFileRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'StreamLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamLogs,
@@ -249,6 +390,11 @@ def add_SchedulerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Scheduler:
     """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
     """
 
     @staticmethod
@@ -333,6 +479,33 @@ class Scheduler:
             _registered_method=True)
 
     @staticmethod
+    def WatchApis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cortado.v1.Scheduler/WatchApis',
+            cortado_dot_v1_dot_control__pb2.WatchApisRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ListApisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DescribeApi(request,
             target,
             options=(),
@@ -349,6 +522,168 @@ class Scheduler:
             '/cortado.v1.Scheduler/DescribeApi',
             cortado_dot_v1_dot_control__pb2.DescribeApiRequest.SerializeToString,
             cortado_dot_v1_dot_control__pb2.DescribeApiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/PauseApi',
+            cortado_dot_v1_dot_control__pb2.PauseApiRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.PauseApiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/ResumeApi',
+            cortado_dot_v1_dot_control__pb2.ResumeApiRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ResumeApiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/ListRequests',
+            cortado_dot_v1_dot_control__pb2.ListRequestsRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.ListRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRequestDetail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/GetRequestDetail',
+            cortado_dot_v1_dot_control__pb2.GetRequestDetailRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.GetRequestDetailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/CancelRequest',
+            cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorRequest.SerializeToString,
+            cortado_dot_v1_dot_control__pb2.CancelRequestByOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsoleFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortado.v1.Scheduler/GetConsoleFile',
+            cortado_dot_v1_dot_control__pb2.GetConsoleFileRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

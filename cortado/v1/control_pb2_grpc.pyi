@@ -8,6 +8,7 @@ the public HTTP port.
 
 from collections import abc as _abc
 from cortado.v1 import control_pb2 as _control_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -30,7 +31,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SchedulerStub:
-    """Scheduler owns the API registry and places API replicas on executors."""
+    """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -42,8 +49,39 @@ class SchedulerStub:
     """DeleteApi removes an API, its queue and its replicas."""
     ListApis: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListApisRequest, _control_pb2.ListApisResponse]
     """ListApis answers every deployed API with its status."""
+    WatchApis: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchApisRequest, _control_pb2.ListApisResponse]
+    """WatchApis answers what ListApis does at once, then again every
+    `interval` (default 2 s) until the client goes away: the console's live
+    view. Over HTTP each answer is one line of JSON.
+    """
     DescribeApi: _grpc.UnaryUnaryMultiCallable[_control_pb2.DescribeApiRequest, _control_pb2.DescribeApiResponse]
     """DescribeApi answers one API with its status."""
+    PauseApi: _grpc.UnaryUnaryMultiCallable[_control_pb2.PauseApiRequest, _control_pb2.PauseApiResponse]
+    """PauseApi stops dispatching the API's queued requests to its replicas:
+    requests in flight finish, new submissions are still accepted and wait
+    (up to `queue.max_length`), and nothing is dispatched until ResumeApi.
+    A redeploy keeps the pause. Pausing a paused API changes nothing.
+    """
+    ResumeApi: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResumeApiRequest, _control_pb2.ResumeApiResponse]
+    """ResumeApi dispatches the API's queued requests again."""
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListRequestsRequest, _control_pb2.ListRequestsResponse]
+    """ListRequests answers an API's most recent requests (by their last
+    change), newest submission first, from the records kept.
+    """
+    GetRequestDetail: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetRequestDetailRequest, _control_pb2.GetRequestDetailResponse]
+    """GetRequestDetail answers everything kept about one request: its record
+    as `GET /<api>/<id>` answers it, its phases, its body and result (a
+    preview), its error's traceback, its log lines and its webhook.
+    """
+    CancelRequest: _grpc.UnaryUnaryMultiCallable[_control_pb2.CancelRequestByOperatorRequest, _control_pb2.CancelRequestByOperatorResponse]
+    """CancelRequest cancels a queued or running request, as
+    `DELETE /<api>/<id>` does on the public port.
+    """
+    GetConsoleFile: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetConsoleFileRequest, _httpbody_pb2.HttpBody]
+    """GetConsoleFile answers one of the web console's static files (HTML,
+    JavaScript, CSS), which ship in the Cortado package. They hold no data:
+    this is the one call a scheduler token does not guard.
+    """
     StreamLogs: _grpc.UnaryStreamMultiCallable[_control_pb2.StreamLogsRequest, _control_pb2.StreamLogsResponse]
     """StreamLogs streams an API's recent log lines, then, when asked to follow,
     each new line as its handler processes write it.
@@ -74,7 +112,13 @@ class SchedulerStub:
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
-    """Scheduler owns the API registry and places API replicas on executors."""
+    """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Deploy: _aio.UnaryUnaryMultiCallable[_control_pb2.DeployRequest, _control_pb2.DeployResponse]  # type: ignore[assignment]
@@ -83,8 +127,39 @@ class SchedulerAsyncStub(SchedulerStub):
     """DeleteApi removes an API, its queue and its replicas."""
     ListApis: _aio.UnaryUnaryMultiCallable[_control_pb2.ListApisRequest, _control_pb2.ListApisResponse]  # type: ignore[assignment]
     """ListApis answers every deployed API with its status."""
+    WatchApis: _aio.UnaryStreamMultiCallable[_control_pb2.WatchApisRequest, _control_pb2.ListApisResponse]  # type: ignore[assignment]
+    """WatchApis answers what ListApis does at once, then again every
+    `interval` (default 2 s) until the client goes away: the console's live
+    view. Over HTTP each answer is one line of JSON.
+    """
     DescribeApi: _aio.UnaryUnaryMultiCallable[_control_pb2.DescribeApiRequest, _control_pb2.DescribeApiResponse]  # type: ignore[assignment]
     """DescribeApi answers one API with its status."""
+    PauseApi: _aio.UnaryUnaryMultiCallable[_control_pb2.PauseApiRequest, _control_pb2.PauseApiResponse]  # type: ignore[assignment]
+    """PauseApi stops dispatching the API's queued requests to its replicas:
+    requests in flight finish, new submissions are still accepted and wait
+    (up to `queue.max_length`), and nothing is dispatched until ResumeApi.
+    A redeploy keeps the pause. Pausing a paused API changes nothing.
+    """
+    ResumeApi: _aio.UnaryUnaryMultiCallable[_control_pb2.ResumeApiRequest, _control_pb2.ResumeApiResponse]  # type: ignore[assignment]
+    """ResumeApi dispatches the API's queued requests again."""
+    ListRequests: _aio.UnaryUnaryMultiCallable[_control_pb2.ListRequestsRequest, _control_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """ListRequests answers an API's most recent requests (by their last
+    change), newest submission first, from the records kept.
+    """
+    GetRequestDetail: _aio.UnaryUnaryMultiCallable[_control_pb2.GetRequestDetailRequest, _control_pb2.GetRequestDetailResponse]  # type: ignore[assignment]
+    """GetRequestDetail answers everything kept about one request: its record
+    as `GET /<api>/<id>` answers it, its phases, its body and result (a
+    preview), its error's traceback, its log lines and its webhook.
+    """
+    CancelRequest: _aio.UnaryUnaryMultiCallable[_control_pb2.CancelRequestByOperatorRequest, _control_pb2.CancelRequestByOperatorResponse]  # type: ignore[assignment]
+    """CancelRequest cancels a queued or running request, as
+    `DELETE /<api>/<id>` does on the public port.
+    """
+    GetConsoleFile: _aio.UnaryUnaryMultiCallable[_control_pb2.GetConsoleFileRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """GetConsoleFile answers one of the web console's static files (HTML,
+    JavaScript, CSS), which ship in the Cortado package. They hold no data:
+    this is the one call a scheduler token does not guard.
+    """
     StreamLogs: _aio.UnaryStreamMultiCallable[_control_pb2.StreamLogsRequest, _control_pb2.StreamLogsResponse]  # type: ignore[assignment]
     """StreamLogs streams an API's recent log lines, then, when asked to follow,
     each new line as its handler processes write it.
@@ -114,7 +189,13 @@ class SchedulerAsyncStub(SchedulerStub):
     """RevokeApiKey revokes a key, by id or name: it is refused from then on."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
-    """Scheduler owns the API registry and places API replicas on executors."""
+    """Scheduler owns the API registry and places API replicas on executors.
+
+    The RPCs with an HTTP rule are the web console's: Envoy's console listener
+    transcodes them to JSON under `/api/v1/` (docs/console.md), and serves the
+    console's own files under `/console/`. Nothing else of the Scheduler is
+    reachable over HTTP.
+    """
 
     @_abc_1.abstractmethod
     def Deploy(
@@ -141,12 +222,85 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         """ListApis answers every deployed API with its status."""
 
     @_abc_1.abstractmethod
+    def WatchApis(
+        self,
+        request: _control_pb2.WatchApisRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.ListApisResponse], _abc.AsyncIterator[_control_pb2.ListApisResponse]]:
+        """WatchApis answers what ListApis does at once, then again every
+        `interval` (default 2 s) until the client goes away: the console's live
+        view. Over HTTP each answer is one line of JSON.
+        """
+
+    @_abc_1.abstractmethod
     def DescribeApi(
         self,
         request: _control_pb2.DescribeApiRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.DescribeApiResponse, _abc.Awaitable[_control_pb2.DescribeApiResponse]]:
         """DescribeApi answers one API with its status."""
+
+    @_abc_1.abstractmethod
+    def PauseApi(
+        self,
+        request: _control_pb2.PauseApiRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PauseApiResponse, _abc.Awaitable[_control_pb2.PauseApiResponse]]:
+        """PauseApi stops dispatching the API's queued requests to its replicas:
+        requests in flight finish, new submissions are still accepted and wait
+        (up to `queue.max_length`), and nothing is dispatched until ResumeApi.
+        A redeploy keeps the pause. Pausing a paused API changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeApi(
+        self,
+        request: _control_pb2.ResumeApiRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ResumeApiResponse, _abc.Awaitable[_control_pb2.ResumeApiResponse]]:
+        """ResumeApi dispatches the API's queued requests again."""
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _control_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListRequestsResponse, _abc.Awaitable[_control_pb2.ListRequestsResponse]]:
+        """ListRequests answers an API's most recent requests (by their last
+        change), newest submission first, from the records kept.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRequestDetail(
+        self,
+        request: _control_pb2.GetRequestDetailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetRequestDetailResponse, _abc.Awaitable[_control_pb2.GetRequestDetailResponse]]:
+        """GetRequestDetail answers everything kept about one request: its record
+        as `GET /<api>/<id>` answers it, its phases, its body and result (a
+        preview), its error's traceback, its log lines and its webhook.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelRequest(
+        self,
+        request: _control_pb2.CancelRequestByOperatorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CancelRequestByOperatorResponse, _abc.Awaitable[_control_pb2.CancelRequestByOperatorResponse]]:
+        """CancelRequest cancels a queued or running request, as
+        `DELETE /<api>/<id>` does on the public port.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsoleFile(
+        self,
+        request: _control_pb2.GetConsoleFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """GetConsoleFile answers one of the web console's static files (HTML,
+        JavaScript, CSS), which ship in the Cortado package. They hold no data:
+        this is the one call a scheduler token does not guard.
+        """
 
     @_abc_1.abstractmethod
     def StreamLogs(

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/records.proto\x12\ncortado.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x0fWebhookDelivery\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.cortado.v1.WebhookState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x34\n\x10\x66irst_attempt_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0cRequestError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x81\x04\n\rRequestRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.cortado.v1.RequestStatus\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x30\n\x0csubmitted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresult_json\x18\x08 \x01(\x0c\x12\'\n\x05\x65rror\x18\t \x01(\x0b\x32\x18.cortado.v1.RequestError\x12,\n\x07webhook\x18\n \x01(\x0b\x32\x1b.cortado.v1.WebhookDelivery\x12&\n\x08priority\x18\x0b \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x1b\n\x13result_content_type\x18\x0c \x01(\t\x12\x13\n\x0bresult_data\x18\r \x01(\x0c\x12\x13\n\x0bresult_size\x18\x0e \x01(\x04\x12\x15\n\rresult_object\x18\x0f \x01(\t\x12\x15\n\rresult_sha256\x18\x10 \x01(\t\"\xbf\x02\n\x0bRequestView\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.cortado.v1.RequestStatus\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.cortado.v1.RequestError\x12,\n\x07webhook\x18\x06 \x01(\x0b\x32\x1b.cortado.v1.WebhookDelivery\x12\x1b\n\x13result_content_type\x18\x07 \x01(\t\x12\x13\n\x0bresult_data\x18\x08 \x01(\x0c\x12\x13\n\x0bresult_size\x18\t \x01(\x04\x12\x15\n\rresult_sha256\x18\n \x01(\t\"\xd1\x01\n\x08WorkItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x16\n\x0epayload_object\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08priority\x18\x07 \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x08 \x01(\t\"%\n\nWebhookJob\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t*\xe1\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17REQUEST_STATUS_IN_QUEUE\x10\x01\x12\x1e\n\x1aREQUEST_STATUS_IN_PROGRESS\x10\x02\x12\x1c\n\x18REQUEST_STATUS_COMPLETED\x10\x03\x12\x19\n\x15REQUEST_STATUS_FAILED\x10\x04\x12\x1c\n\x18REQUEST_STATUS_NOT_FOUND\x10\x05\x12\x1c\n\x18REQUEST_STATUS_CANCELLED\x10\x06*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*\x9b\x01\n\x0cWebhookState\x12\x1d\n\x19WEBHOOK_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WEBHOOK_STATE_PENDING\x10\x01\x12\x1b\n\x17WEBHOOK_STATE_DELIVERED\x10\x02\x12\x19\n\x15WEBHOOK_STATE_GAVE_UP\x10\x03\x12\x19\n\x15WEBHOOK_STATE_STOPPED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ortado/v1/records.proto\x12\ncortado.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x0fWebhookDelivery\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.cortado.v1.WebhookState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x34\n\x10\x66irst_attempt_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0cRequestError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x81\x04\n\rRequestRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.cortado.v1.RequestStatus\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x30\n\x0csubmitted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresult_json\x18\x08 \x01(\x0c\x12\'\n\x05\x65rror\x18\t \x01(\x0b\x32\x18.cortado.v1.RequestError\x12,\n\x07webhook\x18\n \x01(\x0b\x32\x1b.cortado.v1.WebhookDelivery\x12&\n\x08priority\x18\x0b \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x1b\n\x13result_content_type\x18\x0c \x01(\t\x12\x13\n\x0bresult_data\x18\r \x01(\x0c\x12\x13\n\x0bresult_size\x18\x0e \x01(\x04\x12\x15\n\rresult_object\x18\x0f \x01(\t\x12\x15\n\rresult_sha256\x18\x10 \x01(\t\"\xbf\x02\n\x0bRequestView\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.cortado.v1.RequestStatus\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.cortado.v1.RequestError\x12,\n\x07webhook\x18\x06 \x01(\x0b\x32\x1b.cortado.v1.WebhookDelivery\x12\x1b\n\x13result_content_type\x18\x07 \x01(\t\x12\x13\n\x0bresult_data\x18\x08 \x01(\x0c\x12\x13\n\x0bresult_size\x18\t \x01(\x04\x12\x15\n\rresult_sha256\x18\n \x01(\t\"\xd1\x01\n\x08WorkItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pi\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x16\n\x0epayload_object\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08priority\x18\x07 \x01(\x0e\x32\x14.cortado.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x08 \x01(\t\"%\n\nWebhookJob\x12\x0b\n\x03\x61pi\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t*\xe1\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17REQUEST_STATUS_IN_QUEUE\x10\x01\x12\x1e\n\x1aREQUEST_STATUS_IN_PROGRESS\x10\x02\x12\x1c\n\x18REQUEST_STATUS_COMPLETED\x10\x03\x12\x19\n\x15REQUEST_STATUS_FAILED\x10\x04\x12\x1c\n\x18REQUEST_STATUS_NOT_FOUND\x10\x05\x12\x1c\n\x18REQUEST_STATUS_CANCELLED\x10\x06*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*\x9b\x01\n\x0cWebhookState\x12\x1d\n\x19WEBHOOK_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15WEBHOOK_STATE_PENDING\x10\x01\x12\x1b\n\x17WEBHOOK_STATE_DELIVERED\x10\x02\x12\x19\n\x15WEBHOOK_STATE_GAVE_UP\x10\x03\x12\x19\n\x15WEBHOOK_STATE_STOPPED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortado.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTSTATUS']._serialized_start=1429
-  _globals['_REQUESTSTATUS']._serialized_end=1654
-  _globals['_PRIORITY']._serialized_start=1656
-  _globals['_PRIORITY']._serialized_end=1750
-  _globals['_WEBHOOKSTATE']._serialized_start=1753
-  _globals['_WEBHOOKSTATE']._serialized_end=1908
+  _globals['_REQUESTSTATUS']._serialized_start=1448
+  _globals['_REQUESTSTATUS']._serialized_end=1673
+  _globals['_PRIORITY']._serialized_start=1675
+  _globals['_PRIORITY']._serialized_end=1769
+  _globals['_WEBHOOKSTATE']._serialized_start=1772
+  _globals['_WEBHOOKSTATE']._serialized_end=1927
   _globals['_WEBHOOKDELIVERY']._serialized_start=74
   _globals['_WEBHOOKDELIVERY']._serialized_end=290
   _globals['_REQUESTERROR']._serialized_start=292
-  _globals['_REQUESTERROR']._serialized_end=337
-  _globals['_REQUESTRECORD']._serialized_start=340
-  _globals['_REQUESTRECORD']._serialized_end=853
-  _globals['_REQUESTVIEW']._serialized_start=856
-  _globals['_REQUESTVIEW']._serialized_end=1175
-  _globals['_WORKITEM']._serialized_start=1178
-  _globals['_WORKITEM']._serialized_end=1387
-  _globals['_WEBHOOKJOB']._serialized_start=1389
-  _globals['_WEBHOOKJOB']._serialized_end=1426
+  _globals['_REQUESTERROR']._serialized_end=356
+  _globals['_REQUESTRECORD']._serialized_start=359
+  _globals['_REQUESTRECORD']._serialized_end=872
+  _globals['_REQUESTVIEW']._serialized_start=875
+  _globals['_REQUESTVIEW']._serialized_end=1194
+  _globals['_WORKITEM']._serialized_start=1197
+  _globals['_WORKITEM']._serialized_end=1406
+  _globals['_WEBHOOKJOB']._serialized_start=1408
+  _globals['_WEBHOOKJOB']._serialized_end=1445
 # @@protoc_insertion_point(module_scope)

@@ -187,19 +187,25 @@ class RequestError(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEBACK_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The exception's class name, or a Cortado error kind such as "InvalidResult"."""
     message: _builtins.str
     """Human-readable explanation."""
+    traceback: _builtins.str
+    """The handler's traceback, when it raised (shown by the console, not by
+    `GET /<api>/<id>`).
+    """
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         message: _builtins.str = ...,
+        traceback: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -156,7 +156,7 @@ class Dispatcher:
         writer: asyncio.StreamWriter,
         room: int,
         ack_wait_seconds: float,
-        on_outcome: Callable[[bool], None],
+        on_outcome: Callable[[records_pb2.RequestRecord], None],
         max_deliveries: int = 20,
         cancel_grace_seconds: float = CANCEL_GRACE_SECONDS,
         on_stuck: Callable[[], None] | None = None,
@@ -644,6 +644,8 @@ class Dispatcher:
             else:
                 final.status = records_pb2.REQUEST_STATUS_FAILED
                 final.error.type, final.error.message = failure[0], cut_message(failure[1])
+                if not outcome.completed:
+                    final.error.traceback = cut_message(outcome.error.traceback, MAX_TRACEBACK_CHARS)
         await self._write_final(held, final, revision)
 
     async def _keep_result(
@@ -743,7 +745,7 @@ class Dispatcher:
                 await asyncio.sleep(0.5 * 2**attempt)
         if written:
             count_outcome(self._spec.name, final)
-            self._on_outcome(final.status == records_pb2.REQUEST_STATUS_COMPLETED)
+            self._on_outcome(final)
             if self._traced:
                 _trace_queue_wait(held, final)
             if final.webhook.url:
@@ -812,6 +814,10 @@ def redelivery_delay(delivered: int) -> float | None:
     if delivered <= 1:
         return None
     return min(REDELIVERY_MAX_DELAY, 0.5 * 2.0 ** (delivered - 2))
+
+
+MAX_TRACEBACK_CHARS = 32 * 1024
+"""The longest handler traceback a record keeps (its end is cut beyond)."""
 
 
 def cut_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:

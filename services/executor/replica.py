@@ -20,7 +20,7 @@ from cortado import chaining
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.recordstore import RecordStore
-from cortado.v1 import control_pb2, handler_pb2
+from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor.channel import ChannelClosedError, open_channel, read_frame
 from services.executor.dispatch import CANCEL_GRACE_SECONDS, Dispatcher, RecentIds
 from services.executor.environment import DependencyError, prepare_python
@@ -105,6 +105,7 @@ class Replica:
         self._shipping: set[asyncio.Task[None]] = set()
         self.completed = 0
         self.failed = 0
+        self.latency_seconds_sum = 0.0
         self.state: control_pb2.ReplicaState.ValueType = control_pb2.REPLICA_STATE_STARTING
         self.message = ""
         self._process: asyncio.subprocess.Process | None = None
@@ -137,6 +138,7 @@ class Replica:
             replica=self.placement.replica,
             completed=self.completed,
             failed=self.failed,
+            latency_seconds_sum=self.latency_seconds_sum,
         )
 
     def start(self) -> None:
@@ -284,11 +286,17 @@ class Replica:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
 
-    def _count(self, completed: bool) -> None:
-        if completed:
+    def _count(self, final: records_pb2.RequestRecord) -> None:
+        """Count a request this replica finished, and its latency (submission to outcome) for the console."""
+        if final.status == records_pb2.REQUEST_STATUS_COMPLETED:
             self.completed += 1
-        else:
+        elif final.status == records_pb2.REQUEST_STATUS_FAILED:
             self.failed += 1
+        else:
+            return
+        if final.HasField("submitted_at") and final.HasField("finished_at"):
+            latency = final.finished_at.ToNanoseconds() - final.submitted_at.ToNanoseconds()
+            self.latency_seconds_sum += max(0, latency) / 1e9
 
     async def _run_process(self, project: Path, env: dict[str, str], python: str) -> tuple[str, str, float]:
         """Run the handler process once, feeding it through a Dispatcher while it is ready.

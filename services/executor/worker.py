@@ -312,6 +312,7 @@ class Worker:
             batched = self._handler.has_batch and self._max_batch > 1
             method = "handle_batch" if batched else "handle_async"
             began = time.perf_counter()
+            trace = ""
             try:
                 with _tracer.start_as_current_span("handler", attributes=_attributes(self._spec.name, ids)):
                     value = await self._call(payloads, ids, batched)
@@ -331,10 +332,12 @@ class Worker:
             except Exception as exc:
                 log.info("handler raised", extra={"ids": ids, "error": repr(exc)})
                 results, failure = [], describe_exception(exc)
+                # The console shows it with the error (GET /<api>/<id> does not).
+                trace = "".join(traceback.format_exception(exc))
             seconds = time.perf_counter() - began
             for index, job in enumerate(runnable):
                 if failure is not None:
-                    outcomes[job.id] = _failed(job.id, *failure, seconds)
+                    outcomes[job.id] = _failed(job.id, *failure, seconds, trace)
                     continue
                 try:
                     prepared = prepare_result(
@@ -388,10 +391,9 @@ class Worker:
 _tracer = tracing.tracer(__name__)
 
 
-def _failed(job_id: str, kind: str, message: str, seconds: float) -> handler_pb2.Outcome:
-    return handler_pb2.Outcome(
-        id=job_id, completed=False, error=records_pb2.RequestError(type=kind, message=message), handler_seconds=seconds
-    )
+def _failed(job_id: str, kind: str, message: str, seconds: float, trace: str = "") -> handler_pb2.Outcome:
+    error = records_pb2.RequestError(type=kind, message=message, traceback=trace)
+    return handler_pb2.Outcome(id=job_id, completed=False, error=error, handler_seconds=seconds)
 
 
 def _completed(job_id: str, prepared: PreparedResult, seconds: float) -> handler_pb2.Outcome:

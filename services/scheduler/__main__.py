@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from cortado import names, natsutil, resultobjects
 from cortado.auth import TokenInterceptor
@@ -12,6 +13,8 @@ from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.tls import server_credentials
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.ingest.cancel import Canceller
+from services.scheduler.activity import SAMPLE_SECONDS, Activity
 from services.scheduler.apikeys import ApiKeyStore
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.deadletters import ensure_dead_stream
@@ -20,12 +23,23 @@ from services.scheduler.lease import Lease
 from services.scheduler.logs import ensure_logs_stream
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import Registry
+from services.scheduler.requestdetail import RequestDetails
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.webhooksecrets import WebhookSecrets
 from services.webhooks import stream as webhooks_stream
 
 ENVOY_SELECTOR = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/part-of": "cortado"}
 """The labels of Envoy's pods in deploy/k8s: the api-<name> Services send chained calls there."""
+
+
+async def sample_activity(
+    activity: Activity, executors: KvMirror[control_pb2.ExecutorInfo], every_seconds: float
+) -> None:
+    """Feed the console's charts: sample the executors' counters every `every_seconds` (every scheduler does, so
+    whichever one answers the console has them)."""
+    while True:
+        activity.sample([info for _, info in executors.items()], time.time())
+        await asyncio.sleep(every_seconds)
 
 
 async def main() -> None:
@@ -40,8 +54,8 @@ async def main() -> None:
     placements = KvMirror(placements_kv, control_pb2.ExecutorPlacements.FromString)
     for mirror in (apis, executors, placements):
         await mirror.start()
-    await natsutil.requests_bucket(js)
-    await natsutil.object_store(js, names.PAYLOADS_STORE)
+    requests_kv = await natsutil.requests_bucket(js)
+    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
     results = await resultobjects.results_store(js)
     await ensure_logs_stream(js)
@@ -59,7 +73,7 @@ async def main() -> None:
         placements,
         placements_kv,
         settings.reconcile_seconds,
-        registry.queue_depth,
+        registry.dispatchable_depth,
         settings.autoscale_seconds,
         nc=nc,
         services=KubeServices(settings.kubernetes_namespace, ENVOY_SELECTOR) if settings.kubernetes_namespace else None,
@@ -73,18 +87,29 @@ async def main() -> None:
         interceptors,
         credentials=server_credentials(settings.tls) if settings.tls else None,
     )
-    control_pb2_grpc.add_SchedulerServicer_to_server(
-        SchedulerServicer(registry, reconciler, executors, js, webhook_secrets, api_keys), runner.server
+    activity = Activity()
+    servicer = SchedulerServicer(
+        registry,
+        reconciler,
+        executors,
+        js,
+        webhook_secrets,
+        api_keys,
+        activity=activity,
+        details=RequestDetails(js, requests_kv, payloads, settings.traces_url),
+        canceller=Canceller(nc, requests_kv, apis, payloads),
     )
+    control_pb2_grpc.add_SchedulerServicer_to_server(servicer, runner.server)
     lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
     lease_task = asyncio.create_task(lease.run())
     reconcile_task = asyncio.create_task(reconciler.run(lease.leading))
     sweep_task = asyncio.create_task(
         resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds)
     )
+    activity_task = asyncio.create_task(sample_activity(activity, executors, SAMPLE_SECONDS))
 
     async def stop_reconciling() -> None:
-        for task in (sweep_task, reconcile_task, lease_task):
+        for task in (activity_task, sweep_task, reconcile_task, lease_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

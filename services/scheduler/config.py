@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortado import resultobjects
+from cortado.auth import is_loopback_host
 from cortado.env import Env, SettingsError
 from cortado.tls import TlsError, load_server_pair
 from cortado.webhooks import UrlPolicy
@@ -56,13 +56,7 @@ def _tls(env: Env) -> tuple[bytes, bytes] | None:
 
 
 def _is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.rpartition(":")[0])
 
 
 @dataclass(frozen=True)
@@ -90,6 +84,9 @@ class SchedulerSettings:
     """Byte limit of the webhooks stream, which the scheduler creates at start (CORTADO_WEBHOOKS_MAX_BYTES)."""
     result_sweep_seconds: float = resultobjects.SWEEP_SECONDS
     """How often the leading scheduler deletes expired large results (CORTADO_RESULT_SWEEP_SECONDS)."""
+    traces_url: str = ""
+    """Jaeger's web address (CORTADO_CONSOLE_TRACES_URL, such as http://localhost:16686): the console links each
+    request to its trace there. Empty: no links."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> SchedulerSettings:
@@ -138,4 +135,5 @@ class SchedulerSettings:
             webhook_policy=UrlPolicy.from_env(env),
             result_sweep_seconds=env.number("RESULT_SWEEP_SECONDS", resultobjects.SWEEP_SECONDS, minimum=0.1),
             webhooks_max_bytes=webhooks_stream.stream_max_bytes(env),
+            traces_url=env.text("CONSOLE_TRACES_URL", ""),
         )

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from nats.js import JetStreamContext
@@ -208,7 +209,9 @@ class Registry:
         # stream refuses: it goes (requests it still held are not carried over; NOTES.md).
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(stream.name or "", names.WORK_CONSUMER)
-        # One consumer per priority: the executors pull from each and dispatch higher priorities first.
+        # One consumer per priority: the executors pull from each and dispatch higher priorities first. A paused
+        # API stays paused (updating a consumer's configuration without its pause would resume it).
+        paused = (await self.queue_state(spec.name)).paused
         for priority in names.PRIORITIES:
             await self._js.add_consumer(
                 stream.name or "",
@@ -221,6 +224,7 @@ class Registry:
                     max_deliver=-1,
                     max_ack_pending=-1,
                     filter_subject=names.work_subjects(spec.name, priority),
+                    pause_until=PAUSED_UNTIL if paused else None,
                 ),
             )
 
@@ -254,13 +258,20 @@ class Registry:
 
     async def queue_depth(self, name: str) -> tuple[int, int]:
         """(queued, in flight) of the API's consumers, every priority together; (0, 0) when it has none."""
-        by_priority, in_flight = await self.queue_by_priority(name)
-        return sum(by_priority.values()), in_flight
+        state = await self.queue_state(name)
+        return state.queued, state.in_flight
 
-    async def queue_by_priority(self, name: str) -> tuple[dict[str, int], int]:
-        """Requests queued per priority (high, normal, low), and in flight in all, of the API's consumers."""
+    async def dispatchable_depth(self, name: str) -> tuple[int, int]:
+        """What the autoscaler sizes replicas for: (queued, in flight), queued counting as 0 while dispatch is
+        paused (requests that cannot be dispatched need no replica)."""
+        state = await self.queue_state(name)
+        return (0 if state.paused else state.queued), state.in_flight
+
+    async def queue_state(self, name: str) -> QueueState:
+        """Requests queued per priority (high, normal, low), in flight in all, and whether dispatch is paused."""
         queued: dict[str, int] = {}
         in_flight = 0
+        paused = False
         for priority in names.PRIORITIES:
             try:
                 info = await self._js.consumer_info(names.work_stream(name), names.work_consumer(priority))
@@ -270,7 +281,46 @@ class Registry:
             queued[level] = int(info.num_pending or 0)
             metrics.QUEUE_BY_PRIORITY.labels(name, level).set(queued[level])
             in_flight += int(info.num_ack_pending or 0)
-        return queued, in_flight
+            paused = paused or bool(info.paused)
+        return QueueState(queued, in_flight, paused)
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause (or resume) dispatching the API's queued requests: its consumers deliver nothing while paused.
+
+        The pause is JetStream's own (a consumer paused until PAUSED_UNTIL), so it lasts across restarts of any
+        process, and a redeploy carries it over. UnknownApiError when the API is not deployed.
+        """
+        if self.apis.get(name) is None:
+            raise UnknownApiError(name)
+        stream = names.work_stream(name)
+        for priority in names.PRIORITIES:
+            consumer = names.work_consumer(priority)
+            if paused:
+                await self._js.pause_consumer(stream, consumer, PAUSED_UNTIL)
+            else:
+                await self._js.resume_consumer(stream, consumer)
+        log.info("api paused" if paused else "api resumed", extra={"api": name})
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """Where an API's queue stands."""
+
+    by_priority: dict[str, int]
+    """Requests waiting, per priority name."""
+    in_flight: int
+    """Requests delivered to a replica and not acknowledged yet."""
+    paused: bool
+    """Dispatch is paused (Scheduler/PauseApi)."""
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting, every priority together."""
+        return sum(self.by_priority.values())
+
+
+PAUSED_UNTIL = "9999-12-31T00:00:00Z"
+"""A paused API's consumers are paused until then: until ResumeApi."""
 
 
 def queue_ceiling(spec: control_pb2.ApiSpec) -> int:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
+from google.api import httpbody_pb2
 from nats.js import JetStreamContext
 
-from cortado import metrics
+from cortado import metrics, records
+from cortado.console import console_file
 from cortado.mirror import KvMirror
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
+from services.ingest.cancel import ApiNotDeployed, Canceller, Outcome
+from services.scheduler.activity import Activity
 from services.scheduler.apikeys import ApiKeyError, ApiKeyStore, NoSuchKeyError, shown
 from services.scheduler.deadletters import NoSuchDeadLetterError, list_dead_letters, replay_dead_letter
 from services.scheduler.logs import stream_logs
 from services.scheduler.reconciler import Reconciler
 from services.scheduler.registry import ApiBusyError, DeployError, Registry, UnknownApiError
+from services.scheduler.requestdetail import RequestDetails
+from services.scheduler.requestlist import BadFilterError, list_requests, parse_filter, summary
 from services.scheduler.webhooksecrets import (
     DEFAULT_PREVIOUS_VALID_SECONDS,
     MAX_PREVIOUS_VALID_SECONDS,
@@ -26,7 +35,12 @@ from services.scheduler.webhooksecrets import (
 
 log = logging.getLogger(__name__)
 
+_Part = TypeVar("_Part")
+
 IDLE_MESSAGE = "scaled to zero (min_replicas 0); the first request starts a replica"
+
+DEFAULT_WATCH_SECONDS = 2.0
+MIN_WATCH_SECONDS, MAX_WATCH_SECONDS = 0.5, 60.0
 
 
 def api_status(
@@ -38,7 +52,10 @@ def api_status(
     in_flight: int,
 ) -> control_pb2.ApiStatus:
     """Summarise one API from its spec and the replicas the executors report."""
-    replicas = [r for info in executors for r in info.replicas if r.api == spec.name and r.version == spec.version]
+    placed = [
+        (info, r) for info in executors for r in info.replicas if r.api == spec.name and r.version == spec.version
+    ]
+    replicas = [r for _, r in placed]
     ready = sum(1 for r in replicas if r.state == control_pb2.REPLICA_STATE_READY)
     failed = [r for r in replicas if r.state == control_pb2.REPLICA_STATE_FAILED]
     status = control_pb2.ApiStatus(
@@ -52,6 +69,16 @@ def api_status(
         completed=sum(r.completed for r in replicas),
         failed=sum(r.failed for r in replicas),
     )
+    for info, r in sorted(placed, key=lambda pair: pair[1].replica):
+        status.replicas.append(
+            control_pb2.ReplicaLocation(
+                replica=r.replica,
+                state=r.state,
+                executor_id=info.id,
+                hostname=info.hostname,
+                gpu_indices=r.gpu_indices,
+            )
+        )
     if ready:
         status.state = control_pb2.API_STATE_LIVE
     elif failed:
@@ -72,7 +99,8 @@ def api_status(
 
 
 class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
-    """Deploys, deletes, lists and describes APIs; rotates their webhook signing secrets."""
+    """Deploys, deletes, lists, describes, pauses and resumes APIs; rotates their webhook signing secrets; keeps API
+    keys; and answers the web console (its files, an API's requests, one request's detail, cancels)."""
 
     def __init__(
         self,
@@ -82,8 +110,14 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         js: JetStreamContext,
         webhook_secrets: WebhookSecrets | None = None,
         api_keys: ApiKeyStore | None = None,
+        activity: Activity | None = None,
+        details: RequestDetails | None = None,
+        canceller: Canceller | None = None,
     ) -> None:
         self._js = js
+        self._activity = activity
+        self._details = details
+        self._canceller = canceller
         self._api_keys = api_keys
         self._registry = registry
         self._reconciler = reconciler
@@ -91,19 +125,21 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         self._webhook_secrets = webhook_secrets
 
     async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
-        by_priority, in_flight = await self._registry.queue_by_priority(spec.name)
-        queued = sum(by_priority.values())
-        metrics.QUEUE_LENGTH.labels(spec.name).set(queued)
-        metrics.IN_FLIGHT.labels(spec.name).set(in_flight)
+        queue = await self._registry.queue_state(spec.name)
+        metrics.QUEUE_LENGTH.labels(spec.name).set(queue.queued)
+        metrics.IN_FLIGHT.labels(spec.name).set(queue.in_flight)
         status = api_status(
             spec,
             [info for _, info in self._executors.items()],
             self._reconciler.desired_replicas(spec),
             self._reconciler.problems.get(spec.name),
-            queued,
-            in_flight,
+            queue.queued,
+            queue.in_flight,
         )
-        status.queued_by_priority.update(by_priority)
+        status.queued_by_priority.update(queue.by_priority)
+        status.paused = queue.paused
+        if self._activity is not None:
+            status.activity.CopyFrom(self._activity.of(spec.name, time.time()))
         if self._webhook_secrets is not None:
             try:
                 status.webhooks_undelivered = await self._webhook_secrets.undelivered(spec.name)
@@ -139,6 +175,100 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
     ) -> control_pb2.ListApisResponse:
         specs = sorted((spec for _, spec in self._registry.apis.items()), key=lambda s: s.name)
         return control_pb2.ListApisResponse(apis=[await self._status(s) for s in specs])
+
+    async def WatchApis(
+        self, request: control_pb2.WatchApisRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[control_pb2.ListApisResponse]:
+        interval = DEFAULT_WATCH_SECONDS
+        if request.HasField("interval"):
+            interval = request.interval.ToNanoseconds() / 1e9
+        if not MIN_WATCH_SECONDS <= interval <= MAX_WATCH_SECONDS:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"interval must be from {MIN_WATCH_SECONDS:g} s to {MAX_WATCH_SECONDS:g} s, got {interval:g} s",
+            )
+        while True:
+            yield await self.ListApis(control_pb2.ListApisRequest(), context)
+            await asyncio.sleep(interval)
+
+    async def _deployed(self, name: str, context: grpc.aio.ServicerContext) -> control_pb2.ApiSpec:
+        spec = self._registry.apis.get(name)
+        if spec is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {name!r} is not deployed")
+        assert spec is not None
+        return spec
+
+    async def PauseApi(
+        self, request: control_pb2.PauseApiRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.PauseApiResponse:
+        spec = await self._deployed(request.name, context)
+        await self._registry.set_paused(spec.name, True)
+        return control_pb2.PauseApiResponse(api=await self._status(spec))
+
+    async def ResumeApi(
+        self, request: control_pb2.ResumeApiRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ResumeApiResponse:
+        spec = await self._deployed(request.name, context)
+        await self._registry.set_paused(spec.name, False)
+        self._reconciler.wake()
+        return control_pb2.ResumeApiResponse(api=await self._status(spec))
+
+    async def ListRequests(
+        self, request: control_pb2.ListRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ListRequestsResponse:
+        spec = await self._deployed(request.name, context)
+        try:
+            status = parse_filter(request.status)
+        except BadFilterError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        details = await self._console_part(self._details, context)
+        listing = await list_requests(self._js, details.requests, spec.name, status, request.limit)
+        return control_pb2.ListRequestsResponse(
+            requests=listing.requests, scanned=listing.scanned, truncated=listing.truncated
+        )
+
+    async def GetRequestDetail(
+        self, request: control_pb2.GetRequestDetailRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.GetRequestDetailResponse:
+        spec = await self._deployed(request.name, context)
+        details = await self._console_part(self._details, context)
+        detail = await details.get(spec.name, request.id)
+        if detail is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, records.not_found_message(spec.name, request.id))
+        assert detail is not None
+        return detail
+
+    async def CancelRequest(
+        self, request: control_pb2.CancelRequestByOperatorRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.CancelRequestByOperatorResponse:
+        spec = await self._deployed(request.name, context)
+        canceller = await self._console_part(self._canceller, context)
+        try:
+            done = await canceller.cancel(spec.name, request.id)
+        except ApiNotDeployed as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        if done.outcome is Outcome.UNKNOWN or done.record is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, records.not_found_message(spec.name, request.id))
+        assert done.record is not None
+        log.info("request cancelled from the console", extra={"api": spec.name, "id": request.id})
+        return control_pb2.CancelRequestByOperatorResponse(outcome=done.outcome.value, summary=summary(done.record))
+
+    async def GetConsoleFile(
+        self, request: control_pb2.GetConsoleFileRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        found = console_file(request.path)
+        if found is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"the console has no file {request.path!r}")
+        assert found is not None
+        data, content_type = found
+        return httpbody_pb2.HttpBody(content_type=content_type, data=data)
+
+    async def _console_part(self, part: _Part | None, context: grpc.aio.ServicerContext) -> _Part:
+        if part is None:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, "this scheduler does not serve the console")
+        assert part is not None
+        return part
 
     async def DescribeApi(
         self, request: control_pb2.DescribeApiRequest, context: grpc.aio.ServicerContext
