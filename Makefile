@@ -14,7 +14,11 @@ TF_LOCK := requirements-tensorflow.lock
 TF_STAMP := $(VENV)/.tensorflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-tensorflow lock run proto lint test bench gpu-check clean
+# The browser the web console's tests drive: Debian's chromium and its chromedriver (installed with apt when missing).
+BROWSER_PACKAGES := chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install install-tensorflow install-browser lock run proto lint test bench gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +36,12 @@ $(TF_STAMP): $(STAMP) $(TF_LOCK)
 	touch $(TF_STAMP)
 
 install-tensorflow: $(TF_STAMP) ## Add TensorFlow (CPU) to .venv, for handlers of type tensorflow (make test does)
+
+install-browser: ## Install Debian's chromium and chromedriver for the console's browser tests when missing (apt; make test does)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "installing $(BROWSER_PACKAGES) with apt-get (for the web console's browser tests)"; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; }
 
 lock: ## Write requirements.lock from pyproject.toml's pins (after changing them): every dependency, with hashes
 	test -x $(VENV)/bin/uv || $(MAKE) install
@@ -51,7 +61,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(TF_STAMP) ## Lint, then the whole test suite: unit, integration, end-to-end, reliability (real NATS, real Envoy)
+test: lint $(TF_STAMP) install-browser ## Lint, then the whole suite: unit, integration, end-to-end, reliability, browser (real NATS, Envoy, chromium)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) ## Cortado and Celery side by side on the same workloads (installs Redis if missing)

@@ -112,6 +112,7 @@ def _status_dict(status: control_pb2.ApiStatus) -> dict[str, Any]:
         "completed": status.completed,
         "failed": status.failed,
         "webhooks_undelivered": status.webhooks_undelivered,
+        "paused": status.paused,
         "message": status.message,
         "deployed_at": rfc3339(status.deployed_at) if status.HasField("deployed_at") else None,
     }
@@ -231,7 +232,7 @@ def cmd_get(options: argparse.Namespace) -> int:
             rows.append(
                 [
                     s.name,
-                    API_STATES.get(s.state, "unknown"),
+                    API_STATES.get(s.state, "unknown") + (" (paused)" if s.paused else ""),
                     f"{s.ready_replicas}/{s.desired_replicas}",
                     s.queued,
                     "/".join(str(s.queued_by_priority.get(level, 0)) for level in PRIORITY_LEVELS),
@@ -261,6 +262,8 @@ def cmd_describe(options: argparse.Namespace) -> int:
                 levels = ", ".join(f"{level} {count}" for level, count in data["queued_by_priority"].items())
                 print(f"{'':<13}by priority: {levels}")
         print(f"{'replicas:':<13}{status.ready_replicas} ready of {status.desired_replicas}")
+        if status.paused:
+            print(f"{'dispatch:':<13}paused: queued requests wait (cortado resume {status.name})")
         # Webhooks not delivered yet: waiting for their first attempt, or retrying after failed ones.
         print(f"{'webhooks:':<13}{status.webhooks_undelivered} undelivered (pending or retrying)")
         if status.message:
@@ -312,6 +315,24 @@ def cmd_replay(options: argparse.Namespace) -> int:
     with _scheduler(options) as scheduler:
         new_id = scheduler.replay(options.api, options.id)
     _print(options, {"id": new_id, "replayed": options.id}, lambda: print(new_id))
+    return 0
+
+
+def cmd_pause(options: argparse.Namespace) -> int:
+    """Stop dispatching an API's queued requests: running ones finish, new ones are accepted and wait."""
+    with _scheduler(options) as scheduler:
+        status = scheduler.pause(options.api)
+    message = f"{options.api}: dispatch paused; {status.queued} queued requests wait (cortado resume {options.api})"
+    _print(options, _status_dict(status), lambda: print(message))
+    return 0
+
+
+def cmd_resume(options: argparse.Namespace) -> int:
+    """Dispatch an API's queued requests again."""
+    with _scheduler(options) as scheduler:
+        status = scheduler.resume(options.api)
+    message = f"{options.api}: dispatch resumed; {status.queued} queued requests go to its replicas"
+    _print(options, _status_dict(status), lambda: print(message))
     return 0
 
 
@@ -560,7 +581,13 @@ def cmd_up(options: argparse.Namespace) -> int:
         if process.poll() is not None or time.monotonic() > deadline:
             _fail(f"the local mesh did not start; see {log_path}")
         time.sleep(0.2)
-    _print(options, state, lambda: print(f"Cortado is serving on {state['http_url']}"))
+
+    def human() -> None:
+        print(f"Cortado is serving on {state['http_url']}")
+        if state.get("console_url"):
+            print(f"The web console is at {state['console_url']}")
+
+    _print(options, state, human)
     return 0
 
 
@@ -664,6 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("api", metavar="API")
     dead.set_defaults(run=cmd_dead_letters)
 
+    pause = commands.add_parser(
+        "pause", parents=[common], help="stop dispatching an API's queued requests (they wait until resume)"
+    )
+    pause.add_argument("api", metavar="API")
+    pause.set_defaults(run=cmd_pause)
+    resume = commands.add_parser("resume", parents=[common], help="dispatch a paused API's queued requests again")
+    resume.add_argument("api", metavar="API")
+    resume.set_defaults(run=cmd_resume)
     replay = commands.add_parser("replay", parents=[common], help="queue a dead letter again; prints its new id")
     replay.add_argument("api", metavar="API")
     replay.add_argument("id", metavar="ID")

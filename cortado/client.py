@@ -264,6 +264,23 @@ class SchedulerClient:
             reply = self._stub.ListDeadLetters(request, timeout=30, metadata=self._metadata)
         return list(reply.dead_letters)
 
+    def pause(self, name: str) -> control_pb2.ApiStatus:
+        """Stop dispatching the API's queued requests (they wait); its status (grpc.RpcError NOT_FOUND if it is not
+        deployed)."""
+        with self._explained():
+            reply: control_pb2.PauseApiResponse = self._stub.PauseApi(
+                control_pb2.PauseApiRequest(name=name), timeout=30, metadata=self._metadata
+            )
+        return reply.api
+
+    def resume(self, name: str) -> control_pb2.ApiStatus:
+        """Dispatch the API's queued requests again; its status."""
+        with self._explained():
+            reply: control_pb2.ResumeApiResponse = self._stub.ResumeApi(
+                control_pb2.ResumeApiRequest(name=name), timeout=30, metadata=self._metadata
+            )
+        return reply.api
+
     def replay(self, name: str, request_id: str) -> str:
         """Queue a dead letter's request again; its new id (grpc.RpcError NOT_FOUND when there is no such letter)."""
         request = control_pb2.ReplayDeadLetterRequest(name=name, id=request_id)

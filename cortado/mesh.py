@@ -335,6 +335,8 @@ def _console_listener(port: int, address: str, transcoder: Callable[..., str]) -
         "Scheduler",
         # Path fields cannot be given again in the query (?name=other).
         ignored_query_parameters=["name", "id", "path"],
+        # A path no console RPC answers is a 404 here, not a call the scheduler cannot read.
+        request_validation_options={"reject_unknown_method": True, "reject_unknown_query_parameters": False},
         print_options={
             "preserve_proto_field_names": True,
             "always_print_primitive_fields": True,

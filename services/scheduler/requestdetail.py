@@ -91,6 +91,9 @@ class RequestDetails:
             summary=summary(record),
             record_json=records.render_json(records.view(record), api).decode(),
         )
+        # Every part is present (empty when it does not apply), so its JSON always has the same shape.
+        for part in (detail.error, detail.webhook, detail.payload, detail.result):
+            part.SetInParent()
         if record.status == records_pb2.REQUEST_STATUS_FAILED:
             detail.error.CopyFrom(record.error)
         if record.HasField("webhook"):
