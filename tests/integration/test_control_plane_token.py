@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cortado.cli import main
-from cortado.mesh import ROOT, LocalMesh, free_port
+from cortado.mesh import ROOT, LocalMesh, MeshError, free_port
 from tests.conftest import MESH_ENV
 
 TOKEN = "s3cret-token-of-32-characters-at-least"
@@ -20,10 +22,40 @@ TOKEN = "s3cret-token-of-32-characters-at-least"
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    """A private mesh whose scheduler requires TOKEN."""
+    """A private mesh whose scheduler requires TOKEN, its web console listening beyond loopback (every address)."""
     env = {**MESH_ENV, "CORTADO_SCHEDULER_TOKEN": TOKEN}
-    with LocalMesh(tmp_path_factory.mktemp("guarded") / "mesh", env=env) as mesh:
+    with LocalMesh(tmp_path_factory.mktemp("guarded") / "mesh", env=env, console_address="0.0.0.0") as mesh:
         yield mesh
+
+
+def test_the_console_beyond_loopback_refuses_calls_without_the_token(guarded: LocalMesh) -> None:
+    # Reached by this machine's own name rather than loopback: any host name is answered beyond loopback.
+    base = f"http://{socket.gethostname()}:{guarded.ports['console']}"
+    header = {"X-Cortado-Console": "1"}
+    refused = httpx.get(f"{base}/api/v1/apis", headers=header, timeout=10)
+    assert refused.status_code == 401
+    assert refused.json()["message"] == "a valid scheduler token is required"
+    wrong = httpx.get(f"{base}/api/v1/apis", headers={**header, "Authorization": "Bearer guess"}, timeout=10)
+    assert wrong.status_code == 401
+    assert httpx.post(f"{base}/api/v1/apis/x:pause", headers=header, json={}, timeout=10).status_code == 401
+    allowed = httpx.get(f"{base}/api/v1/apis", headers={**header, "Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.json() == {"apis": []}
+    # The page itself holds no data: it loads without the token, then asks for it.
+    page = httpx.get(f"{base}/", follow_redirects=True, timeout=10)
+    assert page.status_code == 200
+    assert "Cortado console" in page.text
+
+
+def test_the_mesh_refuses_a_console_beyond_loopback_without_a_token(tmp_path: Path) -> None:
+    mesh = LocalMesh(tmp_path / "mesh", env=MESH_ENV, console_address="0.0.0.0")
+    with pytest.raises(MeshError) as refused:
+        mesh.start()
+    assert str(refused.value) == (
+        "the console would listen on 0.0.0.0, beyond loopback: set CORTADO_SCHEDULER_TOKEN (at least 32 "
+        "characters), which the console then asks for, or keep it on 127.0.0.1"
+    )
+    assert not mesh.processes
 
 
 def test_a_call_without_the_token_is_refused_with_a_clear_error(
