@@ -333,7 +333,7 @@ class Worker:
                 log.info("handler raised", extra={"ids": ids, "error": repr(exc)})
                 results, failure = [], describe_exception(exc)
                 # The console shows it with the error (GET /<api>/<id> does not).
-                trace = "".join(traceback.format_exception(exc))
+                trace = user_traceback(exc, self._root)
             seconds = time.perf_counter() - began
             for index, job in enumerate(runnable):
                 if failure is not None:
@@ -389,6 +389,16 @@ class Worker:
 
 
 _tracer = tracing.tracer(__name__)
+
+
+def user_traceback(exc: BaseException, root: Path) -> str:
+    """The exception's traceback from the first frame in the user's project (under root) on: the frames of
+    Cortado's own call into the handler say nothing to its author. The whole traceback when no frame is theirs."""
+    root = root.resolve()
+    tb = exc.__traceback__
+    while tb is not None and not (root / tb.tb_frame.f_code.co_filename).resolve().is_relative_to(root):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def _failed(job_id: str, kind: str, message: str, seconds: float, trace: str = "") -> handler_pb2.Outcome:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from cortado.console import console_file
 from cortado.v1 import control_pb2, records_pb2
+from services.executor.worker import user_traceback
 from services.scheduler.activity import Activity
 from services.scheduler.requestdetail import is_text, preview, trace_url
 from services.scheduler.requestlist import BadFilterError, parse_filter, summary
@@ -119,3 +123,25 @@ def test_console_files_are_served_from_the_package_and_nothing_outside_it() -> N
     assert script is not None and script[1] == "text/javascript; charset=utf-8"
     for path in ("../__init__.py", "nothing.html", ".hidden", "static/../../mesh.py", "..\\x"):
         assert console_file(path) is None, path
+
+
+def test_a_handlers_traceback_starts_at_its_own_code(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "handler.py").write_text("def handle():\n    raise ValueError('bad')\n")
+    code = compile((project / "handler.py").read_text(), str(project / "handler.py"), "exec")
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+
+    def cortados_call() -> None:
+        scope["handle"]()
+
+    with pytest.raises(ValueError) as raised:
+        cortados_call()
+    shown = user_traceback(raised.value, project)
+    assert shown.startswith("Traceback (most recent call last):\n")
+    assert f'File "{project / "handler.py"}", line 2, in handle' in shown
+    assert "cortados_call" not in shown
+    assert shown.endswith("ValueError: bad\n")
+    # No frame of the project: the whole traceback.
+    assert "cortados_call" in user_traceback(raised.value, tmp_path / "elsewhere")
