@@ -191,6 +191,7 @@ def test_the_console_shows_apis_and_requests_and_acts_on_them(
 
     # The APIs page as the docs show it: the load counted, the held API's queue waiting.
     browser.get(console)
+
     def completed_shown(driver: webdriver.Chrome) -> bool:
         cells = by_id(driver, f"api-row-{quick}").find_elements(By.CSS_SELECTOR, "td, th")
         return int(cells[5].text) >= 20
