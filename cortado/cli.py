@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -23,7 +25,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 
-from cortado import names, webhooks
+from cortado import mesh, names, webhooks
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
 from cortado.project import (
@@ -608,6 +610,47 @@ def cmd_down(options: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(options: argparse.Namespace) -> int:
+    """Serve the web console on loopback for any scheduler (a port-forwarded one, say) until Ctrl-C."""
+    scheduler, ca = _endpoints(options)[0], _ca(options)
+    if ca and not Path(ca).is_file():
+        _fail(f"the CA file {ca!r} does not exist")
+    with tempfile.TemporaryDirectory(prefix="cortado-console-") as folder:
+        config = Path(folder) / "envoy.yaml"
+        admin = mesh.free_port()
+        config.write_text(mesh.render_console_config(options.port, admin, scheduler, ca))
+        argv = [mesh.find_binary("envoy"), "-c", str(config), "--concurrency", "1", "--use-dynamic-base-id"]
+        envoy = mesh.ManagedProcess("envoy", [*argv, "-l", "warning"], dict(os.environ), Path(folder) / "envoy.log")
+        envoy.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not _envoy_ready(admin):
+                if not envoy.alive() or time.monotonic() > deadline:
+                    _fail(f"the console's Envoy did not start; its log ends:\n{envoy.log_tail()}")
+                time.sleep(0.1)
+            url = f"http://localhost:{options.port}/"
+            _print(
+                options,
+                {"console_url": url, "scheduler": scheduler},
+                lambda: print(f"The web console is at {url} (scheduler {scheduler}); Ctrl-C stops it", flush=True),
+            )
+            while envoy.alive():
+                time.sleep(0.5)
+            _fail(f"the console's Envoy stopped; its log ends:\n{envoy.log_tail()}")
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            envoy.stop()
+
+
+def _envoy_ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -691,6 +734,13 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("api", metavar="API")
     dead.set_defaults(run=cmd_dead_letters)
 
+    console = commands.add_parser(
+        "console",
+        parents=[common],
+        help="serve the web console on this machine for a scheduler elsewhere (port-forwarded, say)",
+    )
+    console.add_argument("--port", type=int, default=8889, help="console port on 127.0.0.1 (default 8889)")
+    console.set_defaults(run=cmd_console)
     pause = commands.add_parser(
         "pause", parents=[common], help="stop dispatching an API's queued requests (they wait until resume)"
     )

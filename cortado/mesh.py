@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -213,63 +214,10 @@ def render_envoy_config(
     """
 
     def cluster(name: str, addresses: list[str], health_checked: bool = True) -> str:
-        endpoints = "\n".join(
-            f"          - endpoint: {{address: {{socket_address: {{address: {a.rsplit(':', 1)[0]}, "
-            f"port_value: {a.rsplit(':', 1)[1]}}}}}}}"
-            for a in addresses
-        )
-        # A service that is stopping answers NOT_SERVING: Envoy stops sending it new calls.
-        checks = (
-            "    health_checks:\n"
-            "    - {timeout: 1s, interval: 0.5s, unhealthy_threshold: 1, healthy_threshold: 1,"
-            " no_traffic_interval: 0.5s, grpc_health_check: {}}\n"
-            if health_checked
-            else ""
-        )
-        # Envoy's defaults (1,024 calls, 3 retries at once, per priority) are set explicitly, sized for long polls.
-        breakers = (
-            "    circuit_breakers:\n"
-            "      thresholds:\n"
-            f"      - {{priority: DEFAULT, max_connections: 1024, max_pending_requests: {max_waiting_calls},"
-            f" max_requests: {max_waiting_calls}, max_retries: 3, track_remaining: true}}\n"
-            f"      - {{priority: HIGH, max_connections: 1024, max_pending_requests: {max_short_calls},"
-            f" max_requests: {max_short_calls}, max_retries: 3, track_remaining: true}}\n"
-        )
-        return (
-            f"  - name: {name}\n"
-            "    type: STATIC\n"
-            "    connect_timeout: 1s\n"
-            f"{checks}"
-            f"{breakers}"
-            "    typed_extension_protocol_options:\n"
-            "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
-            '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
-            "        explicit_http_config: {http2_protocol_options: {}}\n"
-            "    load_assignment:\n"
-            f"      cluster_name: {name}\n"
-            "      endpoints:\n"
-            "      - lb_endpoints:\n"
-            f"{endpoints}\n"
-        )
+        return _cluster(name, addresses, max_waiting_calls, max_short_calls, health_checked)
 
     def transcoder(*services: str, **overrides: object) -> str:
-        """The grpc_json_transcoder's settings (one line of YAML) for the given services, overrides applied."""
-        settings: dict[str, object] = {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            "proto_descriptor": str(ENVOY_DIR / "cortado.pb"),
-            "services": [f"cortado.v1.{s}" for s in services],
-            "match_incoming_request_route": True,
-            "convert_grpc_status": True,
-            # Path fields must not be overridable from the query string (?api=other); over HTTP the
-            # idempotency key is the Idempotency-Key header only.
-            "ignored_query_parameters": ["api", "id", "idempotency_key"],
-            "ignore_unknown_query_parameters": True,
-            "max_request_body_size": max_body_bytes,
-            "max_response_body_size": max_body_bytes,
-            "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
-        }
-        settings.update(overrides)
-        return json.dumps(settings)
+        return _transcoder(services, max_body_bytes, **overrides)
 
     listener = Template((ENVOY_DIR / "listener.yaml.tmpl").read_text())
     common = {
@@ -346,6 +294,115 @@ def _console_listener(port: int, address: str, transcoder: Callable[..., str]) -
     template = Template((ENVOY_DIR / "console.yaml.tmpl").read_text())
     retries = "{retry_on: 'connect-failure,refused-stream,reset,unavailable', num_retries: 3}"
     return template.substitute(listen_address=address, port=port, domains=domains, transcoder=settings, retries=retries)
+
+
+def _cluster(
+    name: str,
+    addresses: list[str],
+    max_waiting_calls: int = MAX_WAITING_CALLS,
+    max_short_calls: int = MAX_SHORT_CALLS,
+    health_checked: bool = True,
+    tls_ca: str = "",
+) -> str:
+    """A STATIC cluster (YAML lines) of gRPC servers at addresses (host:port), health-checked unless told not, with
+    two budgets (circuit breakers): calls that may wait use DEFAULT's, calls that never wait HIGH's. With tls_ca
+    (a CA file) it speaks TLS and trusts only certificates that CA signed for the first address's host."""
+    endpoints = "\n".join(
+        f"          - endpoint: {{address: {{socket_address: {{address: {a.rsplit(':', 1)[0]}, "
+        f"port_value: {a.rsplit(':', 1)[1]}}}}}}}"
+        for a in addresses
+    )
+    # A service that is stopping answers NOT_SERVING: Envoy stops sending it new calls.
+    checks = (
+        "    health_checks:\n"
+        "    - {timeout: 1s, interval: 0.5s, unhealthy_threshold: 1, healthy_threshold: 1,"
+        " no_traffic_interval: 0.5s, grpc_health_check: {}}\n"
+        if health_checked
+        else ""
+    )
+    # Envoy's defaults (1,024 calls, 3 retries at once, per priority) are set explicitly, sized for long polls.
+    breakers = (
+        "    circuit_breakers:\n"
+        "      thresholds:\n"
+        f"      - {{priority: DEFAULT, max_connections: 1024, max_pending_requests: {max_waiting_calls},"
+        f" max_requests: {max_waiting_calls}, max_retries: 3, track_remaining: true}}\n"
+        f"      - {{priority: HIGH, max_connections: 1024, max_pending_requests: {max_short_calls},"
+        f" max_requests: {max_short_calls}, max_retries: 3, track_remaining: true}}\n"
+    )
+    return (
+        f"  - name: {name}\n"
+        "    type: STATIC\n"
+        "    connect_timeout: 1s\n"
+        f"{_upstream_tls(tls_ca, addresses[0].rsplit(':', 1)[0]) if tls_ca else ''}"
+        f"{checks}"
+        f"{breakers}"
+        "    typed_extension_protocol_options:\n"
+        "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+        '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+        "        explicit_http_config: {http2_protocol_options: {}}\n"
+        "    load_assignment:\n"
+        f"      cluster_name: {name}\n"
+        "      endpoints:\n"
+        "      - lb_endpoints:\n"
+        f"{endpoints}\n"
+    )
+
+
+def _upstream_tls(ca_file: str, host: str) -> str:
+    """A cluster's TLS transport socket (YAML lines): certificates chained to ca_file and made out to host."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        kind = "IP_ADDRESS"
+    except ValueError:
+        kind = "DNS"
+    context: dict[str, object] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"filename": str(Path(ca_file).resolve())},
+                "match_typed_subject_alt_names": [{"san_type": kind, "matcher": {"exact": bare}}],
+            },
+        },
+    }
+    if kind == "DNS":
+        context["sni"] = bare
+    socket = "    transport_socket:\n      name: envoy.transport_sockets.tls\n"
+    return socket + f"      typed_config: {json.dumps(context)}\n"
+
+
+def _transcoder(services: tuple[str, ...], max_body_bytes: int, **overrides: object) -> str:
+    """The grpc_json_transcoder's settings (one line of YAML) for the given services, overrides applied."""
+    settings: dict[str, object] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "proto_descriptor": str(ENVOY_DIR / "cortado.pb"),
+        "services": [f"cortado.v1.{s}" for s in services],
+        "match_incoming_request_route": True,
+        "convert_grpc_status": True,
+        # Path fields must not be overridable from the query string (?api=other); over HTTP the
+        # idempotency key is the Idempotency-Key header only.
+        "ignored_query_parameters": ["api", "id", "idempotency_key"],
+        "ignore_unknown_query_parameters": True,
+        "max_request_body_size": max_body_bytes,
+        "max_response_body_size": max_body_bytes,
+        "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+    }
+    settings.update(overrides)
+    return json.dumps(settings)
+
+
+def render_console_config(
+    port: int, admin_port: int, scheduler: str, ca_file: str = "", listen_address: str = "127.0.0.1"
+) -> str:
+    """Envoy's bootstrap YAML for the web console alone, in front of the scheduler at `scheduler` (host:port),
+    over TLS trusting ca_file when given: what `cortado console` runs on an operator's machine."""
+    listener = _console_listener(
+        port, listen_address, lambda *services, **overrides: _transcoder(services, MAX_BODY_BYTES, **overrides)
+    )
+    cluster = _cluster("scheduler", [scheduler], tls_ca=ca_file)
+    bootstrap = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
+    return bootstrap.substitute(admin_port=admin_port, listeners=listener, clusters=cluster)
 
 
 TLS_CERT_SETTING, TLS_KEY_SETTING = "CORTADO_HTTP_TLS_CERT", "CORTADO_HTTP_TLS_KEY"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2_grpc
@@ -25,7 +27,7 @@ from cortado.client import SchedulerClient
 from cortado.mesh import ROOT, SERVICES, LocalMesh, ManagedProcess, free_port, grpc_serving
 from cortado.tls import TlsError
 from tests.certificates import Authority, Server, make_authority
-from tests.helpers import unique_name, write_project
+from tests.helpers import eventually, unique_name, write_project
 
 TOKEN = "s3cret-token-of-32-characters-at-least"
 
@@ -311,3 +313,58 @@ def test_a_tls_client_of_a_plain_text_scheduler_is_told_so(certificates: Certifi
         )
     finally:
         server.stop(None)
+
+
+def test_cortado_console_serves_the_console_for_a_scheduler_that_serves_tls(
+    tls_scheduler: TlsScheduler, tmp_path: Path
+) -> None:
+    def console(ca: Path) -> tuple[subprocess.Popen[str], str]:
+        port = free_port()
+        argv = [sys.executable, "-m", "cortado.cli", "console", "--scheduler", tls_scheduler.address]
+        process = subprocess.Popen(
+            [*argv, "--ca", str(ca), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "CORTADO_HOME": str(tmp_path)},
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        expected = f"The web console is at http://localhost:{port}/ (scheduler {tls_scheduler.address}); "
+        assert line == expected + "Ctrl-C stops it\n", line
+        return process, f"http://127.0.0.1:{port}"
+
+    header = {"X-Cortado-Console": "1"}
+    process, url = console(tls_scheduler.certificates.ca.certificate)
+    try:
+        # Envoy's health check must find the scheduler over TLS before it sends calls there.
+        allowed = eventually(
+            lambda: (
+                (
+                    reply := httpx.get(f"{url}/api/v1/apis", headers={**header, "Authorization": f"Bearer {TOKEN}"})
+                ).status_code
+                == 200
+                and reply
+            ),
+            what="the console reaching the scheduler over TLS",
+        )
+        assert allowed.json() == {"apis": []}
+        refused = httpx.get(f"{url}/api/v1/apis", headers=header)
+        assert refused.status_code == 401
+        assert refused.json()["message"] == "a valid scheduler token is required"
+        assert httpx.get(f"{url}/", follow_redirects=True).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert process.returncode == 0
+
+    # A CA that did not sign the scheduler's certificate: the console never reaches it.
+    process, url = console(tls_scheduler.certificates.other_ca.certificate)
+    try:
+        time.sleep(2)
+        unreached = httpx.get(f"{url}/api/v1/apis", headers={**header, "Authorization": f"Bearer {TOKEN}"})
+        assert unreached.status_code == 503
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert process.returncode == 0
