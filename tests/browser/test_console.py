@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 WAIT_SECONDS = 30
 
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+"""What a client may put in a body: the console shows it as text and runs none of it."""
+
 
 def wait_for(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], T], what: str) -> T:
     """check(driver) once it answers something true (page elements may be re-rendered meanwhile)."""
@@ -92,7 +95,7 @@ def loaded(deploy: Deploy, held: Held, http: httpx.Client, tmp_path: Path) -> tu
         result(http, quick, request_id)
     running = submit(http, held.name, json={"n": 0})
     eventually(lambda: running in held.called(), what="the held request running")
-    queued = [submit(http, held.name, json={"n": i, "note": "waits"}) for i in (1, 2, 3)]
+    queued = [submit(http, held.name, json={"n": i, "note": HOSTILE}) for i in (1, 2, 3)]
     return quick, held, {"done": done, "failed": failed, "running": running, "queued": queued}
 
 
@@ -167,8 +170,10 @@ def test_the_console_shows_apis_and_requests_and_acts_on_them(
     text_of(browser, "request-status", "queued")
     assert json.loads(by_id(browser, "payload-preview").find_element(By.TAG_NAME, "pre").text) == {
         "n": 3,
-        "note": "waits",
+        "note": HOSTILE,
     }
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.find_elements(By.CSS_SELECTOR, "main img[src=x]") == []
     browser.save_screenshot(str(screenshots / "request-queued.png"))
     by_id(browser, "cancel-button").click()
     confirm(browser)

@@ -468,7 +468,12 @@ def test_up_starts_a_local_mesh_that_get_finds_and_down_stops(tmp_path: Path) ->
         pid = mesh_pid()
         log = home / "mesh.log"
         assert up.returncode == 0, (up.stdout, up.stderr, log.read_text()[-3000:] if log.is_file() else "no mesh.log")
-        assert up.stdout.strip() == f"Cortado is serving on http://localhost:{port}", up.stdout
+        console = json.loads((home / "mesh.json").read_text())["console_url"]
+        assert up.stdout.splitlines() == [
+            f"Cortado is serving on http://localhost:{port}",
+            f"The web console is at {console}",
+        ], up.stdout
+        assert console.startswith("http://localhost:")
         assert pid is not None and _alive(pid)
 
         again = cortado("up", "--port", str(port))
