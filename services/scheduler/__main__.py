@@ -114,6 +114,7 @@ async def main() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    runner.on_stopping(servicer.close_streams)
     runner.on_stop(stop_reconciling)
     runner.on_stop(lease.release)
     for mirror in (apis, executors, placements):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -115,6 +116,8 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         canceller: Canceller | None = None,
     ) -> None:
         self._js = js
+        self._closing = asyncio.Event()
+        """Set when the scheduler stops: open WatchApis streams end rather than hold its grace period."""
         self._activity = activity
         self._details = details
         self._canceller = canceller
@@ -188,9 +191,14 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"interval must be from {MIN_WATCH_SECONDS:g} s to {MAX_WATCH_SECONDS:g} s, got {interval:g} s",
             )
-        while True:
+        while not self._closing.is_set():
             yield await self.ListApis(control_pb2.ListApisRequest(), context)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), interval)
+
+    def close_streams(self) -> None:
+        """End the open WatchApis streams (the scheduler is stopping; the console reconnects to another)."""
+        self._closing.set()
 
     async def _deployed(self, name: str, context: grpc.aio.ServicerContext) -> control_pb2.ApiSpec:
         spec = self._registry.apis.get(name)
