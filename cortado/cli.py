@@ -320,20 +320,16 @@ def cmd_replay(options: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pause(options: argparse.Namespace) -> int:
-    """Stop dispatching an API's queued requests: running ones finish, new ones are accepted and wait."""
+def cmd_dispatch(options: argparse.Namespace) -> int:
+    """`pause`: stop dispatching an API's queued requests (running ones finish, new ones are accepted and wait);
+    `resume`: dispatch them again."""
+    pausing = options.command == "pause"
     with _scheduler(options) as scheduler:
-        status = scheduler.pause(options.api)
-    message = f"{options.api}: dispatch paused; {status.queued} queued requests wait (cortado resume {options.api})"
-    _print(options, _status_dict(status), lambda: print(message))
-    return 0
-
-
-def cmd_resume(options: argparse.Namespace) -> int:
-    """Dispatch an API's queued requests again."""
-    with _scheduler(options) as scheduler:
-        status = scheduler.resume(options.api)
-    message = f"{options.api}: dispatch resumed; {status.queued} queued requests go to its replicas"
+        status = scheduler.pause(options.api) if pausing else scheduler.resume(options.api)
+    if pausing:
+        message = f"{options.api}: dispatch paused; {status.queued} queued requests wait (cortado resume {options.api})"
+    else:
+        message = f"{options.api}: dispatch resumed; {status.queued} queued requests go to its replicas"
     _print(options, _status_dict(status), lambda: print(message))
     return 0
 
@@ -611,10 +607,19 @@ def cmd_down(options: argparse.Namespace) -> int:
 
 
 def cmd_console(options: argparse.Namespace) -> int:
-    """Serve the web console on loopback for any scheduler (a port-forwarded one, say) until Ctrl-C."""
+    """Serve the web console on loopback for any scheduler (a port-forwarded one, say) until Ctrl-C or SIGTERM."""
     scheduler, ca = _endpoints(options)[0], _ca(options)
     if ca and not Path(ca).is_file():
         _fail(f"the CA file {ca!r} does not exist")
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    # Set explicitly: a process started in the background by a shell inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
     with tempfile.TemporaryDirectory(prefix="cortado-console-") as folder:
         config = Path(folder) / "envoy.yaml"
         admin = mesh.free_port()
@@ -634,10 +639,10 @@ def cmd_console(options: argparse.Namespace) -> int:
                 {"console_url": url, "scheduler": scheduler},
                 lambda: print(f"The web console is at {url} (scheduler {scheduler}); Ctrl-C stops it", flush=True),
             )
-            while envoy.alive():
-                time.sleep(0.5)
-            _fail(f"the console's Envoy stopped; its log ends:\n{envoy.log_tail()}")
-        except KeyboardInterrupt:
+            while not stop:
+                if not envoy.alive():
+                    _fail(f"the console's Envoy stopped; its log ends:\n{envoy.log_tail()}")
+                time.sleep(0.2)
             return 0
         finally:
             envoy.stop()
@@ -745,10 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
         "pause", parents=[common], help="stop dispatching an API's queued requests (they wait until resume)"
     )
     pause.add_argument("api", metavar="API")
-    pause.set_defaults(run=cmd_pause)
+    pause.set_defaults(run=cmd_dispatch)
     resume = commands.add_parser("resume", parents=[common], help="dispatch a paused API's queued requests again")
     resume.add_argument("api", metavar="API")
-    resume.set_defaults(run=cmd_resume)
+    resume.set_defaults(run=cmd_dispatch)
     replay = commands.add_parser("replay", parents=[common], help="queue a dead letter again; prints its new id")
     replay.add_argument("api", metavar="API")
     replay.add_argument("id", metavar="ID")

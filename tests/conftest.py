@@ -51,7 +51,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # Tests deploy many small APIs on the one executor: let it host them all.
-MESH_ENV = {"CORTADO_EXECUTOR_CPU_MILLIS": "1000000", "CORTADO_GRACE_SECONDS": "5", "CORTADO_CANCEL_GRACE_SECONDS": "1"}
+MESH_ENV = {
+    "CORTADO_EXECUTOR_CPU_MILLIS": "1000000",
+    "CORTADO_GRACE_SECONDS": "5",
+    "CORTADO_CANCEL_GRACE_SECONDS": "1",
+    # The console links each request to Jaeger there (no Jaeger runs: the links are only checked).
+    "CORTADO_CONSOLE_TRACES_URL": "http://jaeger.test:16686",
+}
 
 
 @pytest.fixture(scope="session")

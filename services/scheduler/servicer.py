@@ -210,17 +210,18 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
     async def PauseApi(
         self, request: control_pb2.PauseApiRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.PauseApiResponse:
-        spec = await self._deployed(request.name, context)
-        await self._registry.set_paused(spec.name, True)
-        return control_pb2.PauseApiResponse(api=await self._status(spec))
+        return control_pb2.PauseApiResponse(api=await self._set_paused(request.name, True, context))
 
     async def ResumeApi(
         self, request: control_pb2.ResumeApiRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.ResumeApiResponse:
-        spec = await self._deployed(request.name, context)
-        await self._registry.set_paused(spec.name, False)
+        return control_pb2.ResumeApiResponse(api=await self._set_paused(request.name, False, context))
+
+    async def _set_paused(self, name: str, paused: bool, context: grpc.aio.ServicerContext) -> control_pb2.ApiStatus:
+        spec = await self._deployed(name, context)
+        await self._registry.set_paused(spec.name, paused)
         self._reconciler.wake()
-        return control_pb2.ResumeApiResponse(api=await self._status(spec))
+        return await self._status(spec)
 
     async def ListRequests(
         self, request: control_pb2.ListRequestsRequest, context: grpc.aio.ServicerContext

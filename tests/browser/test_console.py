@@ -185,6 +185,14 @@ def test_the_console_shows_apis_and_requests_and_acts_on_them(
     browser.get(f"{console}console/index.html#/apis/{held.name}")
     pause = by_id(browser, "pause-button")
     wait_for(browser, lambda d: by_id(d, "pause-button").text == "Pause dispatch", "the pause button")
+    # By keyboard: Enter opens the confirmation, which has the focus; Escape dismisses it and changes nothing.
+    pause.send_keys(Keys.ENTER)
+    dialog = by_id(browser, "confirm-dialog")
+    wait_for(browser, lambda d: dialog.get_attribute("open") is not None, "the confirmation dialog")
+    assert browser.execute_script("return arguments[0].contains(document.activeElement)", dialog)
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_for(browser, lambda d: dialog.get_attribute("open") is None, "the dialog dismissed by Escape")
+    assert not scheduler.describe(held.name).paused
     pause.click()
     confirm(browser)
     wait_for(browser, lambda d: by_id(d, "pause-button").text == "Resume dispatch", "the API shown paused")
@@ -207,6 +215,35 @@ def test_the_console_shows_apis_and_requests_and_acts_on_them(
     held.release.touch()
     assert result(http, held.name, ids["queued"][0])["status"] == "completed"
     assert severe_messages(browser) == []
+
+
+CONTRAST = """
+// WCAG 2 contrast ratio of each visible text's colour against the first opaque background behind it.
+const lum = (rgb) => {
+  const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const rgba = (css) => (css.match(/[\\d.]+/g) || []).map(Number);
+const background = (el) => {
+  for (; el; el = el.parentElement) {
+    const c = rgba(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const el of document.querySelectorAll('main *, header *')) {
+  const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+  const box = el.getBoundingClientRect();
+  if (!own || !box.width || !box.height || getComputedStyle(el).visibility === 'hidden') continue;
+  const [a, b] = [lum(rgba(getComputedStyle(el).color).slice(0, 3)), lum(background(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const text = el.textContent.trim().slice(0, 30);
+  if (ratio < 4.5) low.push(`${el.tagName}.${el.className} "${text}" ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+"""Text whose contrast is under WCAG AA's 4.5:1 (a list of descriptions; empty when all pass)."""
 
 
 def test_the_console_fits_a_phone_and_every_control_is_labelled(
@@ -235,6 +272,7 @@ def test_the_console_fits_a_phone_and_every_control_is_labelled(
                 " && !el.textContent.trim()).map(el => el.outerHTML)"
             )
             assert unlabelled == [], f"{testid}: controls without a label: {unlabelled}"
+            assert browser.execute_script(CONTRAST) == [], f"{testid}: text under 4.5:1 contrast"
             browser.save_screenshot(str(screenshots / shot))
     finally:
         browser.set_window_size(1280, 900)

@@ -162,6 +162,11 @@ def test_a_failed_request_shows_its_traceback_body_and_log_lines(
     messages = [json.loads(line)["message"] for line in lines]
     assert "looking at bad" in messages
     assert all(json.loads(line)["labels"]["request_id"] == bad for line in lines)
+    # Its handler's log lines name its trace: the console links to it in Jaeger (CORTADO_CONSOLE_TRACES_URL).
+    traces = {json.loads(line)["trace_id"] for line in lines}
+    assert len(traces) == 1
+    linked = console.get(f"/api/v1/apis/{name}/requests/{bad}").json()["trace_url"]
+    assert linked == f"http://jaeger.test:16686/trace/{traces.pop()}"
 
     done = console.get(f"/api/v1/apis/{name}/requests/{good}").json()
     assert done["result"]["content_type"] == "application/json"

@@ -315,6 +315,17 @@ def test_a_tls_client_of_a_plain_text_scheduler_is_told_so(certificates: Certifi
         server.stop(None)
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """Stop `cortado console` as a service manager would (SIGTERM): it exits 0; killed if it does not."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 0
+
+
 def test_cortado_console_serves_the_console_for_a_scheduler_that_serves_tls(
     tls_scheduler: TlsScheduler, tmp_path: Path
 ) -> None:
@@ -348,15 +359,14 @@ def test_cortado_console_serves_the_console_for_a_scheduler_that_serves_tls(
             ),
             what="the console reaching the scheduler over TLS",
         )
-        assert allowed.json() == {"apis": []}
+        with SchedulerClient(tls_scheduler.address, TOKEN, tls_scheduler.certificates.ca.certificate) as client:
+            assert [api["name"] for api in allowed.json()["apis"]] == [status.name for status in client.list()]
         refused = httpx.get(f"{url}/api/v1/apis", headers=header)
         assert refused.status_code == 401
         assert refused.json()["message"] == "a valid scheduler token is required"
         assert httpx.get(f"{url}/", follow_redirects=True).status_code == 200
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
-        assert process.returncode == 0
+        stop(process)
 
     # A CA that did not sign the scheduler's certificate: the console never reaches it.
     process, url = console(tls_scheduler.certificates.other_ca.certificate)
@@ -365,6 +375,4 @@ def test_cortado_console_serves_the_console_for_a_scheduler_that_serves_tls(
         unreached = httpx.get(f"{url}/api/v1/apis", headers={**header, "Authorization": f"Bearer {TOKEN}"})
         assert unreached.status_code == 503
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
-        assert process.returncode == 0
+        stop(process)
