@@ -85,8 +85,8 @@ class KvMirror(Generic[T]):
         try:
             seen: set[str] = set()
             initial = True
-            while True:
-                entry = await watcher._updates.get()
+            # Iterating yields None once the initial values are delivered, and ends when the watch is stopped.
+            async for entry in watcher:
                 if entry is None:
                     if initial:
                         # Keys that vanished while the watch was down.
@@ -95,8 +95,6 @@ class KvMirror(Generic[T]):
                         initial = False
                         self._loaded.set()
                     continue
-                if not isinstance(entry, KeyValue.Entry):
-                    return
                 seen.add(entry.key)
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     self._apply(entry.key, None)

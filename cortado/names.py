@@ -33,7 +33,7 @@ WORK_CONSUMER = "handlers"
 """Prefix of the durable pull consumers of an API's queue (one per priority: see work_consumer)."""
 
 REQUESTS_SUBJECT_PREFIX = f"$KV.{REQUESTS_BUCKET}."
-"""Subject prefix of every write to the requests bucket (one core subscription sees them all)."""
+"""Subject prefix of every write to the requests bucket: `<prefix><id>` is one record's (results waiters follow it)."""
 
 
 def work_stream(api: str) -> str:

@@ -178,6 +178,16 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
 
 
+def client_of(js: JetStreamContext) -> Client:
+    """The NATS connection a JetStream context runs on, for core subscriptions beside it.
+
+    nats-py keeps it private (`JetStreamContext._nc`) and offers no accessor: this is the one place Cortado reads
+    it, so that a change in nats-py breaks here alone.
+    """
+    nc: Client = js._nc
+    return nc
+
+
 async def requests_bucket(js: JetStreamContext) -> KeyValue:
     """The request-state bucket: one revision per key, per-message TTL for retention."""
     return await key_value(js, names.REQUESTS_BUCKET, history=1)

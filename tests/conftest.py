@@ -44,6 +44,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = str(Path(tempfile.gettempdir()) / f"cortado-tests-{os.getpid()}")
 
 
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("unit", "integration", "e2e", "reliability", "browser", "cluster", "deploy")
+"""Each folder of tests/ is a marker its tests carry (`pytest -m unit` runs the tests that start no process)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's name (see FOLDER_MARKERS)."""
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's temporary folders when every test passed (a failure's logs stay for reading)."""
     if exitstatus == 0 and session.config.option.basetemp:

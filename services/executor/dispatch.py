@@ -203,7 +203,8 @@ class Dispatcher:
         """Pull and feed until stopped; what was pulled but not sent goes back to the queue."""
         stream = names.work_stream(self._spec.name)
         feeds = {
-            level: PullFeed(self._js._nc, stream, names.work_consumer(level), self._taker(level)) for level in LEVELS
+            level: PullFeed(natsutil.client_of(self._js), stream, names.work_consumer(level), self._taker(level))
+            for level in LEVELS
         }
         # Listening for cancels before anything is pulled, so no announcement about a held request is missed.
         announcements = await self._listen_for_cancels()
@@ -260,7 +261,9 @@ class Dispatcher:
     async def _listen_for_cancels(self) -> Any:
         """Subscribe to the API's cancel announcements; the subscription, or None if it failed."""
         try:
-            return await self._js._nc.subscribe(names.cancel_subject(self._spec.name), cb=self._announced)
+            return await natsutil.client_of(self._js).subscribe(
+                names.cancel_subject(self._spec.name), cb=self._announced
+            )
         except Exception as exc:
             # In-progress writes still find cancelled records; only a prefetched request may run anyway.
             log.warning("cancel announcements not heard", extra={"api": self._spec.name, "error": repr(exc)})
