@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -624,12 +623,11 @@ def cmd_console(options: argparse.Namespace) -> int:
         config = Path(folder) / "envoy.yaml"
         admin = mesh.free_port()
         config.write_text(mesh.render_console_config(options.port, admin, scheduler, ca))
-        argv = [mesh.find_binary("envoy"), "-c", str(config), "--concurrency", "1", "--use-dynamic-base-id"]
-        envoy = mesh.ManagedProcess("envoy", [*argv, "-l", "warning"], dict(os.environ), Path(folder) / "envoy.log")
+        envoy = mesh.envoy_process(config, Path(folder) / "envoy.log")
         envoy.start()
         try:
             deadline = time.monotonic() + 30
-            while not _envoy_ready(admin):
+            while not mesh.envoy_ready(admin):
                 if not envoy.alive() or time.monotonic() > deadline:
                     _fail(f"the console's Envoy did not start; its log ends:\n{envoy.log_tail()}")
                 time.sleep(0.1)
@@ -646,14 +644,6 @@ def cmd_console(options: argparse.Namespace) -> int:
             return 0
         finally:
             envoy.stop()
-
-
-def _envoy_ready(admin_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,6 +169,22 @@ def grpc_serving(address: str, service: str = "", ca_file: str = "") -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def envoy_process(config: Path, log: Path) -> ManagedProcess:
+    """Envoy on config (not started yet): one worker (faster than two on a 2-core machine), a base id of its own
+    (several Envoys may run on one machine), warnings and errors logged to log."""
+    argv = [find_binary("envoy"), "-c", str(config), "--concurrency", "1", "--use-dynamic-base-id", "-l", "warning"]
+    return ManagedProcess("envoy", argv, dict(os.environ), log)
+
+
+def envoy_ready(admin_port: int) -> bool:
+    """Whether the Envoy whose admin interface is on 127.0.0.1:admin_port answers /ready with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
 def tcp_open(port: int) -> bool:
     """Whether something accepts connections on 127.0.0.1:port."""
     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -791,26 +807,11 @@ class LocalMesh:
                 scheduler=[self.address(n) for n in self.instances("scheduler")],
             )
         )
-        argv = [
-            find_binary("envoy"),
-            "-c",
-            str(config),
-            "--concurrency",
-            "1",
-            "--use-dynamic-base-id",
-            "-l",
-            "warning",
-        ]
-        proc = ManagedProcess("envoy", argv, dict(os.environ), self.workdir / "logs" / "envoy.log")
+        proc = envoy_process(config, self.workdir / "logs" / "envoy.log")
         self.processes["envoy"] = proc
         proc.start()
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/ready", timeout=1) as reply:
-                return bool(reply.status == 200)
-
         try:
-            self._wait(proc, ready, 30)
+            self._wait(proc, lambda: envoy_ready(self.ports["admin"]), 30)
         except MeshError:
             # A port picked free at start may have been taken since; the public and admin ones can move (once).
             taken = re.search(r"cannot bind '[^']*:(\d+)'", proc.log_tail())
