@@ -201,6 +201,7 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
         self._closing.set()
 
     async def _deployed(self, name: str, context: grpc.aio.ServicerContext) -> control_pb2.ApiSpec:
+        """The API's spec; the call ends NOT_FOUND "API '<name>' is not deployed" when there is none."""
         spec = self._registry.apis.get(name)
         if spec is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"API {name!r} is not deployed")
@@ -282,23 +283,19 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
     async def DescribeApi(
         self, request: control_pb2.DescribeApiRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.DescribeApiResponse:
-        spec = self._registry.apis.get(request.name)
-        if spec is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        spec = await self._deployed(request.name, context)
         return control_pb2.DescribeApiResponse(api=await self._status(spec))
 
     async def ListDeadLetters(
         self, request: control_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.ListDeadLettersResponse:
-        if self._registry.apis.get(request.name) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        await self._deployed(request.name, context)
         return control_pb2.ListDeadLettersResponse(dead_letters=await list_dead_letters(self._js, request.name))
 
     async def ReplayDeadLetter(
         self, request: control_pb2.ReplayDeadLetterRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.ReplayDeadLetterResponse:
-        if self._registry.apis.get(request.name) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        await self._deployed(request.name, context)
         try:
             new_id = await replay_dead_letter(self._js, request.name, request.id)
         except NoSuchDeadLetterError:
@@ -313,16 +310,14 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
     async def StreamLogs(
         self, request: control_pb2.StreamLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[control_pb2.StreamLogsResponse]:
-        if self._registry.apis.get(request.name) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        await self._deployed(request.name, context)
         async for line in stream_logs(self._js, request.name, request.tail, request.follow):
             yield control_pb2.StreamLogsResponse(line=line)
 
     async def RotateWebhookSecret(
         self, request: control_pb2.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.RotateWebhookSecretResponse:
-        if self._registry.apis.get(request.name) is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"API {request.name!r} is not deployed")
+        await self._deployed(request.name, context)
         if self._webhook_secrets is None:
             await abort(context, grpc.StatusCode.UNIMPLEMENTED, "this scheduler keeps no webhook secrets")
         valid_for = DEFAULT_PREVIOUS_VALID_SECONDS
