@@ -7,7 +7,7 @@ import pytest
 
 from cortado.cli import main
 from cortado.mesh import LocalMesh
-from cortado.runtime import loads_json
+from cortado.runtime.encoding import loads_json
 from tests.conftest import Deploy, submit
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from cortado.client import Client
-from cortado.runtime import MAX_BODY_BYTES
+from cortado.runtime.limits import MAX_BODY_BYTES
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES
 from tests.conftest import Deploy
 

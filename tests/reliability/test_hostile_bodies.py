@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from cortado.runtime import MAX_BODY_BYTES
+from cortado.runtime.limits import MAX_BODY_BYTES
 from tests.reliability.support import Private, private_mesh
 
 pytestmark = pytest.mark.reliability

@@ -14,18 +14,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cortado import runtime
 from cortado.jsonscan import MAX_NUMBER_DIGITS, JsonLimitError, JsonScanner, JsonSyntaxError
-from cortado.runtime import (
-    DEFAULT_JSON_DEPTH,
-    DEFAULT_JSON_VALUES,
-    MAX_JSON_DEPTH,
-    JsonLimits,
-    PayloadError,
-    check_payload,
-    decode_payload,
-    validate_payload,
-)
+from cortado.runtime import payloads as runtime
+from cortado.runtime.errors import PayloadError
+from cortado.runtime.limits import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_JSON_DEPTH, JsonLimits
+from cortado.runtime.payloads import check_payload, decode_payload, validate_payload
 
 UNLIMITED = 10**12
 
