@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cortado.jsonscan import MAX_NUMBER_DIGITS, JsonLimitError, JsonScanner, JsonSyntaxError
-from cortado.runtime import payloads as runtime
+from cortado.runtime import payloads
 from cortado.runtime.errors import PayloadError
 from cortado.runtime.limits import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_JSON_DEPTH, JsonLimits
 from cortado.runtime.payloads import check_payload, decode_payload, validate_payload
@@ -321,15 +321,15 @@ def test_validate_payload_refuses_exactly_what_decode_payload_refuses_with_the_s
         decoded = "ok"
     except PayloadError as error:
         decoded = str(error)
-    default_chunk = runtime._CHECK_CHUNK_BYTES
-    runtime._CHECK_CHUNK_BYTES = chunk  # the body is checked in pieces this small
+    default_chunk = payloads._CHECK_CHUNK_BYTES
+    payloads._CHECK_CHUNK_BYTES = chunk  # the body is checked in pieces this small
     try:
         validate_payload(content_type, body)
         validated = "ok"
     except PayloadError as error:
         validated = str(error)
     finally:
-        runtime._CHECK_CHUNK_BYTES = default_chunk
+        payloads._CHECK_CHUNK_BYTES = default_chunk
     assert validated == decoded
 
 
