@@ -27,8 +27,9 @@ from celery.result import ResultSet  # type: ignore[import-untyped]
 
 from bench import celery_app
 from bench.measure import Workloads, memory, run_figures, with_cpu
+from bench.paths import ROOT
 from bench.streams import rate_figures
-from cortado.mesh import ROOT, ManagedProcess, MeshError, find_binary, free_port
+from cortado.mesh import ManagedProcess, MeshError, find_binary, free_port
 
 PAYLOAD = {"x": 1}
 CHUNK = 100

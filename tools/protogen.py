@@ -1,6 +1,6 @@
 """Generate the Python stubs and Envoy's descriptor set from protos/.
 
-`python tools/protogen.py` writes into cortado/v1/ and envoy/cortado.pb;
+`python tools/protogen.py` writes into cortado/v1/ and cortado/mesh/envoy/cortado.pb;
 `python tools/protogen.py --check` regenerates into a temporary folder and
 exits 1, naming the files, if the committed output differs.
 """
@@ -21,7 +21,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE_DIR = Path("cortado") / "v1"
-DESCRIPTOR = Path("envoy") / "cortado.pb"
+DESCRIPTOR = Path("cortado") / "mesh" / "envoy" / "cortado.pb"
 
 
 def _include_dirs() -> list[str]:
@@ -33,7 +33,7 @@ def _include_dirs() -> list[str]:
 
 
 def generate(out: Path) -> None:
-    """Write stubs under out/cortado/v1 and the descriptor set under out/envoy."""
+    """Write stubs under out/cortado/v1 and the descriptor set under out/cortado/mesh/envoy."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     (out / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
     (out / DESCRIPTOR).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 
 from bench.floor import common
-from cortado.mesh import ROOT, ManagedProcess, find_binary, free_port
+from bench.paths import ROOT
+from cortado.mesh import ManagedProcess, find_binary, free_port
 
 API = "noop"
 """The path the floor serves: POST /noop, GET /noop/<id>."""

@@ -1,5 +1,5 @@
-"""deploy/envoy/envoy.yaml: in sync with envoy/envoy.yaml.tmpl, accepted by Envoy, and its metrics listener
-exposes Prometheus stats and readiness but nothing else of the admin interface."""
+"""deploy/envoy/envoy.yaml: in sync with the templates in cortado/mesh/envoy/, accepted by Envoy, and its metrics
+listener exposes Prometheus stats and readiness but nothing else of the admin interface."""
 
 from __future__ import annotations
 

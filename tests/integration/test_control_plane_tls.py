@@ -24,9 +24,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from cortado import natsauth
 from cortado.cli import main
 from cortado.client import SchedulerClient
-from cortado.mesh import ROOT, SERVICES, LocalMesh, ManagedProcess, free_port, grpc_serving
+from cortado.mesh import SERVICES, LocalMesh, ManagedProcess, free_port, grpc_serving
 from cortado.tls import TlsError
 from tests.certificates import Authority, Server, make_authority
+from tests.deploy.manifests import ROOT
 from tests.helpers import eventually, unique_name, write_project
 
 TOKEN = "s3cret-token-of-32-characters-at-least"

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from cortado.cli import main
-from cortado.mesh import ROOT, LocalMesh, MeshError, free_port
+from cortado.mesh import LocalMesh, MeshError, free_port
 from tests.conftest import MESH_ENV
+from tests.deploy.manifests import ROOT
 
 TOKEN = "s3cret-token-of-32-characters-at-least"
 

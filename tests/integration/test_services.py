@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from cortado.client import SchedulerClient
-from cortado.mesh import ROOT, LocalMesh, grpc_serving
+from cortado.mesh import LocalMesh, grpc_serving
 from tests.conftest import MESH_ENV, result, submit, wait_ready
+from tests.deploy.manifests import ROOT
 from tests.helpers import eventually, unique_name, write_project
 
 SERVICE_NAMES = {

@@ -30,12 +30,13 @@ from standardwebhooks.webhooks import Webhook
 
 from cortado import names, natsauth, natsutil, records, webhooks
 from cortado.env import Env
-from cortado.mesh import ROOT, ManagedProcess, find_binary, free_port, grpc_serving, nats_config, tcp_open, wait_until
+from cortado.mesh import ManagedProcess, find_binary, free_port, grpc_serving, nats_config, tcp_open, wait_until
 from cortado.v1 import control_pb2, records_pb2
 from services.webhooks.config import WebhookSettings
 from services.webhooks.sender import (
     WebhookSender,
 )
+from tests.deploy.manifests import ROOT
 from tests.helpers import unique_name
 
 pytestmark = pytest.mark.integration

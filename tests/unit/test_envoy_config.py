@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,6 +13,7 @@ from cortado.mesh import (
     MAX_STREAMS_PER_CONNECTION,
     MAX_WAITING_CALLS,
     find_binary,
+    render_console_config,
     render_envoy_config,
 )
 
@@ -101,3 +103,42 @@ def test_only_calls_that_never_wait_take_the_short_calls_budget() -> None:
         r for r in _public_routes() if r["match"].get("query_parameters") and r["route"]["cluster"] == "results"
     )
     assert "priority" not in waiting_get["route"]
+
+
+def test_every_template_and_the_descriptor_are_package_data() -> None:
+    """An installed wheel renders the same configuration: every file Envoy's rendering reads is package data."""
+    import fnmatch
+    import tomllib
+
+    from cortado.mesh import ENVOY_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = patterns["cortado.mesh"]
+    files = sorted(p.relative_to(ENVOY_DIR.parent).as_posix() for p in ENVOY_DIR.iterdir())
+    assert "envoy/cortado.pb" in files and "envoy/envoy.yaml.tmpl" in files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, p) for p in shipped)] == []
+
+
+def test_the_console_trusts_its_ca_for_the_schedulers_name_or_address() -> None:
+    by_name = yaml.safe_load(render_console_config(8889, 9902, "scheduler.example:50053", ca_file="/tmp/ca.pem"))
+    by_address = yaml.safe_load(render_console_config(8889, 9902, "127.0.0.1:50053", ca_file="/tmp/ca.pem"))
+    plain = yaml.safe_load(render_console_config(8889, 9902, "127.0.0.1:50053"))
+
+    def tls_context(config: dict[str, Any]) -> dict[str, Any] | None:
+        (cluster,) = config["static_resources"]["clusters"]
+        socket = cluster.get("transport_socket")
+        return None if socket is None else dict(socket["typed_config"])
+
+    named = tls_context(by_name)
+    assert named is not None and named["sni"] == "scheduler.example"
+    validation = named["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(Path("/tmp/ca.pem").resolve())}
+    names = validation["match_typed_subject_alt_names"]
+    assert names == [{"san_type": "DNS", "matcher": {"exact": "scheduler.example"}}]
+    addressed = tls_context(by_address)
+    assert addressed is not None and "sni" not in addressed
+    assert addressed["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["san_type"] == (
+        "IP_ADDRESS"
+    )
+    assert tls_context(plain) is None

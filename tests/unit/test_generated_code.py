@@ -19,7 +19,7 @@ def test_generated_stubs_and_descriptor_are_up_to_date() -> None:
 def test_every_message_field_and_rpc_of_the_contract_is_commented() -> None:
     from google.protobuf import descriptor_pb2
 
-    files = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "envoy" / "cortado.pb").read_bytes())
+    files = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "cortado/mesh/envoy/cortado.pb").read_bytes())
     undocumented = []
     for proto in files.file:
         if not proto.package.startswith("cortado."):
