@@ -202,10 +202,12 @@ class KeyGate:
         required: bool,
         lookup: Callable[[str], control_pb2.ApiSpec | None] = _no_apis,
         chain_secret: bytes | None = None,
+        js: JetStreamContext | None = None,
     ) -> None:
         self.required = required
         self._lookup = lookup
         self._chain_secret = chain_secret
+        self._js = js
         self._keys: KvMirror[control_pb2.ApiKey] | None = None
         self._buckets: dict[str, TokenBucket] = {}
 
@@ -219,16 +221,18 @@ class KeyGate:
         return str(spec.name) if spec is not None else requested
 
     @classmethod
-    def from_env(cls) -> KeyGate:
+    def from_env(cls, js: JetStreamContext) -> KeyGate:
         """The gate CORTADO_API_KEYS asks for (`on` or `off`, default off), with the chaining secret of
-        CORTADO_CHAIN_SECRET_FILE (none: handlers' chained calls need keys of their own)."""
+        CORTADO_CHAIN_SECRET_FILE (none: handlers' chained calls need keys of their own); js: where the keys are."""
         env = Env()
-        return cls(env.choice("API_KEYS", "off", ("off", "on")) == "on", chain_secret=chaining.load_secret(env))
+        required = env.choice("API_KEYS", "off", ("off", "on")) == "on"
+        return cls(required, chain_secret=chaining.load_secret(env), js=js)
 
-    async def start(self, js: JetStreamContext) -> None:
+    async def start(self) -> None:
         """Load the keys (when required) and follow their changes."""
         if self.required:
-            kv = await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1)
+            assert self._js is not None, "a gate that requires keys reads them from JetStream"
+            kv = await natsutil.key_value(self._js, names.API_KEYS_BUCKET, history=1)
             self._keys = KvMirror(kv, control_pb2.ApiKey.FromString)
             await self._keys.start()
 

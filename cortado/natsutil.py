@@ -242,7 +242,5 @@ async def kv_put_if(
 
 
 async def api_registry(js: JetStreamContext) -> KvMirror[control_pb2.ApiSpec]:
-    """A started live mirror of the deployed APIs (the apis bucket)."""
-    mirror = KvMirror(await apis_bucket(js), control_pb2.ApiSpec.FromString)
-    await mirror.start()
-    return mirror
+    """A live mirror of the deployed APIs (the apis bucket), to start (`ServiceRunner.enter`)."""
+    return KvMirror(await apis_bucket(js), control_pb2.ApiSpec.FromString)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -12,10 +13,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cortado.env import Env
+from cortado.lifecycle import Component
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Component)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message a service takes or sends: above the 32 MiB body limit Envoy enforces,
@@ -72,8 +75,10 @@ class ServiceRunner:
 
     It listens in plain text, or with `credentials` (grpc.ssl_server_credentials) on a TLS port only.
 
-    Order of the stop: health NOT_SERVING, stop taking calls (in-flight ones get
-    `grace` seconds), then the `on_stop` callbacks (drain NATS and the like).
+    A service's main enters what it runs into the runner as it builds them (`defer`, `enter`, `background`):
+    they form one `AsyncExitStack`, undone in the reverse order. Order of the stop: the `on_stopping` callbacks
+    and health NOT_SERVING, stop taking calls (in-flight ones get `grace` seconds), then the stack (background
+    tasks cancelled, components stopped, NATS drained: each step within `grace`).
     """
 
     def __init__(
@@ -102,14 +107,38 @@ class ServiceRunner:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = ["", *service_names]
         self._stop = asyncio.Event()
-        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._stack = contextlib.AsyncExitStack()
         self._on_stopping: list[Callable[[], None]] = []
         self.port = 0
         self._credentials = credentials
 
-    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run callback after the gRPC server stopped, in the order registered."""
-        self._on_stop.append(callback)
+    def defer(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await callback after the gRPC server stopped: what is deferred last runs first."""
+        self._stack.push_async_callback(self._within_grace, callback)
+
+    async def enter(self, component: C) -> C:
+        """Start component now and stop it after the gRPC server stopped (see defer); the component."""
+        await component.start()
+        self.defer(component.stop)
+        return component
+
+    def background(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work as a task until the gRPC server stopped, then cancel it (see defer); the task."""
+        task = asyncio.get_running_loop().create_task(work)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self.defer(cancel)
+        return task
+
+    async def _within_grace(self, callback: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await asyncio.wait_for(callback(), timeout=self.grace)
+        except Exception:
+            log.exception("error while stopping")
 
     def on_stopping(self, callback: Callable[[], None]) -> None:
         """Call callback as soon as the stop begins, while calls in flight go on (to end long waits early)."""
@@ -147,11 +176,7 @@ class ServiceRunner:
         # still come get UNAVAILABLE, which Envoy retries on another instance); calls in flight go on.
         await asyncio.sleep(self.drain_delay)
         await self.server.stop(self.grace)
-        for callback in self._on_stop:
-            try:
-                await asyncio.wait_for(callback(), timeout=self.grace)
-            except Exception:
-                log.exception("error while stopping")
+        await self._stack.aclose()
         log.info("stopped")
 
 

@@ -94,7 +94,7 @@ def is_handler_process(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return b"services.executor.worker" in cmdline and state != "Z"
+    return b"services.executor.handlerprocess" in cmdline and state != "Z"
 
 
 def kill_handler_processes(apis: Iterable[HandlerFiles]) -> None:

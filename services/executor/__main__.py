@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 
 from cortado import names, natsutil
 from cortado.gpu import discover_gpus, simulated_gpus
 from cortado.mirror import KvMirror
-from cortado.recordstore import RecordStore
+from cortado.records import RecordStore
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
@@ -26,7 +24,9 @@ async def main() -> None:
     # Folders this executor creates are never writable by the users its handlers run as.
     os.umask(0o022)
     settings.workdir.mkdir(parents=True, exist_ok=True)
+    runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
     nc = await natsutil.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
+    runner.defer(lambda: natsutil.drain(nc))
     js = nc.jetstream()
     watch_nats(nc)
     # Handler processes write their metrics here; this endpoint serves them summed with the executor's own.
@@ -34,18 +34,18 @@ async def main() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     serve_metrics(settings.metrics_address, metrics_dir)
-    apis = await natsutil.api_registry(js)
-    placements = KvMirror(
-        await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
+    apis = await runner.enter(await natsutil.api_registry(js))
+    placements = await runner.enter(
+        KvMirror(
+            await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
+        )
     )
-    await placements.start()
     requests = await natsutil.requests_bucket(js)
     # Who runs user code: an unprivileged user per API when this executor runs as root.
     sandbox = await sandbox_module.choose(settings.workdir, settings.handler_users, settings.handler_uid_base)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
     executors_kv = await natsutil.executors_bucket(js)
 
-    runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
     supervisor = Supervisor(
         settings,
         simulated_gpus(settings.simulated_gpus) or discover_gpus(),
@@ -60,18 +60,8 @@ async def main() -> None:
         sandbox,
     )
     control_pb2_grpc.add_ExecutorServicer_to_server(ExecutorServicer(supervisor), runner.server)
-    loop_task = asyncio.create_task(supervisor.run())
-
-    async def stop_loop() -> None:
-        loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop_task
-
-    runner.on_stop(stop_loop)
-    runner.on_stop(supervisor.drain)
-    runner.on_stop(placements.stop)
-    runner.on_stop(apis.stop)
-    runner.on_stop(lambda: natsutil.drain(nc))
+    runner.defer(supervisor.drain)
+    runner.background(supervisor.run())
     await runner.start()
     await runner.run_until_stopped()
 

@@ -1,7 +1,8 @@
 """The executor ↔ handler-process channel: length-prefixed protobuf frames over a local socket pair.
 
-Both sides import this module; the messages are `cortado.v1.handler` (ToHandler one way,
-FromHandler the other). A frame is a 4-byte big-endian length, then the serialized message.
+Both sides import this module; the messages are `cortado.v1.handler` (ToHandler one way, FromHandler
+the other). A frame is a 4-byte big-endian length, then the serialized message, at most the contract's
+`MAX_FRAME_BYTES` (`services.executor.contract`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from services.executor.contract import MAX_FRAME_BYTES
+
 M = TypeVar("M", bound=Message)
 
 _LENGTH = struct.Struct(">I")
-
-MAX_FRAME_BYTES = 256 * 1024 * 1024
-"""Largest frame either side accepts: a batch of jobs whose bodies are each at most 32 MiB, or their results."""
 
 STREAM_LIMIT = 1024 * 1024
 """asyncio stream buffer size; frames themselves are read with readexactly and may be larger."""

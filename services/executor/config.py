@@ -9,22 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortado import chaining
-from cortado.env import Env
+from cortado.env import Env, ServiceSettings
 
 
 @dataclass(frozen=True)
-class ExecutorSettings:
+class ExecutorSettings(ServiceSettings):
     """What the executor needs to run."""
 
-    nats_url: str
-    address: str
     executor_id: str
     workdir: Path
     cpu_millis: int
     mem_bytes: int
     heartbeat_seconds: float
-    grace_seconds: float
-    metrics_address: str
     egress_proxy: str
     simulated_gpus: int
     ack_wait_seconds: float
@@ -44,16 +40,12 @@ class ExecutorSettings:
         page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         physical = os.sysconf("SC_PHYS_PAGES") * page_size if hasattr(os, "sysconf") else 0
         return cls(
-            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
-            address=env.text("EXECUTOR_ADDRESS", "127.0.0.1:50054"),
+            **cls.common(env, "executor"),
             executor_id=env.text("EXECUTOR_ID", f"{hostname}-{os.getpid()}"),
             workdir=Path(env.text("EXECUTOR_WORKDIR", str(Path(tempfile.gettempdir()) / "cortado-executor"))),
             cpu_millis=env.integer("EXECUTOR_CPU_MILLIS", (os.cpu_count() or 1) * 1000, minimum=1),
             mem_bytes=env.integer("EXECUTOR_MEM_BYTES", physical, minimum=0),
             heartbeat_seconds=env.number("HEARTBEAT_SECONDS", 2.0, minimum=0.1),
-            grace_seconds=env.number("GRACE_SECONDS", 30.0, minimum=0),
-            # Prometheus metrics (host:port; empty: not served).
-            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9464"),
             # HTTP proxy for handlers (Envoy's egress listener), so http://api-<name>:8888/ reaches the API
             # without DNS; empty where DNS already resolves api-<name> (a Service per API in Kubernetes).
             egress_proxy=env.text("EGRESS_PROXY", ""),

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.executor.contract import IMPORT_CHECK
 from services.executor.sandbox import HandlerUser, Sandbox, become
 
 OUTPUT_TAIL_LINES = 60
@@ -32,9 +33,6 @@ LOCK_POLL_SECONDS = 0.1
 
 MAX_LINE_BYTES = 65536
 """Output without a newline for this long is passed on as a line of its own."""
-
-CHECK_IMPORTS = "import cortado, services.executor.worker"
-"""What a new env's python must import: the handler process runs in it."""
 
 
 class DependencyError(Exception):
@@ -193,7 +191,7 @@ async def _build_env(
     pip = [sys.executable, "-m", "pip", "--python", python, "install", "--disable-pip-version-check", "--no-input"]
     await step.run(f"pip install -r {requirements}", [*pip, "-r", requirements], project, on_progress)
     try:
-        await step.run("the import check", [python, "-P", "-c", CHECK_IMPORTS], env, _nothing)
+        await step.run("the import check", [python, "-P", "-c", IMPORT_CHECK], env, _nothing)
     except DependencyError as exc:
         raise DependencyError(
             f"the packages of {requirements} break Cortado's handler process (a pin conflicts with the executor's"

@@ -1,8 +1,9 @@
-"""A JetStream pull consumer fed continuously: messages reach the handler process as they arrive.
+"""JetStream pull consumers fed continuously: messages reach the handler process as they arrive.
 
 nats-py's `fetch(n)` keeps waiting for the whole batch once a first message came
 (up to its timeout), which stalls a worker whose queue is short. This feed sends
 pull requests itself and hands each message over the moment it is delivered.
+`LevelFeeds` keeps one feed per priority level of an API's work stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from collections.abc import Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from cortado import names
+from cortado.lifecycle import wait_any
+from services.executor.priority import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +93,51 @@ class PullFeed:
         self.outstanding = max(0, self.outstanding - 1)
         self._on_message(msg)
         self.changed.set()
+
+
+class LevelFeeds:
+    """One PullFeed per priority level of an API's work stream, each passing messages to take(level)."""
+
+    def __init__(self, nc: Client, stream: str, take: Callable[[int], Callable[[Msg], None]]) -> None:
+        self._feeds = {level: PullFeed(nc, stream, names.work_consumer(level), take(level)) for level in LEVELS}
+
+    async def start(self) -> None:
+        """Start every level's feed."""
+        for feed in self._feeds.values():
+            await feed.start()
+
+    async def stop(self) -> None:
+        """Stop every level's feed."""
+        for feed in self._feeds.values():
+            await feed.stop()
+
+    async def request(self, room: Callable[[int], int]) -> bool:
+        """Open a pull request for each level with none open, for room(level) messages (none when not positive).
+
+        A request that outlived its expiry counts as ended first. Whether a pull request failed (each is logged).
+        """
+        failed = False
+        for level, feed in self._feeds.items():
+            if feed.expired():
+                feed.forget()
+            if feed.outstanding == 0 and (space := room(level)) > 0:
+                try:
+                    await feed.request(space)
+                except Exception as exc:
+                    log.warning("pull request failed", extra={"error": repr(exc)})
+                    failed = True
+        return failed
+
+    async def wait(self, also: asyncio.Event, timeout: float) -> None:
+        """Wait up to timeout seconds for a feed to change (a message, a request ended) or for also to be set."""
+        for feed in self._feeds.values():
+            feed.changed.clear()
+        await wait_any([also, *(feed.changed for feed in self._feeds.values())], timeout)
+
+    async def drain(self) -> None:
+        """Wait until no open pull request may still deliver (each has ended or outlived its expiry)."""
+        for feed in self._feeds.values():
+            while feed.outstanding and not feed.expired():
+                feed.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.changed.wait(), 0.5)

@@ -19,12 +19,21 @@ from prometheus_client.multiprocess import mark_process_dead
 from cortado import chaining
 from cortado.gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
-from cortado.recordstore import RecordStore
+from cortado.records import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
+from services.executor.cancels import CANCEL_GRACE_SECONDS, RecentIds
 from services.executor.channel import ChannelClosedError, open_channel, read_frame
-from services.executor.dispatch import CANCEL_GRACE_SECONDS, Dispatcher, RecentIds
+from services.executor.contract import (
+    EXIT_STOPPED,
+    ProcessEnd,
+    format_replica_environment,
+    format_start_environment,
+    handler_process_argv,
+    most_jobs,
+    parse_exit,
+)
+from services.executor.dispatch import Dispatcher
 from services.executor.environment import DependencyError, prepare_python
-from services.executor.exitcodes import EXIT_TIMED_OUT
 from services.executor.logship import READER_LIMIT, LogShipper, wrap_line
 from services.executor.sandbox import Sandbox, become, open_to_traverse
 
@@ -261,8 +270,7 @@ class Replica:
             if secret and proxy and env.get(name) == proxy:
                 env[name] = chaining.proxy_with_token(proxy, chaining.token_for(secret, self.spec.name))
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(list(self.placement.gpu_indices))
-        env["CORTADO_WORKER_REPLICA"] = str(self.placement.replica)
-        env["CORTADO_GRACE_SECONDS"] = str(self._context.grace_seconds)
+        env.update(format_replica_environment(self.placement.replica, self._context.grace_seconds))
         return env
 
     def _progress(self, line: str) -> None:
@@ -298,32 +306,19 @@ class Replica:
             latency = final.finished_at.ToNanoseconds() - final.submitted_at.ToNanoseconds()
             self.latency_seconds_sum += max(0, latency) / 1e9
 
-    async def _run_process(self, project: Path, env: dict[str, str], python: str) -> tuple[str, str, float]:
-        """Run the handler process once, feeding it through a Dispatcher while it is ready.
-
-        Returns ("failed", traceback, 0) when `__init__` raised, ("timed_out", why, 0) when a plain handler
-        timed out or a cancelled one did not stop within the grace period, else ("exited", why, seconds it served).
-        """
+    async def _run_process(self, project: Path, env: dict[str, str], python: str) -> ProcessEnd:
+        """Run the handler process once, feeding it through a Dispatcher while it is ready; why it ended."""
         spec_file = project.parent / f"v{self.spec.version}.spec"
         spec_file.write_bytes(self.spec.SerializeToString())
         if self._user is not None:
             os.chown(spec_file, self._user.uid, self._user.gid)
         ours, theirs = socket.socketpair()
         self._stuck = False
-        env = {
-            **env,
-            "CORTADO_WORKER_SPEC_FILE": str(spec_file),
-            "CORTADO_WORKER_CHANNEL_FD": str(theirs.fileno()),
-            "CORTADO_WORKER_PARENT_PID": str(os.getpid()),
-        }
+        env = {**env, **format_start_environment(spec_file, theirs.fileno(), os.getpid())}
         loop = asyncio.get_running_loop()
         try:
-            # -P: the project folder must not shadow Cortado's own modules; the worker adds it to sys.path itself.
             self._process = await asyncio.create_subprocess_exec(
-                python,
-                "-P",
-                "-m",
-                "services.executor.worker",
+                *handler_process_argv(python),
                 cwd=project,
                 env=env,
                 pass_fds=(theirs.fileno(),),
@@ -369,7 +364,7 @@ class Replica:
                 if message.ready and self._dispatcher is None:
                     ready_at = loop.time()
                     # The process says how many jobs it takes at once; never more than its API allows.
-                    most = max(1, self.spec.max_concurrency) * max(1, self.spec.max_batch_size)
+                    most = most_jobs(self.spec.max_concurrency, self.spec.max_batch_size)
                     self._dispatcher = Dispatcher(
                         self.spec,
                         self._context.js,
@@ -396,16 +391,9 @@ class Replica:
                 dispatcher.stop()
                 if pulling is not None:
                     await asyncio.gather(pulling, return_exceptions=True)
-                await dispatcher.finish(process_died=code != 0, grace=self._context.grace_seconds)
+                await dispatcher.finish(process_died=code != EXIT_STOPPED, grace=self._context.grace_seconds)
         finally:
             writer.close()
         mark_process_dead(process.pid, str(self._context.metrics_dir / self.spec.name))  # type: ignore[no-untyped-call]
-        if code == EXIT_TIMED_OUT or restarting:
-            return "timed_out", "a plain handler timed out and its process was restarted", 0.0
-        if self._stuck:
-            return "timed_out", "a cancelled request's handler did not stop in time and its process was restarted", 0.0
-        if failure:
-            return "failed", failure, 0.0
         served = loop.time() - (ready_at or started)
-        reason = f"exit code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
-        return "exited", f"the handler process stopped ({reason})", served
+        return parse_exit(code, restarting=restarting, stuck=self._stuck, failure=failure, served_seconds=served)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.executor.contract import IMPORT_CHECK
+
 log = logging.getLogger(__name__)
 
 PASSED_VARIABLES = (
@@ -140,7 +142,7 @@ async def can_run_python_as(user: HandlerUser, cwd: Path) -> str:
             sys.executable,
             "-P",
             "-c",
-            "import services.executor.worker",
+            IMPORT_CHECK,
             cwd=cwd,
             preexec_fn=become(user),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},

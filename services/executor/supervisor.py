@@ -12,9 +12,9 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from cortado.lifecycle import wait_any
 from cortado.mirror import KvMirror
-from cortado.records import now_timestamp
-from cortado.recordstore import RecordStore
+from cortado.records import RecordStore, now_timestamp
 from cortado.v1 import control_pb2
 from services.executor.config import ExecutorSettings
 from services.executor.logship import LogShipper
@@ -99,16 +99,9 @@ class Supervisor:
                 await self.heartbeat_once()
             except Exception:
                 log.exception("executor loop failed")
-            waits = [
-                asyncio.ensure_future(self._changed.wait()),
-                asyncio.ensure_future(self._placements.changed.wait()),
-                asyncio.ensure_future(self._apis.changed.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, timeout=self._settings.heartbeat_seconds, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await wait_any(
+                (self._changed, self._placements.changed, self._apis.changed), self._settings.heartbeat_seconds
+            )
             self._changed.clear()
             self._placements.changed.clear()
             self._apis.changed.clear()

@@ -7,12 +7,13 @@ import logging
 from cortado import names, natsutil, webhooks
 from cortado.apikeys import KeyGate
 from cortado.mirror import ApiIndex
+from cortado.records.cancel import Canceller
+from cortado.records.follow import RecordWaiters
+from cortado.records.outcomes import Outcomes
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
-from services.ingest.cancel import Canceller
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES, IngestSettings
-from services.ingest.outcomes import Outcomes
 from services.ingest.servicer import RequestsServicer, SubmissionServicer, WaitingSubmissionServicer
 from services.ingest.submitter import Submitter
 
@@ -22,26 +23,6 @@ log = logging.getLogger("cortado.ingest")
 async def main() -> None:
     """Connect to NATS, load the API registry, serve Submission, WaitingSubmission and Requests until SIGTERM."""
     settings = IngestSettings.from_env()
-    nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
-    js = nc.jetstream()
-    apis = await natsutil.api_registry(js)
-    requests = await natsutil.requests_bucket(js)
-    idempotency = await natsutil.idempotency_bucket(js)
-    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
-
-    submitter = Submitter(
-        js, apis, payloads, settings.inline_payload_bytes, requests, idempotency, json_limits=settings.json_limits
-    )
-    outcomes = Outcomes(nc, requests)
-    policy = webhooks.UrlPolicy.from_env()
-
-    def check_webhook(url: str) -> str:
-        return webhooks.check_url(url, policy)
-
-    index = ApiIndex(apis)
-    gate = KeyGate.from_env().resolving(index.lookup)
-    await gate.start(js)
-    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate)
     runner = ServiceRunner(
         "ingest",
         settings.address,
@@ -49,6 +30,26 @@ async def main() -> None:
         settings.grace_seconds,
         max_receive_bytes=MAX_SUBMIT_MESSAGE_BYTES,
     )
+    nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
+    runner.defer(lambda: natsutil.drain(nc))
+    js = nc.jetstream()
+    apis = await runner.enter(await natsutil.api_registry(js))
+    requests = await natsutil.requests_bucket(js)
+    idempotency = await natsutil.idempotency_bucket(js)
+    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
+
+    submitter = Submitter(
+        js, apis, payloads, settings.inline_payload_bytes, requests, idempotency, json_limits=settings.json_limits
+    )
+    outcomes = Outcomes(await runner.enter(RecordWaiters(nc, requests)), js, requests)
+    policy = webhooks.UrlPolicy.from_env()
+
+    def check_webhook(url: str) -> str:
+        return webhooks.check_url(url, policy)
+
+    index = ApiIndex(apis)
+    gate = await runner.enter(KeyGate.from_env(js).resolving(index.lookup))
+    submission = SubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate)
     public_pb2_grpc.add_SubmissionServicer_to_server(submission, runner.server)
     public_pb2_grpc.add_WaitingSubmissionServicer_to_server(
         WaitingSubmissionServicer(submitter, outcomes, settings.max_wait_seconds, check_webhook, gate), runner.server
@@ -59,9 +60,6 @@ async def main() -> None:
     # Waits end at once when the stop begins (each answers the state it reads), streams take no new item.
     runner.on_stopping(outcomes.stop_waiting)
     runner.on_stopping(submission.stop_taking_items)
-    runner.on_stop(gate.stop)
-    runner.on_stop(apis.stop)
-    runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()
     await runner.run_until_stopped()
 

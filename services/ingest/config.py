@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cortado.env import Env
+from cortado.env import Env, ServiceSettings
 from cortado.runtime import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_BODY_BYTES, MAX_JSON_DEPTH, JsonLimits
 from cortado.waiting import max_wait_seconds
 
@@ -15,14 +15,10 @@ a larger message is refused by gRPC before ingest sees it (RESOURCE_EXHAUSTED), 
 
 
 @dataclass(frozen=True)
-class IngestSettings:
+class IngestSettings(ServiceSettings):
     """What the ingest service needs to run."""
 
-    nats_url: str
-    address: str
     inline_payload_bytes: int
-    grace_seconds: float
-    metrics_address: str
     max_wait_seconds: float
     json_limits: JsonLimits
 
@@ -31,14 +27,10 @@ class IngestSettings:
         """Read `CORTADO_*` variables; SettingsError names a malformed one."""
         env = env or Env()
         return cls(
-            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
-            address=env.text("INGEST_ADDRESS", "127.0.0.1:50051"),
+            **cls.common(env, "ingest"),
             # NATS refuses messages over its max_payload (1 MB by default): larger bodies go
             # through the Object Store and the work item carries their name.
             inline_payload_bytes=env.integer("INLINE_PAYLOAD_BYTES", 512 * 1024, minimum=0),
-            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
-            # Prometheus metrics (host:port; empty: not served).
-            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9461"),
             # Cap of a waiting submit (`POST /<api>?wait=`, Submit's wait): the same setting as GET's.
             max_wait_seconds=max_wait_seconds(env),
             # What an application/json body may hold; past either, the submit is refused (400) naming the limit.

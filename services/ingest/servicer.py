@@ -16,11 +16,11 @@ from google.rpc import status_pb2
 
 from cortado import records, waiting
 from cortado.apikeys import KeyGate, Metadata
+from cortado.records.cancel import ApiNotDeployed, Cancelled, Canceller, Outcome
+from cortado.records.outcomes import Outcomes
 from cortado.service import abort
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
-from services.ingest.cancel import ApiNotDeployed, Cancelled, Canceller, Outcome
 from services.ingest.options import PRIORITY_HEADER, WEBHOOK_HEADER, OptionsError, submit_options
-from services.ingest.outcomes import Outcomes
 from services.ingest.submitter import Options, Prepared, Refused, Submitter
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import lookup, metrics, names, natsutil, tracing
+from cortado import metrics, names, natsutil, records, tracing
 from cortado.mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import MAX_BODY_BYTES, JsonLimits, PayloadError, check_payload
@@ -211,7 +211,7 @@ class Submitter:
     async def _landed(self, api: str, request_id: str) -> bool:
         """Whether the request is queued (or already taken), after a publish whose outcome is unknown."""
         try:
-            return await lookup.current(self._js, self._requests, api, request_id) is not None
+            return await records.current(self._js, self._requests, api, request_id) is not None
         except Exception:
             return False
 
@@ -229,7 +229,7 @@ class Submitter:
             pass
         entry = await self._idempotency.get(slot)
         claimed = (entry.value or b"").decode() or request_id
-        if await lookup.current(self._js, self._requests, api, claimed) is None:
+        if await records.current(self._js, self._requests, api, claimed) is None:
             # The first submit stopped before its request was queued: enqueue it now, under the same id
             # (Nats-Msg-Id deduplicates the work item if the first publish did land).
             return claimed, False

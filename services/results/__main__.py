@@ -4,34 +4,28 @@ from __future__ import annotations
 
 from cortado import natsutil
 from cortado.apikeys import KeyGate
+from cortado.records.follow import RecordWaiters
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
 from services.results.config import ResultsSettings
 from services.results.servicer import ResultsServicer
-from services.results.waiters import RecordWaiters
 
 
 async def main() -> None:
     """Connect to NATS, follow the registry and the request writes, serve Results until SIGTERM."""
     settings = ResultsSettings.from_env()
-    nc = await connect_observed(settings.nats_url, "cortado-results", settings.metrics_address)
-    js = nc.jetstream()
-    apis = await natsutil.api_registry(js)
-    requests = await natsutil.requests_bucket(js)
-    waiters = RecordWaiters(nc, requests)
-    await waiters.start()
-
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)
-    gate = KeyGate.from_env()
-    await gate.start(js)
+    nc = await connect_observed(settings.nats_url, "cortado-results", settings.metrics_address)
+    runner.defer(lambda: natsutil.drain(nc))
+    js = nc.jetstream()
+    apis = await runner.enter(await natsutil.api_registry(js))
+    requests = await natsutil.requests_bucket(js)
+    waiters = await runner.enter(RecordWaiters(nc, requests))
+    gate = await runner.enter(KeyGate.from_env(js))
     servicer = ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds, gate)
     servicer.max_watch_seconds = settings.max_watch_seconds
     public_pb2_grpc.add_ResultsServicer_to_server(servicer, runner.server)
-    runner.on_stop(waiters.stop)
-    runner.on_stop(gate.stop)
-    runner.on_stop(apis.stop)
-    runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()
     await runner.run_until_stopped()
 

@@ -17,14 +17,14 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import lookup, records, resultobjects
+from cortado import records, resultobjects
 from cortado.apikeys import KeyGate
 from cortado.mirror import ApiIndex, KvMirror
+from cortado.records.follow import RecordWaiters
 from cortado.result import JSON_TYPE
 from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
 from cortado.waiting import DEFAULT_MAX_WATCH_SECONDS, HTTP_STATUS_HEADER, capped
-from services.results.waiters import RecordWaiters
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
             # Ingest only hands out 32 hex digits: anything else is unknown (and may not even be a NATS key).
             return None
         try:
-            record = await lookup.current(self._js, self._requests, api, request_id)
+            record = await records.current(self._js, self._requests, api, request_id)
         except (KeyNotFoundError, ValueError):
             return None
         # An id only exists under the API it was submitted to.

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from cortado import names, natsutil, resultobjects
 from cortado.auth import TokenInterceptor
 from cortado.mirror import KvMirror
+from cortado.records.cancel import Canceller
 from cortado.service import ServiceRunner, run_main
 from cortado.telemetry import connect_observed
 from cortado.tls import server_credentials
 from cortado.v1 import control_pb2, control_pb2_grpc
-from services.ingest.cancel import Canceller
 from services.scheduler.activity import SAMPLE_SECONDS, Activity
 from services.scheduler.apikeys import ApiKeyStore
 from services.scheduler.config import SchedulerSettings
@@ -45,15 +44,23 @@ async def sample_activity(
 async def main() -> None:
     """Connect to NATS, follow the registry and the pool, serve Scheduler and reconcile until SIGTERM."""
     settings = SchedulerSettings.from_env()
+    interceptors = [TokenInterceptor(settings.token)] if settings.token else []
+    runner = ServiceRunner(
+        "scheduler",
+        settings.address,
+        ["cortado.v1.Scheduler"],
+        settings.grace_seconds,
+        interceptors,
+        credentials=server_credentials(settings.tls) if settings.tls else None,
+    )
     nc = await connect_observed(settings.nats_url, "cortado-scheduler", settings.metrics_address)
+    runner.defer(lambda: natsutil.drain(nc))
     js = nc.jetstream()
     apis_kv = await natsutil.apis_bucket(js)
     placements_kv = await natsutil.placements_bucket(js)
-    apis = KvMirror(apis_kv, control_pb2.ApiSpec.FromString)
-    executors = KvMirror(await natsutil.executors_bucket(js), control_pb2.ExecutorInfo.FromString)
-    placements = KvMirror(placements_kv, control_pb2.ExecutorPlacements.FromString)
-    for mirror in (apis, executors, placements):
-        await mirror.start()
+    apis = await runner.enter(KvMirror(apis_kv, control_pb2.ApiSpec.FromString))
+    executors = await runner.enter(KvMirror(await natsutil.executors_bucket(js), control_pb2.ExecutorInfo.FromString))
+    placements = await runner.enter(KvMirror(placements_kv, control_pb2.ExecutorPlacements.FromString))
     requests_kv = await natsutil.requests_bucket(js)
     payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
     bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
@@ -63,8 +70,7 @@ async def main() -> None:
     # The webhooks stream exists before any request finishes, whether or not a webhook sender runs yet.
     await webhooks_stream.ensure_stream(js, settings.webhooks_max_bytes)
     webhook_secrets = WebhookSecrets(nc, await natsutil.key_value(js, names.WEBHOOK_SECRETS_BUCKET, history=1))
-    api_keys = ApiKeyStore(await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1))
-    await api_keys.start()
+    api_keys = await runner.enter(ApiKeyStore(await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1)))
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds, webhook_secrets, settings.webhook_policy)
     reconciler = Reconciler(
@@ -77,15 +83,6 @@ async def main() -> None:
         settings.autoscale_seconds,
         nc=nc,
         services=KubeServices(settings.kubernetes_namespace, ENVOY_SELECTOR) if settings.kubernetes_namespace else None,
-    )
-    interceptors = [TokenInterceptor(settings.token)] if settings.token else []
-    runner = ServiceRunner(
-        "scheduler",
-        settings.address,
-        ["cortado.v1.Scheduler"],
-        settings.grace_seconds,
-        interceptors,
-        credentials=server_credentials(settings.tls) if settings.tls else None,
     )
     activity = Activity()
     servicer = SchedulerServicer(
@@ -101,26 +98,12 @@ async def main() -> None:
     )
     control_pb2_grpc.add_SchedulerServicer_to_server(servicer, runner.server)
     lease = Lease(js, settings.scheduler_id, settings.lease_seconds)
-    lease_task = asyncio.create_task(lease.run())
-    reconcile_task = asyncio.create_task(reconciler.run(lease.leading))
-    sweep_task = asyncio.create_task(
-        resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds)
-    )
-    activity_task = asyncio.create_task(sample_activity(activity, executors, SAMPLE_SECONDS))
-
-    async def stop_reconciling() -> None:
-        for task in (activity_task, sweep_task, reconcile_task, lease_task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+    runner.defer(lease.release)
+    runner.background(lease.run())
+    runner.background(reconciler.run(lease.leading))
+    runner.background(resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds))
+    runner.background(sample_activity(activity, executors, SAMPLE_SECONDS))
     runner.on_stopping(servicer.close_streams)
-    runner.on_stop(stop_reconciling)
-    runner.on_stop(lease.release)
-    for mirror in (apis, executors, placements):
-        runner.on_stop(mirror.stop)
-    runner.on_stop(api_keys.stop)
-    runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()
     await runner.run_until_stopped()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cortado import resultobjects
 from cortado.auth import is_loopback_host
-from cortado.env import Env, SettingsError
+from cortado.env import Env, ServiceSettings, SettingsError
 from cortado.tls import TlsError, load_server_pair
 from cortado.webhooks import UrlPolicy
 from services.webhooks import stream as webhooks_stream
@@ -60,11 +60,9 @@ def _is_loopback(address: str) -> bool:
 
 
 @dataclass(frozen=True)
-class SchedulerSettings:
+class SchedulerSettings(ServiceSettings):
     """What the scheduler needs to run."""
 
-    nats_url: str
-    address: str
     token: str
     ack_wait_seconds: float
     reconcile_seconds: float
@@ -72,8 +70,6 @@ class SchedulerSettings:
     lease_seconds: float
     kubernetes_namespace: str
     scheduler_id: str
-    grace_seconds: float
-    metrics_address: str
     tls: tuple[bytes, bytes] | None = field(default=None, repr=False)
     """(certificate chain, private key), PEM, from CORTADO_SCHEDULER_TLS_CERT and _KEY: serve TLS only.
     None: plain text, allowed on a loopback address only."""
@@ -115,8 +111,7 @@ class SchedulerSettings:
     @classmethod
     def _read(cls, env: Env) -> SchedulerSettings:
         return cls(
-            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
-            address=env.text("SCHEDULER_ADDRESS", "127.0.0.1:50053"),
+            **cls.common(env, "scheduler"),
             # Empty: no token needed (the default address is loopback only).
             token=_token(env),
             ack_wait_seconds=env.number("ACK_WAIT_SECONDS", 30.0, minimum=1),
@@ -128,9 +123,6 @@ class SchedulerSettings:
             # In Kubernetes: the namespace where the scheduler keeps a Service api-<name> per API (empty: off).
             kubernetes_namespace=env.text("KUBERNETES_NAMESPACE", ""),
             scheduler_id=env.text("SCHEDULER_ID", f"{socket.gethostname()}-{os.getpid()}"),
-            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
-            # Prometheus metrics (host:port; empty: not served).
-            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9463"),
             tls=_tls(env),
             webhook_policy=UrlPolicy.from_env(env),
             result_sweep_seconds=env.number("RESULT_SWEEP_SECONDS", resultobjects.SWEEP_SECONDS, minimum=0.1),

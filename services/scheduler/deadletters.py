@@ -30,7 +30,7 @@ MAX_LISTED = 1000
 
 ERROR_TYPE_HEADER = "Cortado-Error-Type"
 ERROR_MESSAGE_HEADER = "Cortado-Error-Message"
-"""The headers the executor writes the error in (services/executor/dispatch.py)."""
+"""The headers the executor writes the error in (services/executor/redelivery.py)."""
 
 
 class NoSuchDeadLetterError(LookupError):

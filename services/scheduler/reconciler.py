@@ -14,6 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from cortado import metrics, names
+from cortado.lifecycle import wait_any
 from cortado.mirror import KvMirror
 from cortado.v1 import control_pb2
 from services.scheduler.autoscaler import Autoscaler
@@ -129,13 +130,7 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception:
                 log.exception("reconcile failed")
-            waits = [asyncio.ensure_future(m.changed.wait()) for m in (self._apis, self._executors)]
-            waits.append(asyncio.ensure_future(self._wake.wait()))
-            try:
-                await asyncio.wait(waits, timeout=self._period, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await wait_any((self._apis.changed, self._executors.changed, self._wake), self._period)
             self._apis.changed.clear()
             self._executors.changed.clear()
             self._wake.clear()

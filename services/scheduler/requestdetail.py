@@ -20,7 +20,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import lookup, names, records
+from cortado import names, records
 from cortado.result import JSON_TYPE
 from cortado.v1 import control_pb2, records_pb2
 from services.scheduler.requestlist import summary
@@ -84,7 +84,7 @@ class RequestDetails:
 
     async def get(self, api: str, request_id: str) -> control_pb2.GetRequestDetailResponse | None:
         """The request's detail; None when the API has no such request (unknown, or its retention ran out)."""
-        record = await lookup.current(self._js, self.requests, api, request_id)
+        record = await records.current(self._js, self.requests, api, request_id)
         if record is None or record.api != api:
             return None
         detail = control_pb2.GetRequestDetailResponse(
@@ -109,7 +109,7 @@ class RequestDetails:
 
     async def _work_item(self, api: str, request_id: str) -> tuple[records_pb2.WorkItem | None, bool]:
         """The request's work item while it waits or runs, else its dead letter's; whether it is a dead letter."""
-        found = await lookup.queued_at(self._js, api, request_id)
+        found = await records.queued_at(self._js, api, request_id)
         if found is not None:
             return found[0], False
         try:

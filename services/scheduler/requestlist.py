@@ -22,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from cortado import lookup, names, records
+from cortado import names, records
 from cortado.v1 import control_pb2, records_pb2
 
 DEFAULT_LIMIT = 50
@@ -129,8 +129,8 @@ async def _queued(js: JetStreamContext, requests: KeyValue, api: str, limit: int
             seq = msg.seq + 1
         for item in reversed(window):
             # Delivered ones have a record (in progress, or finished and about to be acknowledged).
-            if len(queued) < limit and await lookup.stored(requests, item.id) is None:
-                queued.append(lookup.queued_record(item))
+            if len(queued) < limit and await records.stored(requests, item.id) is None:
+                queued.append(records.queued_record(item))
         end = start - 1
     return queued
 

@@ -16,9 +16,9 @@ from nats.js import JetStreamContext
 from cortado import metrics, records
 from cortado.console import console_file
 from cortado.mirror import KvMirror
+from cortado.records.cancel import ApiNotDeployed, Canceller, Outcome
 from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
-from services.ingest.cancel import ApiNotDeployed, Canceller, Outcome
 from services.scheduler.activity import Activity
 from services.scheduler.apikeys import ApiKeyError, ApiKeyStore, NoSuchKeyError, shown
 from services.scheduler.deadletters import NoSuchDeadLetterError, list_dead_letters, replay_dead_letter

@@ -24,19 +24,12 @@ async def main() -> None:
     settings = WebhookSettings.from_env()
     # httpx logs each request with its URL, which may carry the receiver's token; the sender logs each attempt.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    nc = await connect_observed(settings.nats_url, "cortado-webhooks", settings.metrics_address)
-    sender = WebhookSender(nc.jetstream(), settings)
-    await sender.start()
-
-    async def stop_sender() -> None:
-        # Within the runner's grace for each stop step, with a second to spare for the pull under way.
-        await sender.stop(max(0.0, settings.grace_seconds - 1))
-
     # The sender serves no gRPC API: the server answers health checks (SERVING once jobs are being pulled).
     runner = ServiceRunner("webhooks", settings.address, [], settings.grace_seconds)
+    nc = await connect_observed(settings.nats_url, "cortado-webhooks", settings.metrics_address)
+    runner.defer(lambda: natsutil.drain(nc))
+    sender = await runner.enter(WebhookSender(nc.jetstream(), settings))
     runner.on_stopping(sender.request_stop)
-    runner.on_stop(stop_sender)
-    runner.on_stop(lambda: natsutil.drain(nc))
     await runner.start()
     await runner.run_until_stopped()
 

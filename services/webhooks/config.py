@@ -5,26 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cortado import webhooks
-from cortado.env import Env
+from cortado.env import Env, ServiceSettings
 from services.webhooks import stream
 
 
 @dataclass(frozen=True)
-class WebhookSettings:
-    """What the webhook sender needs to run: each field names its `CORTADO_*` setting and its default."""
+class WebhookSettings(ServiceSettings):
+    """What the webhook sender needs to run: each field names its `CORTADO_*` setting and its default.
 
-    nats_url: str
-    """CORTADO_NATS_URL (nats://127.0.0.1:4222): the NATS server(s), comma-separated; the user and password come
-    from CORTADO_NATS_USER (`webhooks`) and CORTADO_NATS_PASSWORD_FILE."""
-    address: str
-    """CORTADO_WEBHOOKS_ADDRESS (127.0.0.1:50055): where gRPC health checking is served (the sender has no other
-    gRPC service)."""
-    metrics_address: str
-    """CORTADO_METRICS_ADDRESS (127.0.0.1:9465): where Prometheus metrics are served (host:port; empty: nowhere),
-    `cortado_webhook_attempts_total{api, outcome}` among them."""
-    grace_seconds: float
-    """CORTADO_GRACE_SECONDS (10): on SIGTERM, how long the attempts under way may go on; a job cut short goes to
-    another sender after the ack wait."""
+    Of the shared settings: CORTADO_WEBHOOKS_ADDRESS (127.0.0.1:50055) serves gRPC health checking only;
+    CORTADO_METRICS_ADDRESS (127.0.0.1:9465) has `cortado_webhook_attempts_total{api, outcome}` among its
+    metrics; CORTADO_GRACE_SECONDS (10) is how long the attempts under way may go on after SIGTERM (a job cut
+    short goes to another sender after the ack wait).
+    """
+
     policy: webhooks.UrlPolicy
     """CORTADO_WEBHOOK_ALLOW_HOSTS (none), CORTADO_WEBHOOK_MESH_HOSTS (none), CORTADO_WEBHOOK_MESH_PORTS (none), all
     comma-separated: where webhooks may go (cortado.webhooks.UrlPolicy). Ingest and the scheduler read the same
@@ -51,11 +45,7 @@ class WebhookSettings:
         """Read `CORTADO_*` variables; SettingsError names a malformed one."""
         env = env or Env()
         return cls(
-            nats_url=env.text("NATS_URL", "nats://127.0.0.1:4222"),
-            address=env.text("WEBHOOKS_ADDRESS", "127.0.0.1:50055"),
-            # Prometheus metrics (host:port; empty: not served).
-            metrics_address=env.text("METRICS_ADDRESS", "127.0.0.1:9465"),
-            grace_seconds=env.number("GRACE_SECONDS", 10.0, minimum=0),
+            **cls.common(env, "webhooks"),
             policy=webhooks.UrlPolicy.from_env(env),
             retry_seconds=env.number("WEBHOOK_RETRY_SECONDS", 86400.0, minimum=0),
             timeout_seconds=env.number("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),

@@ -17,8 +17,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +26,12 @@ import httpx
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
 from cortado import names, natsutil, records, webhooks
+from cortado.records.delivery import RequestRecords, StoredRecord
 from cortado.v1 import control_pb2, records_pb2
 from services.webhooks.config import WebhookSettings
 from services.webhooks.stream import consumer_config, ensure_stream
@@ -62,12 +62,7 @@ ERROR_ANSWER_CHARS = 200
 MAX_ERROR_CHARS = 500
 """Longest last_error (a connection error can be wordy)."""
 
-MAX_WRITE_TRIES = 20
-"""Record writes that may lose a compare-and-set race, in a row, before the attempt's job is retried later."""
-
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_=-]{1,200}")
-_KV_OPERATION = "KV-Operation"
-_TTL_HEADER = "Nats-TTL"
 
 
 async def subscribe(js: JetStreamContext, settings: WebhookSettings) -> JetStreamContext.PullSubscription:
@@ -197,75 +192,6 @@ async def _answer_start(response: httpx.Response) -> str:
     return " ".join(text.split())[:ERROR_ANSWER_CHARS]
 
 
-# Records -----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """A request record as stored: its revision, and the TTL it was written with (None: it never expires)."""
-
-    record: records_pb2.RequestRecord
-    revision: int
-    ttl: float | None
-
-
-class RequestRecords:
-    """Reads request records and writes their webhook delivery state, nothing else, with compare-and-set."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
-        self._stream = f"KV_{names.REQUESTS_BUCKET}"
-
-    async def read(self, request_id: str) -> StoredRecord | None:
-        """The request's record, its revision and TTL; None when it is gone (never written, deleted or expired)."""
-        try:
-            msg = await self._js.get_msg(self._stream, subject=f"$KV.{names.REQUESTS_BUCKET}.{request_id}")
-        except NotFoundError:
-            return None
-        headers = msg.headers or {}
-        if headers.get(_KV_OPERATION) in ("DEL", "PURGE") or not msg.data:
-            return None
-        record = records_pb2.RequestRecord.FromString(msg.data)
-        return StoredRecord(record, int(msg.seq or 0), webhooks.parse_ttl(headers.get(_TTL_HEADER)))
-
-    async def update_webhook(
-        self,
-        request_id: str,
-        stored: StoredRecord,
-        change: Callable[[records_pb2.WebhookDelivery], str | None],
-    ) -> tuple[StoredRecord | None, str | None]:
-        """Apply change to the record's webhook and write it, with the record's TTL, if nothing wrote it since.
-
-        change edits the delivery in place and answers what it recorded, or None to write nothing. After a
-        conflicting write the record is read again and change applied to it afresh. Answers the record as
-        stored afterwards (None when it is gone) and what change answered. RuntimeError when too many
-        writes win the race in a row.
-        """
-        for _ in range(MAX_WRITE_TRIES):
-            record = records_pb2.RequestRecord()
-            record.CopyFrom(stored.record)
-            outcome = change(record.webhook)
-            if outcome is None:
-                return stored, None
-            try:
-                revision = await natsutil.kv_put_if(
-                    self._js,
-                    names.REQUESTS_BUCKET,
-                    request_id,
-                    record.SerializeToString(),
-                    stored.revision,
-                    stored.ttl,
-                )
-            except KeyWrongLastSequenceError:
-                fresh = await self.read(request_id)
-                if fresh is None:
-                    return None, None
-                stored = fresh
-                continue
-            return StoredRecord(record, revision, stored.ttl), outcome
-        raise RuntimeError(f"request {request_id}: too many concurrent writes of its record")
-
-
 # The sender --------------------------------------------------------------------------------------------------------
 
 
@@ -308,12 +234,15 @@ class WebhookSender:
         """Take no more jobs (what SIGTERM does); attempts under way go on."""
         self._stopping.set()
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs, give attempts under way grace seconds, then cancel the rest and close the client.
 
         Returns once the pull that is under way ended (within FETCH_SECONDS). A cancelled attempt's job is
-        redelivered after the consumer's ack wait (at least once: its receiver may have got it).
+        redelivered after the consumer's ack wait (at least once: its receiver may have got it). The default
+        grace fits in a service's stop step (`grace_seconds`), with a second to spare for the pull under way.
         """
+        if grace is None:
+            grace = max(0.0, self._settings.grace_seconds - 1)
         self.request_stop()
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):

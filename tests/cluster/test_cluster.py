@@ -1,4 +1,5 @@
-"""Issue "Past one machine" §1 and §2, proven on one machine with real processes and real signals.
+"""Several machines (docs/production.md, "What to replicate"), proven on one machine with real processes and real
+signals.
 
 One mesh serves the whole module: a 3-server NATS JetStream cluster on loopback with every stream and bucket
 replicated three times, two executors standing in for two nodes, two instances each of ingest and results behind Envoy,

@@ -120,7 +120,7 @@ def test_the_executor_image_runs_as_root_and_refuses_to_run_handlers_as_itself()
     assert "install -d -m 0711 /var/lib/cortado" in run
     # The build fails when another user cannot read the Python, its packages or /usr/local, or start the handler.
     assert "find /opt/venv /usr/local" in run
-    assert "user=65534, group=65534, extra_groups=[]" in run and "import services.executor.worker" in run
+    assert "user=65534, group=65534, extra_groups=[]" in run and "import services.executor.handlerprocess" in run
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -187,5 +187,5 @@ def test_the_envoy_image_runs_the_same_envoy_release_as_the_tests() -> None:
 def test_the_envoy_image_carries_the_rendered_config_and_the_descriptor() -> None:
     copies = [a for i, a in instructions(DOCKER / "Dockerfile.envoy") if i == "COPY"]
     assert any("deploy/envoy/envoy.yaml /etc/envoy/envoy.yaml" in a for a in copies)
-    assert any("envoy/cortado.pb /etc/envoy/cortado.pb" in a for a in copies)
+    assert any("cortado/mesh/envoy/cortado.pb /etc/envoy/cortado.pb" in a for a in copies)
     assert (DEPLOY / "envoy" / "envoy.yaml").is_file()

@@ -1,4 +1,4 @@
-"""SPEC §3's last line: the same calls as gRPC methods, for gRPC clients, through Envoy."""
+"""The same calls as gRPC methods (README, "gRPC (same port)"), for gRPC clients, through Envoy."""
 
 from __future__ import annotations
 

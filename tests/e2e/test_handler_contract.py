@@ -1,4 +1,5 @@
-"""The handler contract (SPEC §2), line by line, through the real HTTP front door (Envoy)."""
+"""The handler contract (README, "Writing a handler" and "Inside a handler"), line by line, through the real HTTP
+front door (Envoy)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §3, the HTTP API, line by line: real Envoy in front of the real services, over HTTP."""
+"""The HTTP API (README, "The HTTP API"), line by line: real Envoy in front of the real services, over HTTP."""
 
 from __future__ import annotations
 

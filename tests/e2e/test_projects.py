@@ -1,4 +1,5 @@
-"""Projects (SPEC §1) end to end: the files a handler sees, `.env`, dependencies, the size limit, config errors.
+"""Projects end to end (docs/configuration.md, "Project files" and "Dependencies"): the files a handler sees,
+`.env`, dependencies, the size limit, config errors.
 
 Everything goes through the session's real mesh: projects are deployed through the scheduler (or the CLI) and called
 over HTTP through Envoy.

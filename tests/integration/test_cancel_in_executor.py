@@ -22,7 +22,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from cortado import lookup, names, natsauth, natsutil, records
+from cortado import names, natsauth, natsutil, records
 from cortado.client import SchedulerClient
 from cortado.env import Env
 from cortado.mesh import LocalMesh
@@ -221,7 +221,7 @@ class Operator:
                 except KeyWrongLastSequenceError:
                     continue
             if delete:
-                found = await lookup.queued_at(self.js, api, request_id)
+                found = await records.queued_at(self.js, api, request_id)
                 if found is not None:
                     with contextlib.suppress(Exception):  # gone if acknowledged meanwhile, as ingest allows
                         await self.js.delete_msg(names.work_stream(api), found[1])

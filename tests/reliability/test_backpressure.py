@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §5: a full queue answers 429 and loses nothing accepted; a handler timeout frees the worker."""
+"""Nothing lost (README, "Guarantees"): a full queue answers 429 and loses nothing accepted; a handler timeout frees
+the worker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §8: random bodies, content types, charsets, API names and ids thrown at the HTTP API.
+"""Nothing lost (README, "Guarantees"): random bodies, content types, charsets, API names and ids thrown at the HTTP
+API.
 
 Every answer must be a JSON object: a success (200 with an id, or a request's state) or an error with a
 human-readable `message` — never a 5xx for a problem that is only in the input. Every submission accepted

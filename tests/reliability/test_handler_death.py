@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §1: a handler process SIGKILLed mid-request, once or every time (real processes, real signals).
+"""Nothing lost (README, "Guarantees"): a handler process SIGKILLed mid-request, once or every time (real processes,
+real signals).
 
 The queue's ack wait is 20 s here, so a request that comes back well before that was handed back by the executor
 when its process died, not by the ack wait running out.
@@ -37,7 +38,7 @@ def test_a_handler_process_killed_mid_request_is_redelivered_at_once_and_complet
     doomed = submit(http, api.name, json={"n": 1, "hold": 60, "first_only": True})
     queued = [submit(http, api.name, json={"n": n}) for n in range(2, 5)]
     (_, pid), *_ = eventually(lambda: api.starts(doomed), what="the first run began")
-    # Recorded once the handler has run a moment (dispatch.IN_PROGRESS_AFTER).
+    # Recorded once the handler has run a moment (inprogress.IN_PROGRESS_AFTER).
     eventually(lambda: status_of(http, api.name, doomed) == "in_progress", what="in_progress recorded")
 
     os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §4: an `Idempotency-Key` makes a retried submit return the same id and enqueue nothing new."""
+"""Nothing lost (README, "Guarantees"): an `Idempotency-Key` makes a retried submit return the same id and enqueue
+nothing new."""
 
 from __future__ import annotations
 

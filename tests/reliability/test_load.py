@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §7: 10,000 requests from 10 concurrent HTTP clients through Envoy, every one counted.
+"""Nothing lost (README, "Guarantees"): 10,000 requests from 10 concurrent HTTP clients through Envoy, every one
+counted.
 
 The handler logs each run; each request must have run exactly once and read completed with its own result.
 The rates are printed (`pytest -s`), never asserted.

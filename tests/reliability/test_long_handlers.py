@@ -1,4 +1,4 @@
-"""Issue "Nothing lost" §2: handlers running far longer than the queue's ack wait (2 s here).
+"""Nothing lost (README, "Guarantees"): handlers running far longer than the queue's ack wait (2 s here).
 
 Heartbeats keep a running request (and one prefetched behind it) from being redelivered; a process killed
 mid-run has its request redelivered and completed.
@@ -52,7 +52,7 @@ def test_a_long_handler_whose_process_is_killed_is_redelivered_and_completes(pri
     http = private.http
     request_id = submit(http, api.name, json={"n": 7, "hold": 60, "first_only": True})
     (_, pid), *_ = eventually(lambda: api.starts(request_id), what="the first run began")
-    # Recorded once the handler has run a moment (dispatch.IN_PROGRESS_AFTER).
+    # Recorded once the handler has run a moment (inprogress.IN_PROGRESS_AFTER).
     eventually(lambda: status_of(http, api.name, request_id) == "in_progress", what="in_progress recorded")
 
     os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,5 @@
 """Long polls cannot starve the other clients: Envoy's budgets by kind of call, its cap of calls per HTTP/2
-connection, and Watch's time limit (issue "Hostile input, full disks and bugs found by trying it", §3)."""
+connection, and Watch's time limit (docs/operations.md, "Limits")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Issue "Nothing lost" §3 and §6: services and the broker killed or stopped while clients submit, and graceful drain.
+"""Nothing lost (README, "Guarantees"): services and the broker killed or stopped while clients submit, and graceful
+drain.
 
 Clients POST through Envoy in a loop and retry what is refused (503, connection errors): every request answered
 200 must complete with its own result. The handler logs each run, so runs can be counted per request id.

@@ -9,7 +9,7 @@ import pytest
 
 from cortado.console import console_file
 from cortado.v1 import control_pb2, records_pb2
-from services.executor.worker import user_traceback
+from services.executor.handlerprocess import user_traceback
 from services.scheduler.activity import Activity
 from services.scheduler.requestdetail import is_text, preview, trace_url
 from services.scheduler.requestlist import BadFilterError, parse_filter, summary

@@ -96,7 +96,7 @@ async def test_requirements_are_installed_in_an_env_that_still_sees_the_executor
     assert python != sys.executable
     assert Path(python).parent.parent.parent == tmp_path / "cache" / "envs"
     assert any("Successfully installed tinypkg-1.0" in line for line in lines)
-    code = "import tinypkg, cortado, nats, services.executor.worker; print(tinypkg.VERSION)"
+    code = "import tinypkg, cortado, nats, services.executor.handlerprocess; print(tinypkg.VERSION)"
     assert await run_python(python, code, project) == "1.0"
 
 
@@ -115,9 +115,9 @@ async def test_a_pin_wins_over_the_executors_own_version_which_stays_untouched(t
     project = make_project(tmp_path, "api", OFFLINE + "joblib==0.0.1\n")
     make_wheel(project / "wheels", "joblib", "0.0.1", {"joblib/__init__.py": '__version__ = "0.0.1"\n'})
     python, _ = await prepare(project, tmp_path / "cache")
-    assert await run_python(python, "import joblib, services.executor.worker; print(joblib.__version__)", project) == (
-        "0.0.1"
-    )
+    assert await run_python(
+        python, "import joblib, services.executor.handlerprocess; print(joblib.__version__)", project
+    ) == ("0.0.1")
     assert await run_python(sys.executable, "import joblib; print(joblib.__version__)", project) == executor_version
     assert importlib.metadata.version("joblib") == executor_version
 

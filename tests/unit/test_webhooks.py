@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from cortado import webhooks
 from cortado.env import Env, SettingsError
+from cortado.records.delivery import parse_ttl
 from cortado.v1 import control_pb2, records_pb2
 from cortado.webhooks import UrlPolicy, WebhookUrlError, check_resolved, check_url
 
@@ -367,4 +368,4 @@ def test_a_finished_delivery_is_never_changed_by_a_late_attempt() -> None:
     [("3600", 3600.0), ("1h30m", 5400.0), ("90s", 90.0), ("1.5s", 1.5), ("never", None), ("", None), (None, None)],
 )
 def test_ttl_headers_are_read_as_seconds(header: str | None, seconds: float | None) -> None:
-    assert webhooks.parse_ttl(header) == seconds
+    assert parse_ttl(header) == seconds

@@ -1,37 +1,19 @@
-"""Webhooks: Standard Webhooks signatures, the policy on where they may go, retry back-off and delivery state.
+"""Where webhooks may go: the URL policy, checked at submit (ingest), at deploy (scheduler) and per attempt (sender).
 
-Pure logic, no I/O: the webhook sender (`services.webhooks`) and ingest (which checks a request's own URL at
-submit) share it. A webhook is the request's final JSON, POSTed with the headers of the Standard Webhooks
-specification (https://www.standardwebhooks.com/): `webhook-id` (the request id, the same on every retry),
-`webhook-timestamp` and `webhook-signature`.
+A webhook URL must not reach the mesh's own services, cloud metadata endpoints or private addresses unless the
+operator allows them (CORTADO_WEBHOOK_ALLOW_HOSTS); names are checked as given and again once resolved.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
-import math
-import random
 import re
-import secrets as _secrets
 import socket
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cortado.env import Env
-from cortado.v1 import control_pb2, records_pb2
-
-SECRET_PREFIX = "whsec_"
-"""What every signing secret starts with; base64 of the key's bytes follows."""
-
-SECRET_BYTES = 32
-"""Random bytes in a new secret (the specification asks for 24 to 64)."""
 
 ALLOW_SETTING = "CORTADO_WEBHOOK_ALLOW_HOSTS"
 """The operator's setting that lets webhooks go to hosts the policy refuses otherwise."""
@@ -96,65 +78,8 @@ _CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-# Secrets and signatures ------------------------------------------------------------------------------------------
-
-
-def new_secret() -> str:
-    """A new random signing secret: `whsec_` and the base64 of SECRET_BYTES random bytes."""
-    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(SECRET_BYTES)).decode("ascii")
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret (the base64 after `whsec_` decoded); ValueError if it is not one."""
-    encoded = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        raise ValueError("a webhook secret must be `whsec_` followed by base64") from None
-    if not key:
-        raise ValueError("a webhook secret may not be empty")
-    return key
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """One signature, `v1,<base64 of HMAC-SHA256 over "<msg_id>.<timestamp>.<body>">`; ValueError on a bad secret."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
-
-
-def signature_headers(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The Standard Webhooks headers of a message: `webhook-id`, `webhook-timestamp` and `webhook-signature`.
-
-    The signature header holds one signature per secret, in order, separated by spaces: a receiver that knows
-    any one of them verifies the message (that is how a rotated secret keeps working for a while). msg_id must
-    stay the same on every retry of one message, so receivers can drop duplicates. Raises ValueError when there
-    is no secret or one is malformed.
-    """
-    if not secrets:
-        raise ValueError("a webhook needs at least one signing secret")
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets),
-    }
-
-
-def active_secrets(stored: control_pb2.WebhookSecrets, now: float) -> list[str]:
-    """The secrets to sign with at now (Unix seconds): the current one, then the previous one until previous_until."""
-    found = [stored.current] if stored.current else []
-    if stored.previous and stored.HasField("previous_until") and _seconds(stored.previous_until) > now:
-        found.append(stored.previous)
-    return found
-
-
-# Where webhooks may go --------------------------------------------------------------------------------------------
 
 
 class WebhookUrlError(ValueError):
@@ -375,123 +300,3 @@ def check_resolved(host: str, addresses: Iterable[str], policy: UrlPolicy, port:
         if address is None:
             raise WebhookUrlError(f"webhook URL host {host} resolves to {text!r}, which is not an address")
         _check_address(host, address, port or 0, policy, resolved=True)
-
-
-# Retries -----------------------------------------------------------------------------------------------------------
-
-FIRST_RETRY_SECONDS = 1.0
-"""Longest wait after a first failed attempt (CORTADO_WEBHOOK_FIRST_RETRY_SECONDS)."""
-
-MAX_RETRY_SECONDS = 3600.0
-"""Longest wait between two attempts."""
-
-
-def retry_delay(
-    attempts: int,
-    rng: random.Random | None = None,
-    *,
-    first: float = FIRST_RETRY_SECONDS,
-    cap: float = MAX_RETRY_SECONDS,
-) -> float:
-    """Seconds to wait after `attempts` failed attempts: exponential back-off with equal jitter.
-
-    The ceiling doubles with each attempt, `first * 2**(attempts - 1)`, up to cap; the delay is drawn uniformly
-    from the upper half of it, [ceiling / 2, ceiling], so retries spread out but never come sooner than half the
-    ceiling. With the defaults (first 1 s, cap 1 h) the ceilings are 1, 2, 4, ... 2048 s, then 1 h: 12 attempts
-    in the first hour or so (51 minutes on average), then one every 30 to 60 minutes, some 40 in a day.
-    attempts below 1 count as 1.
-    """
-    exponent = max(1, attempts) - 1
-    # 2**exponent overflows a float past ~1024: the cap is reached long before.
-    ceiling = cap if exponent >= 64 else min(cap, first * 2.0**exponent)
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-
-
-# Delivery state ---------------------------------------------------------------------------------------------------
-
-FINISHED_STATES = frozenset(
-    {records_pb2.WEBHOOK_STATE_DELIVERED, records_pb2.WEBHOOK_STATE_GAVE_UP, records_pb2.WEBHOOK_STATE_STOPPED}
-)
-"""Delivery states after which no attempt is made."""
-
-STATE_NAMES = {
-    records_pb2.WEBHOOK_STATE_PENDING: "pending",
-    records_pb2.WEBHOOK_STATE_DELIVERED: "delivered",
-    records_pb2.WEBHOOK_STATE_GAVE_UP: "gave_up",
-    records_pb2.WEBHOOK_STATE_STOPPED: "stopped",
-}
-"""How the CLI names each delivery state."""
-
-DELIVERED = "delivered"
-FAILED = "failed"
-GONE = "gone"
-GAVE_UP = "gave_up"
-REFUSED = "refused"
-OUTCOMES = (DELIVERED, FAILED, GONE, GAVE_UP, REFUSED)
-"""What an attempt came to, as the `outcome` label of `cortado_webhook_attempts_total` says it."""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one attempt came to: DELIVERED (2xx), GONE (410), REFUSED (the policy refused the URL) or FAILED, when
-    (Unix seconds), and why it failed (`HTTP 500: <the start of the answer>`, a connection error)."""
-
-    outcome: str
-    at: float
-    error: str = ""
-
-
-def _seconds(ts: Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.seconds, ts.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
-    return ts
-
-
-def apply_attempt(delivery: records_pb2.WebhookDelivery, attempt: Attempt, retry_seconds: float) -> str | None:
-    """Record attempt in delivery (changed in place) and answer the outcome to count (one of OUTCOMES).
-
-    A POST made (delivered, gone, failed) counts one more attempt and sets first_attempt_at (once) and
-    last_attempt_at; a refused URL makes no POST and counts none. DELIVERED clears last_error; GONE and REFUSED
-    stop delivery (STOPPED); a failure leaves it PENDING unless more than retry_seconds passed since the first
-    attempt, which gives up (GAVE_UP, outcome `gave_up`). A delivery already finished is left as it is and None
-    answered, so a duplicate attempt never undoes a result.
-    """
-    if delivery.state in FINISHED_STATES:
-        return None
-    delivery.last_error = attempt.error
-    if attempt.outcome == REFUSED:
-        delivery.state = records_pb2.WEBHOOK_STATE_STOPPED
-        return REFUSED
-    delivery.attempts += 1
-    if not delivery.HasField("first_attempt_at"):
-        delivery.first_attempt_at.CopyFrom(_timestamp(attempt.at))
-    delivery.last_attempt_at.CopyFrom(_timestamp(attempt.at))
-    if attempt.outcome == DELIVERED:
-        delivery.state = records_pb2.WEBHOOK_STATE_DELIVERED
-        delivery.last_error = ""
-        return DELIVERED
-    if attempt.outcome == GONE:
-        delivery.state = records_pb2.WEBHOOK_STATE_STOPPED
-        return GONE
-    if attempt.at - _seconds(delivery.first_attempt_at) > retry_seconds:
-        delivery.state = records_pb2.WEBHOOK_STATE_GAVE_UP
-        return GAVE_UP
-    delivery.state = records_pb2.WEBHOOK_STATE_PENDING
-    return FAILED
-
-
-def parse_ttl(header: str | None) -> float | None:
-    """Seconds a `Nats-TTL` header value says (`3600`, `1h30m`, `90s`); None for none, `never` or a bad value."""
-    if not header or header.strip() == "never":
-        return None
-    text = header.strip()
-    if text.isdigit():
-        return float(text)
-    pieces = _GO_DURATION.findall(text)
-    if not pieces or "".join(n + u for n, u in pieces) != text:
-        return None
-    return math.fsum(float(n) * _DURATION_UNITS[u] for n, u in pieces)

@@ -1,11 +1,11 @@
 """Waiting for the outcome of a request ingest just queued (`POST /<api>?wait=`, Submit's `wait`).
 
-Only a submit that waits pays for it: a core NATS subscription to its own record's subject
-(`$KV.cortado_requests.<id>`), opened before the request is queued, so no write of the record can come
-before it. A write seen there is only a hint: the answer is always read back from the bucket, exactly
-what `GET /<api>/<id>` would read (a core subscriber also sees writes JetStream then refused, such as a
-losing compare-and-set), and a final read at the end of the wait covers a write the subscription missed
-(a reconnect, or an idempotent retry of a request that was already running).
+Only a submit that waits pays for it: it follows its own record's writes with `RecordWaiters` (a core NATS
+subscription to `$KV.cortado_requests.<id>`, the mechanism the results service waits with), opened before the
+request is queued, so no write of the record can come before it. Each write carries the whole record, so the
+answer is the record the wait was woken by; a write that would move the record backwards is skipped. A request
+that existed before (an idempotent retry) is read first, and `RecordWaiters` reads the record once more shortly
+after subscribing when no write came (a write stored just before the subscription).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from nats.aio.client import Client
-from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from cortado import lookup, names, records
+from cortado.records import locate
+from cortado.records.follow import RecordWaiters
+from cortado.records.states import is_final, may_move
 from cortado.v1 import records_pb2
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ log = logging.getLogger(__name__)
 class Outcomes:
     """Waits on request records; stop_waiting() ends every wait at once (the service is stopping)."""
 
-    def __init__(self, nc: Client, requests: KeyValue) -> None:
-        self._nc = nc
-        self._js = nc.jetstream()
+    def __init__(self, waiters: RecordWaiters, js: JetStreamContext, requests: KeyValue) -> None:
+        self._waiters = waiters
+        self._js = js
         self._requests = requests
         self._waits: set[asyncio.Timeout] = set()
         self._stopping = False
@@ -43,17 +44,18 @@ class Outcomes:
             wait.reschedule(now)
 
     @contextlib.asynccontextmanager
-    async def follow(self, request_id: str) -> AsyncIterator[Subscription]:
+    async def follow(self, request_id: str) -> AsyncIterator[asyncio.Queue[records_pb2.RequestRecord]]:
         """The writes of the request's record while the context is open; open it before queueing the request."""
-        sub = await self._nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + request_id)
-        try:
-            yield sub
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        async with self._waiters.watch(request_id) as writes:
+            yield writes
 
     async def wait(
-        self, writes: Subscription, api: str, request_id: str, seconds: float, known: bool
+        self,
+        writes: asyncio.Queue[records_pb2.RequestRecord],
+        api: str,
+        request_id: str,
+        seconds: float,
+        known: bool,
     ) -> records_pb2.RequestRecord | None:
         """The request's record once final, or as it stands after `seconds`; None when there is none.
 
@@ -64,12 +66,12 @@ class Outcomes:
         last = records_pb2.RequestRecord(id=request_id, api=api, status=records_pb2.REQUEST_STATUS_IN_QUEUE)
         if known:
             try:
-                current = await lookup.current(self._js, self._requests, api, request_id)
+                current = await locate.current(self._js, self._requests, api, request_id)
             except Exception as exc:
                 # The request is queued: answer what is known rather than an error a client would retry.
                 log.warning("request record not read", extra={"id": request_id, "error": repr(exc)})
                 current = last
-            if current is None or records.is_final(current.status):
+            if current is None or is_final(current.status):
                 return current
             last = current
         with contextlib.suppress(TimeoutError):
@@ -77,15 +79,11 @@ class Outcomes:
                 self._waits.add(timeout)
                 try:
                     while True:
-                        msg = await writes.next_msg(timeout=None)
-                        try:
-                            written = records_pb2.RequestRecord.FromString(msg.data)
-                        except Exception:
-                            continue
-                        if not msg.data or not records.may_move(last.status, written.status):
+                        written = await writes.get()
+                        if not may_move(last.status, written.status):
                             continue
                         last = written
-                        if records.is_final(written.status):
+                        if is_final(written.status):
                             return written
                 finally:
                     self._waits.discard(timeout)

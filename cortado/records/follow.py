@@ -13,7 +13,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from cortado import lookup, names
+from cortado import names
+from cortado.records.locate import stored
 from cortado.v1 import records_pb2
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class RecordWaiters:
         if self._subs.get(request_id) is not sub or sub.delivered:
             return
         with contextlib.suppress(Exception):
-            record = await lookup.stored(self._requests, request_id)
+            record = await stored(self._requests, request_id)
             listeners = self._listeners.get(request_id)
             if record is not None and listeners:
                 for listener in list(listeners):

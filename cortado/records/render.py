@@ -1,4 +1,8 @@
-"""Request records: their forward-only state machine and the JSON clients see."""
+"""What clients see of a request record: its view (gRPC, webhooks) and the JSON body of `GET /<api>/<id>`.
+
+The results service answers with it, and so do ingest (a submit that waits) and the console's detail page:
+the one body every reader of a request gets.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +11,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cortado.v1 import public_pb2, records_pb2
-
-Status = records_pb2.RequestStatus
-
-FINAL_STATUSES = frozenset(
-    {records_pb2.REQUEST_STATUS_COMPLETED, records_pb2.REQUEST_STATUS_FAILED, records_pb2.REQUEST_STATUS_CANCELLED}
-)
-
-_RANK: dict[int, int] = {
-    records_pb2.REQUEST_STATUS_UNSPECIFIED: 0,
-    records_pb2.REQUEST_STATUS_IN_QUEUE: 1,
-    records_pb2.REQUEST_STATUS_IN_PROGRESS: 2,
-    records_pb2.REQUEST_STATUS_COMPLETED: 3,
-    records_pb2.REQUEST_STATUS_FAILED: 3,
-    records_pb2.REQUEST_STATUS_CANCELLED: 3,
-}
-
-STATUS_NAMES: dict[int, str] = {
-    records_pb2.REQUEST_STATUS_IN_QUEUE: "in_queue",
-    records_pb2.REQUEST_STATUS_IN_PROGRESS: "in_progress",
-    records_pb2.REQUEST_STATUS_COMPLETED: "completed",
-    records_pb2.REQUEST_STATUS_FAILED: "failed",
-    records_pb2.REQUEST_STATUS_CANCELLED: "cancelled",
-    records_pb2.REQUEST_STATUS_NOT_FOUND: "not_found",
-}
-
-
-def is_final(status: int) -> bool:
-    """Whether no write may follow this status."""
-    return status in FINAL_STATUSES
-
-
-def may_move(current: int, new: int) -> bool:
-    """Whether a record in `current` may be rewritten to `new`: only forward, never out of a final state.
-
-    IN_PROGRESS may be rewritten to IN_PROGRESS (a redelivery counts another attempt).
-    """
-    if is_final(current):
-        return False
-    return _RANK[new] >= _RANK[current]
-
-
-def now_timestamp() -> Timestamp:
-    """The current time as a protobuf Timestamp."""
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+from cortado.records.states import STATUS_NAMES, is_final
+from cortado.v1 import records_pb2
 
 
 def rfc3339(ts: Timestamp) -> str:
@@ -134,8 +93,3 @@ def render_json(v: records_pb2.RequestView, api: str) -> bytes:
         parts.append(b',"message":' + json.dumps(not_found_message(api, v.id), ensure_ascii=False).encode())
     parts.append(b"}")
     return b"".join(parts)
-
-
-def get_response(v: records_pb2.RequestView) -> public_pb2.GetResponse:
-    """Wrap a view for the typed Get RPC."""
-    return public_pb2.GetResponse(request=v)

@@ -52,13 +52,20 @@ def queued_record(item: records_pb2.WorkItem) -> records_pb2.RequestRecord:
     )
 
 
-async def stored(kv: KeyValue, request_id: str) -> records_pb2.RequestRecord | None:
-    """The request's record in the bucket; None when there is none."""
+async def read_entry(kv: KeyValue, request_id: str) -> tuple[records_pb2.RequestRecord | None, int]:
+    """The request's record in the bucket and its revision; (None, 0) when absent."""
     try:
         entry = await kv.get(request_id)
     except KeyNotFoundError:
-        return None
-    return records_pb2.RequestRecord.FromString(entry.value) if entry.value else None
+        return None, 0
+    if not entry.value:
+        return None, entry.revision or 0
+    return records_pb2.RequestRecord.FromString(entry.value), entry.revision or 0
+
+
+async def stored(kv: KeyValue, request_id: str) -> records_pb2.RequestRecord | None:
+    """The request's record in the bucket; None when there is none."""
+    return (await read_entry(kv, request_id))[0]
 
 
 async def current(js: JetStreamContext, kv: KeyValue, api: str, request_id: str) -> records_pb2.RequestRecord | None:

@@ -24,9 +24,11 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import lookup, metrics, names, natsutil, records, webhookjobs
+from cortado import metrics, names, webhookjobs
 from cortado.mirror import ApiIndex, KvMirror
-from cortado.recordstore import RecordStore
+from cortado.records.locate import queued_at
+from cortado.records.states import is_final, now_timestamp, record_ttl, retention_seconds
+from cortado.records.store import RecordStore
 from cortado.v1 import control_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -83,10 +85,10 @@ class Canceller:
             stored, revision = await self._records.read(request_id)
             if stored is not None and stored.api != spec.name:
                 return Cancelled(Outcome.UNKNOWN, None)
-            if stored is not None and records.is_final(stored.status):
+            if stored is not None and is_final(stored.status):
                 cancelled = stored.status == records_pb2.REQUEST_STATUS_CANCELLED
                 return Cancelled(Outcome.CANCELLED if cancelled else Outcome.FINISHED, stored)
-            found = await lookup.queued_at(self._js, spec.name, request_id)
+            found = await queued_at(self._js, spec.name, request_id)
             if stored is None and found is None:
                 # Finished (and acknowledged) between the two reads, or unknown.
                 stored, revision = await self._records.read(request_id)
@@ -96,14 +98,7 @@ class Canceller:
             item, sequence = found if found is not None else (None, 0)
             record = _cancelled_record(stored, item, spec)
             try:
-                await natsutil.kv_put_if(
-                    self._js,
-                    names.REQUESTS_BUCKET,
-                    request_id,
-                    record.SerializeToString(),
-                    revision,
-                    max(1.0, spec.retention.ToTimedelta().total_seconds()),
-                )
+                await self._records.put_if(request_id, record, revision, record_ttl(retention_seconds(spec)))
             except KeyWrongLastSequenceError:
                 continue
             await self._after_cancel(spec.name, record, item, sequence)
@@ -143,6 +138,6 @@ def _cancelled_record(
         record.id, record.api, record.priority = item.id, item.api, item.priority
         record.submitted_at.CopyFrom(item.submitted_at)
     record.status = records_pb2.REQUEST_STATUS_CANCELLED
-    record.finished_at.CopyFrom(records.now_timestamp())
+    record.finished_at.CopyFrom(now_timestamp())
     webhookjobs.mark_pending(record, webhookjobs.delivery_url(item or records_pb2.WorkItem(), spec))
     return record
