@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: polling without sleeps, and writing projects."""
+"""Helpers shared by the tests: polling without sleeps, writing projects, and temporary folders handlers may use."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 T = TypeVar("T")
@@ -77,3 +78,21 @@ def open_to_handlers(path: Path) -> None:
                 parent.chmod(info.st_mode | 0o711)
         except OSError:
             break
+
+
+def open_temp_folders_to_handlers() -> None:
+    """From now on, every folder pytest's tmp_path_factory makes is open to handlers (see open_to_handlers), and
+    files and folders are created with every permission bit the caller asks for (umask 0).
+
+    Handlers run as their API's own unprivileged user when the suite runs as root, and tests watch them through
+    files in temporary folders: those folders (and the files tests create in them) must be theirs to use too.
+    """
+    mktemp = pytest.TempPathFactory.mktemp
+
+    def mktemp_open_to_handlers(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+        path = mktemp(self, basename, numbered)
+        open_to_handlers(path)
+        return path
+
+    pytest.TempPathFactory.mktemp = mktemp_open_to_handlers  # type: ignore[method-assign]
+    os.umask(0)

@@ -25,10 +25,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
-from tests.conftest import Deploy, result, submit
 from tests.e2e.test_cancel import Held
 from tests.e2e.test_console_api import FAILING
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 pytestmark = pytest.mark.browser
 

@@ -38,9 +38,9 @@ from tests.cluster.support import (
     to_ms,
     wait_ready_replicas,
 )
-from tests.conftest import MESH_ENV
 from tests.faults import ClientLoop, assert_all_completed, final, kill_handler_processes
 from tests.helpers import eventually
+from tests.meshcalls import MESH_ENV
 
 pytestmark = pytest.mark.reliability
 

@@ -27,8 +27,8 @@ from cortado.client import AsyncClient, Client, SchedulerClient
 from cortado.clientcommon import PermissionDenied, Unauthenticated
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2, records_pb2
-from tests.conftest import MESH_ENV, wait_ready
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import MESH_ENV, wait_ready
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ from cortado.client import AsyncClient, SchedulerClient
 from cortado.clientcommon import AlreadyFinished, InvalidRequest, NotFound, QueueFull
 from cortado.mesh import LocalMesh
 from cortado.v1 import public_pb2, records_pb2
-from tests.conftest import Deploy, fill_queue
 from tests.e2e.test_cancel import HELD, Held, queued_behind
+from tests.meshcalls import Deploy, fill_queue
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 from cortado.cli import main
 from cortado.mesh import LocalMesh
 from cortado.runtime.encoding import loads_json
-from tests.conftest import Deploy, submit
+from tests.meshcalls import Deploy, submit
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,8 @@ from cortado.client import Client
 from cortado.clientcommon import NoResult, NotFound
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
-from tests.conftest import Deploy, result, submit
 from tests.e2e.test_cli import Run, flags
+from tests.meshcalls import Deploy, result, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -96,8 +96,8 @@ def _read(http: httpx.Client, api: str, request_id: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def binary_api(scheduler: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.conftest import wait_ready
     from tests.helpers import unique_name, write_project
+    from tests.meshcalls import wait_ready
 
     name = unique_name()
     scheduler.deploy(write_project(tmp_path_factory.mktemp("binary"), name, BINARY, None, None))

@@ -9,7 +9,7 @@ import pytest
 from cortado.client import Client
 from cortado.runtime.limits import MAX_BODY_BYTES
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES
-from tests.conftest import Deploy
+from tests.meshcalls import Deploy
 
 pytestmark = pytest.mark.e2e
 

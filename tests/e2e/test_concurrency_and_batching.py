@@ -7,7 +7,7 @@ import time
 import httpx
 
 from cortado.client import SchedulerClient
-from tests.conftest import Deploy, result, submit
+from tests.meshcalls import Deploy, result, submit
 
 CONCURRENT_PLAIN = """
 import threading

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Deploy, result, submit
 from tests.e2e.test_cli import Cli
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 # Its process dies on every request until the file named in the config exists (a bug, fixed in place).
 DIES_UNTIL_FIXED = """

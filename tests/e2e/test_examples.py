@@ -15,7 +15,7 @@ import pytest
 
 from cortado.client import SchedulerClient
 from services.executor.environment import prepare_python
-from tests.conftest import result, submit, wait_ready
+from tests.meshcalls import result, submit, wait_ready
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

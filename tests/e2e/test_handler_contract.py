@@ -18,8 +18,8 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.v1 import control_pb2
-from tests.conftest import Deploy, result, submit, wait_ready
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import Deploy, result, submit, wait_ready
 
 BIG = 2**70  # far past 2**53, where floating-point JSON parsers lose digits
 

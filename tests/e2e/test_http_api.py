@@ -22,8 +22,8 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
-from tests.conftest import fill_queue, result, submit, wait_ready
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import fill_queue, result, submit, wait_ready
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from cortado.client import SchedulerClient
-from tests.conftest import result, submit, wait_ready
+from tests.meshcalls import result, submit, wait_ready
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris"
 

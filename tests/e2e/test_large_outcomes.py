@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from cortado.mesh import LocalMesh
-from tests.conftest import Deploy, result, submit
 from tests.e2e.test_metrics import scrape, value
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 HUGE_ERROR = """
 class Handler:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from cortado.client import SchedulerClient
-from tests.conftest import Deploy, result, submit
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 HANDLER = """
 from cortado import log

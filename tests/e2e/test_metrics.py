@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cortado.mesh import LocalMesh
 from cortado.metrics import BUILTIN_METRICS
-from tests.conftest import Deploy, result, submit
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 HANDLER = """
 class Handler:

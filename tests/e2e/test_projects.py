@@ -26,8 +26,8 @@ from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.project import ProjectError
 from cortado.v1 import control_pb2
-from tests.conftest import result, submit, wait_ready
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import result, submit, wait_ready
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cortex-sentiment"
 MIB = 1024 * 1024

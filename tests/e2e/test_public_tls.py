@@ -24,8 +24,8 @@ from cortado.client import AsyncClient, Client, SchedulerClient
 from cortado.mesh import LocalMesh, public_tls_files
 from cortado.v1 import records_pb2
 from tests.certificates import Authority, Server, make_authority
-from tests.conftest import MESH_ENV, wait_ready
 from tests.helpers import unique_name, write_project
+from tests.meshcalls import MESH_ENV, wait_ready
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 
 from cortado.client import SchedulerClient
-from tests.conftest import result, submit, wait_ready
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import result, submit, wait_ready
 
 VERSIONED = """
 import time

@@ -22,8 +22,8 @@ import yaml
 from cortado.client import SchedulerClient
 from cortado.gpu import discover_gpus
 from cortado.project import pack_project
-from tests.conftest import result, submit, wait_ready
 from tests.helpers import unique_name
+from tests.meshcalls import result, submit, wait_ready
 
 
 def _torch_problem() -> str | None:

@@ -34,8 +34,8 @@ from cortado.cli import main
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh, free_port
 from cortado.v1 import records_pb2
-from tests.conftest import Deploy, submit
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import Deploy, submit
 
 ECHO = """
 class Handler:

@@ -29,8 +29,8 @@ from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from services.executor.config import ExecutorSettings
 from services.webhooks.sender import stream_config
-from tests.conftest import MESH_ENV, Deploy, result, submit
 from tests.helpers import eventually
+from tests.meshcalls import MESH_ENV, Deploy, result, submit
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ T = TypeVar("T")
 CANCEL_GRACE_SECONDS = float(
     MESH_ENV.get("CORTADO_CANCEL_GRACE_SECONDS", ExecutorSettings.from_env(Env({})).cancel_grace_seconds)
 )
-"""The session mesh's executor setting (10 s unless tests/conftest.py's MESH_ENV shortens it)."""
+"""The session mesh's executor setting (10 s unless tests/meshcalls.py's MESH_ENV shortens it)."""
 
 # A plain handler; what it does depends on the payload's "mode":
 #   quick: returns at once; hold: runs until the file `release` exists, never looking at cancelled();

@@ -12,8 +12,8 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
-from tests.conftest import MESH_ENV, result, submit, wait_ready
 from tests.helpers import eventually, write_project
+from tests.meshcalls import MESH_ENV, result, submit, wait_ready
 from tests.otlp import OtlpReceiver
 
 CALLEE = """

@@ -15,8 +15,8 @@ import pytest
 
 from cortado.cli import main
 from cortado.mesh import LocalMesh, MeshError, free_port
-from tests.conftest import MESH_ENV
 from tests.deploy.manifests import ROOT
+from tests.meshcalls import MESH_ENV
 
 TOKEN = "s3cret-token-of-32-characters-at-least"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Deploy, result, submit
+from tests.meshcalls import Deploy, result, submit
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from cortado.client import SchedulerClient
 from cortado.gpu import discover_gpus
 from cortado.v1 import control_pb2
-from tests.conftest import Deploy, result, submit
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, result, submit
 
 HAS_GPU = bool(discover_gpus())
 

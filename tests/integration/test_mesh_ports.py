@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cortado.mesh import LocalMesh
-from tests.conftest import MESH_ENV
+from tests.meshcalls import MESH_ENV
 
 pytestmark = pytest.mark.integration
 

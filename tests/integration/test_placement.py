@@ -11,8 +11,8 @@ from cortado.cli import main
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
-from tests.conftest import MESH_ENV, result, submit
 from tests.helpers import eventually, write_project
+from tests.meshcalls import MESH_ENV, result, submit
 
 GPU_HANDLER = """
 import os

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from cortado.mesh import LocalMesh
-from tests.conftest import Deploy
 from tests.helpers import eventually
+from tests.meshcalls import Deploy
 
 HOSTILE = r'''
 import glob

@@ -14,9 +14,9 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh, grpc_serving
-from tests.conftest import MESH_ENV, result, submit, wait_ready
 from tests.deploy.manifests import ROOT
 from tests.helpers import eventually, unique_name, write_project
+from tests.meshcalls import MESH_ENV, result, submit, wait_ready
 
 SERVICE_NAMES = {
     "scheduler": "cortado.v1.Scheduler",

@@ -15,9 +15,9 @@ import pytest
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
-from tests.conftest import MESH_ENV, result, submit, wait_ready
 from tests.e2e.test_http_api import HANDLER, Api
 from tests.helpers import write_project
+from tests.meshcalls import MESH_ENV, result, submit, wait_ready
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import httpx
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
-from tests.conftest import MESH_ENV, wait_ready
 from tests.faults import HandlerFiles, deploy_handler, kill_handler_processes, new_handler_files
+from tests.meshcalls import MESH_ENV, wait_ready
 
 # Logs "start <id> <pid>" when a run begins and "end <id> <pid>" just before it returns, and its pid at start-up.
 # Payload keys: "n" (echoed back), "die" (SIGKILL its own process), "hold" (seconds to wait for the release

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from cortado.client import SchedulerClient
-from tests.conftest import Deploy, submit
 from tests.faults import final
 from tests.helpers import eventually
+from tests.meshcalls import Deploy, submit
 from tests.reliability.conftest import DeployRecording
 from tests.reliability.support import status_of
 

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cortado.client import SchedulerClient
-from tests.conftest import wait_ready
 from tests.faults import final
 from tests.helpers import unique_name, write_project
+from tests.meshcalls import wait_ready
 
 pytestmark = pytest.mark.reliability
 

@@ -18,8 +18,8 @@ import nats
 import pytest
 
 from cortado import names
-from tests.conftest import submit
 from tests.faults import final
+from tests.meshcalls import submit
 from tests.reliability.support import Private, private_mesh
 
 pytestmark = pytest.mark.reliability

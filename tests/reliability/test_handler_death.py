@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import submit
 from tests.faults import final
 from tests.helpers import eventually
+from tests.meshcalls import submit
 from tests.reliability.support import Private, private_mesh, status_of
 
 pytestmark = pytest.mark.reliability

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from cortado.result import MAX_RESULT_BYTES
-from tests.conftest import result, wait_ready
 from tests.helpers import unique_name, write_project
+from tests.meshcalls import result, wait_ready
 from tests.reliability.support import Private, private_mesh
 from tests.reliability.test_hostile_bodies import MemoryWatch
 

@@ -18,9 +18,9 @@ from cortado.client import AsyncClient, Client
 from cortado.clientcommon import ClientError
 from cortado.mesh import MAX_STREAMS_PER_CONNECTION
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
-from tests.conftest import submit
 from tests.faults import final
 from tests.helpers import eventually
+from tests.meshcalls import submit
 from tests.reliability.support import Private, RecordingApi, private_mesh, status_of
 
 pytestmark = pytest.mark.reliability

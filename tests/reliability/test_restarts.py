@@ -21,9 +21,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cortado import names, records
 from cortado.v1 import records_pb2
-from tests.conftest import submit
 from tests.faults import ClientLoop, assert_all_completed, final, is_handler_process
 from tests.helpers import eventually
+from tests.meshcalls import submit
 from tests.reliability.support import Private, RecordingApi, private_mesh, status_of
 
 pytestmark = pytest.mark.reliability

@@ -14,9 +14,9 @@ import pytest
 
 from cortado.client import Client
 from cortado.v1 import public_pb2
-from tests.conftest import submit
 from tests.faults import final
 from tests.helpers import eventually
+from tests.meshcalls import submit
 from tests.reliability.support import Private, private_mesh
 
 pytestmark = pytest.mark.reliability
