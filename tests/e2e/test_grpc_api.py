@@ -20,7 +20,7 @@ from google.api import httpbody_pb2
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
-from tests.e2e.test_http_api import HANDLER, Api
+from tests.e2e.http_api.support import HANDLER, Api
 from tests.helpers import eventually, unique_name, write_project
 from tests.meshcalls import result, submit, wait_ready
 

@@ -15,7 +15,7 @@ import pytest
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
-from tests.e2e.test_http_api import HANDLER, Api
+from tests.e2e.http_api.support import HANDLER, Api
 from tests.helpers import write_project
 from tests.meshcalls import MESH_ENV, result, submit, wait_ready
 
