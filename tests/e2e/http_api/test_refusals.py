@@ -24,6 +24,9 @@ from tests.meshcalls import fill_queue, result, submit
 pytestmark = pytest.mark.e2e
 
 
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+
 BAD_INPUT = [
     pytest.param("application/json", b'{"broken": ', 400, ["JSON"], id="json-that-does-not-parse"),
     pytest.param("application/json", b"", 400, ["empty"], id="empty-json"),
@@ -129,6 +132,9 @@ def test_a_full_queue_answers_429_with_retry_after_and_queues_nothing(
     assert short_api.called()[len(before) :] == held[1:]
     # Room again once the queue drained.
     assert result(http, short_api.name, submit(http, short_api.name, json={"n": 4}))["status"] == "completed"
+
+
+# --- Envoy's own answers ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ from tests.meshcalls import result, submit
 pytestmark = pytest.mark.e2e
 
 
+# --- POST /<api> -----------------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("content_type", "body", "expected"),
     [
@@ -58,6 +61,9 @@ def test_request_ids_are_32_hex_chars_unique_and_carry_at_least_122_random_bits(
     for other in values[1:]:
         varying |= values[0] ^ other
     assert bin(varying).count("1") >= 122, f"only {bin(varying).count('1')} of 128 bits vary"
+
+
+# --- GET /<api>/<id> -------------------------------------------------------------------------------------------------
 
 
 def test_a_request_reads_in_progress_while_handled_and_the_next_one_in_queue_behind_it(

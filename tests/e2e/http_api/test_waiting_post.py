@@ -22,6 +22,9 @@ from tests.meshcalls import fill_queue, result, submit
 pytestmark = pytest.mark.e2e
 
 
+# --- POST /<api>?wait=<s> and Prefer: wait=<s> -----------------------------------------------------------------------
+
+
 def post_waiting(http: httpx.Client, api: str, wait: object = 30, **request: Any) -> httpx.Response:
     return http.post(f"/{api}", params={"wait": wait}, **request)
 
