@@ -1,5 +1,5 @@
-"""The Cortado workloads of deploy/k8s/ and what their tests share: gRPC ports, strict validation, the kustomize
-marker."""
+"""The Cortado workloads of deploy/k8s/ and what their tests share: the kustomize marker, an overlay's kustomization,
+the NATS configuration and the scheduler's TLS mount."""
 
 from __future__ import annotations
 
