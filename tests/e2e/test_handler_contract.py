@@ -1,5 +1,8 @@
 """The handler contract (README, "Writing a handler" and "Inside a handler"), line by line, through the real HTTP
-front door (Envoy)."""
+front door (Envoy).
+
+One module: most of its tests share one module-scoped set of APIs, deployed together so that they start in parallel.
+"""
 
 from __future__ import annotations
 
@@ -18,113 +21,21 @@ import pytest
 
 from cortado.client import SchedulerClient
 from cortado.v1 import control_pb2
+from tests.e2e.contracthandlers import (
+    ASYNC_ECHO,
+    BAD_HANDLERS,
+    BIG,
+    CONFIG,
+    DIES_ON_REQUEST,
+    INIT_CONFIG,
+    INIT_RAISES,
+    INIT_REVERSED,
+    INIT_SELF_READS_PROJECT_FILE,
+    NO_INIT,
+    VALUES,
+)
 from tests.helpers import eventually, unique_name, write_project
 from tests.meshcalls import Deploy, result, submit, wait_ready
-
-BIG = 2**70  # far past 2**53, where floating-point JSON parsers lose digits
-
-# --- the handlers shared by most tests, deployed once for the module -------------------------------------------------
-
-NO_INIT = """
-import os
-
-class Handler:
-    def handle_async(self):
-        return {"called_with": "nothing", "pid": os.getpid()}
-"""
-
-INIT_SELF_READS_PROJECT_FILE = """
-import json
-import os
-
-class Handler:
-    def __init__(self):
-        with open("data/values.json") as values_file:
-            self.values = json.load(values_file)
-        self.cwd_holds_handler = os.path.isfile("handler.py")
-
-    def handle_async(self, payload):
-        return {"payload": payload, "values": self.values, "cwd_holds_handler": self.cwd_holds_handler}
-"""
-
-INIT_CONFIG = """
-import json
-
-class Handler:
-    def __init__(self, config):
-        self.config_text = json.dumps(config)
-        self.config_type = type(config).__name__
-        config["nested"]["items"].append("changed by the handler")  # a plain dict the handler may change
-        config["added"] = True
-        self.changed = config
-
-    def handle_async(self, request_id):
-        return {
-            "request_id": request_id,
-            "config": json.loads(self.config_text),
-            "config_type": self.config_type,
-            "changed": self.changed,
-        }
-"""
-
-INIT_REVERSED = """
-class Handler:
-    def __init__(self, metrics_client, config):
-        self.config = config
-        metrics_client.increment("handler_constructed")
-        self.metrics_client_type = type(metrics_client).__name__
-
-    def handle_async(self, request_id, payload):
-        return {
-            "request_id": request_id,
-            "payload": payload,
-            "config": self.config,
-            "metrics_client_type": self.metrics_client_type,
-        }
-"""
-
-ASYNC_ECHO = """
-import asyncio
-import os
-
-
-class ModelError(Exception):
-    pass
-
-
-RESULTS = {
-    "list": lambda: [1, 2, 3],
-    "str": lambda: "done",
-    "none": lambda: None,
-    "nan": lambda: {"score": float("nan")},
-    "infinity": lambda: {"score": float("inf")},
-    "ordered": lambda: {"z": 1, "a": 2, "m": 3},
-    "big": lambda: {"big": 2**70, "negative": -(2**64) - 1, "edge": 2**53 + 1},
-}
-
-
-def describe(payload):
-    if isinstance(payload, bytes):
-        return {"type": "bytes", "len": len(payload), "hex": payload.hex()}
-    return {"type": type(payload).__name__, "value": payload}
-
-
-class Handler:
-    async def handle_async(self, payload, request_id):
-        await asyncio.sleep(0)
-        if isinstance(payload, dict) and "action" in payload:
-            if payload["action"] == "raise":
-                raise ModelError(payload["message"])
-            return RESULTS[payload["action"]]()
-        return {**describe(payload), "request_id": request_id, "pid": os.getpid()}
-"""
-
-CONFIG = {
-    "nested": {"items": [1, {"deep": True}], "name": "café"},
-    "big": BIG,
-    "ratio": 0.25,
-}
-VALUES = {"classes": ["setosa", "versicolor", "virginica"], "threshold": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -251,39 +162,6 @@ def test_handle_async_may_be_an_async_def(http: httpx.Client, apis: dict[str, st
 
 
 # --- deploy-time checks ----------------------------------------------------------------------------------------------
-
-BAD_HANDLERS = {
-    "handle_async_parameter": (
-        """
-        class Handler:
-            def handle_async(self, payload, context):
-                return {}
-        """,
-        "context",
-    ),
-    "init_parameter": (
-        """
-        class Handler:
-            def __init__(self, config, model_path):
-                pass
-
-            def handle_async(self, payload):
-                return {}
-        """,
-        "model_path",
-    ),
-    "class_named_Handle": (
-        """
-        class Handle:
-            def __init__(self, config):
-                pass
-
-            def handle_async(self, payload):
-                return {}
-        """,
-        "Handler",
-    ),
-}
 
 
 @pytest.mark.parametrize("case", list(BAD_HANDLERS))
@@ -415,18 +293,6 @@ def test_an_exception_in_handle_async_fails_only_that_request_and_the_api_keeps_
     assert completed(run(http, api, json={"still": "serving"}))["value"] == {"still": "serving"}
 
 
-INIT_RAISES = """
-class Handler:
-    def __init__(self, config):
-        with open(config["attempts_file"], "a") as attempts:
-            attempts.write("attempt\\n")
-        raise RuntimeError("the model weights are missing")
-
-    def handle_async(self, payload):
-        return {}
-"""
-
-
 def test_an_exception_in_init_fails_the_api_with_its_traceback_and_is_not_retried_in_a_tight_loop(
     deploy: Deploy, scheduler: SchedulerClient, tmp_path: Path
 ) -> None:
@@ -457,23 +323,6 @@ def test_the_working_directory_is_the_project_root(http: httpx.Client, apis: dic
     body = completed(run(http, apis["init_self"], json={}))
     assert body["values"] == VALUES
     assert body["cwd_holds_handler"] is True
-
-
-DIES_ON_REQUEST = """
-import os
-import signal
-
-class Handler:
-    def __init__(self, config):
-        self.last_words = config["last_words"]
-
-    def handle_async(self, payload):
-        if payload == {"die": True}:
-            with open(self.last_words, "a") as last_words:
-                last_words.write(f"{os.getpid()}\\n")
-            os.kill(os.getpid(), signal.SIGKILL)
-        return {"pid": os.getpid()}
-"""
 
 
 def test_a_handler_process_that_dies_takes_neither_the_executor_nor_other_apis_down(
