@@ -5,6 +5,8 @@ One mesh serves the whole module: a 3-server NATS JetStream cluster on loopback 
 replicated three times, two executors standing in for two nodes, two instances each of ingest and results behind Envoy,
 and two schedulers sharing a lease in NATS. Clients POST through Envoy in loops and retry what they are refused
 (503, 429, connection errors), as the contract says; every request answered 200 must complete with its own result.
+
+One module: its tests share one module-scoped cluster (three NATS servers, two of each service), slow to start.
 """
 
 from __future__ import annotations

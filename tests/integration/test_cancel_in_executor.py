@@ -8,38 +8,30 @@ which requests ran, in which process, and how they ended.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 import pytest
-from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from cortado import names, natsauth, natsutil, records
 from cortado.client import SchedulerClient
 from cortado.env import Env
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from services.executor.config import ExecutorSettings
-from services.webhooks.sender import stream_config
 from tests.helpers import eventually
+from tests.integration.canceloperator import Api, Operator, deploy_api, new_id, status_of
 from tests.meshcalls import MESH_ENV, Deploy, result, submit
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 
 CANCEL_GRACE_SECONDS = float(
     MESH_ENV.get("CORTADO_CANCEL_GRACE_SECONDS", ExecutorSettings.from_env(Env({})).cancel_grace_seconds)
 )
 """The session mesh's executor setting (10 s unless tests/meshcalls.py's MESH_ENV shortens it)."""
+
 
 # A plain handler; what it does depends on the payload's "mode":
 #   quick: returns at once; hold: runs until the file `release` exists, never looking at cancelled();
@@ -76,6 +68,7 @@ class Handler:
         return {"pid": os.getpid()}
 """
 
+
 # An async def handler: "sleep" sleeps a minute unless cancelled, noting "cancelled" when it is.
 ASYNC = """
 import asyncio
@@ -102,189 +95,11 @@ class Handler:
 """
 
 
-class Api:
-    """A deployed API whose handler notes its calls in `log` (and waits for `release` in hold mode)."""
-
-    def __init__(self, name: str, folder: Path) -> None:
-        self.name = name
-        self.log = folder / "calls.log"
-        self.release = folder / "release"
-
-    def lines(self, kind: str) -> list[list[str]]:
-        """The noted lines of one kind ("start", "stopped", "cancelled"), split, oldest first."""
-        if not self.log.exists():
-            return []
-        return [line.split()[1:] for line in self.log.read_text().splitlines() if line.split()[:1] == [kind]]
-
-    def started(self) -> list[str]:
-        """Ids of every call, in order (an id twice: it ran twice)."""
-        return [fields[0] for fields in self.lines("start")]
-
-    def pid_of(self, request_id: str) -> list[str]:
-        """The process id of each call of the request."""
-        return [fields[1] for fields in self.lines("start") if fields[0] == request_id]
-
-
-def deploy_api(deploy: Deploy, tmp_path: Path, source: str, concurrency: int = 1) -> Api:
-    folder = tmp_path / "api-files"
-    folder.mkdir()
-    api = Api("", folder)
-    api.name = deploy(
-        source,
-        api={
-            "handler": {
-                "max_concurrency": concurrency,
-                "config": {"log": str(api.log), "release": str(api.release)},
-            },
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        },
-    )
-    return api
-
-
-class Operator:
-    """The operator's NATS connection, on an event loop of its own (the tests themselves are synchronous)."""
-
-    def __init__(self, mesh: LocalMesh) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.nc = self.run(natsutil.connect(mesh.nats_url, "test-cancel", credentials=mesh.credentials[natsauth.ADMIN]))
-        self.js = self.nc.jetstream()
-        self.webhook_jobs: list[records_pb2.WebhookJob] = []
-        self.writes: list[records_pb2.RequestRecord] = []
-
-        async def listen() -> None:
-            # Every webhook job published, whoever consumes it from the stream later.
-            async def seen(msg: Msg) -> None:
-                self.webhook_jobs.append(records_pb2.WebhookJob.FromString(msg.data))
-
-            # Every record written, whatever writes it next (the webhook sender records its attempts).
-            async def written(msg: Msg) -> None:
-                if msg.data:
-                    self.writes.append(records_pb2.RequestRecord.FromString(msg.data))
-
-            await self.nc.subscribe(names.WEBHOOK_SUBJECTS, cb=seen)
-            await self.nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + ">", cb=written)
-            await natsutil.ensure_stream(self.js, stream_config(8 * 1024 * 1024))
-            await self.nc.flush()
-
-        self.run(listen())
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def close(self) -> None:
-        self.run(natsutil.drain(self.nc))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def record(self, request_id: str) -> records_pb2.RequestRecord | None:
-        async def read() -> records_pb2.RequestRecord | None:
-            kv = await self.js.key_value(names.REQUESTS_BUCKET)
-            try:
-                entry = await kv.get(request_id)
-            except KeyNotFoundError:
-                return None
-            return records_pb2.RequestRecord.FromString(entry.value or b"")
-
-        return self.run(read())
-
-    def final_write(self, request_id: str) -> records_pb2.RequestRecord | None:
-        """The first final record written for the request, as it was written."""
-        return next((r for r in list(self.writes) if r.id == request_id and records.is_final(r.status)), None)
-
-    def cancel(self, api: str, request_id: str, delete: bool = True, announce: bool = True) -> None:
-        """Do what ingest does to cancel a request: the `cancelled` record, the work item deleted, the announcement."""
-
-        async def cancel() -> None:
-            kv = await self.js.key_value(names.REQUESTS_BUCKET)
-            for _ in range(10):
-                try:
-                    entry = await kv.get(request_id)
-                    stored: records_pb2.RequestRecord | None = records_pb2.RequestRecord.FromString(entry.value or b"")
-                    revision = entry.revision or 0
-                except KeyNotFoundError:
-                    stored, revision = None, 0
-                assert stored is None or not records.is_final(stored.status), stored
-                record = records_pb2.RequestRecord(id=request_id, api=api)
-                if stored is not None:
-                    record.CopyFrom(stored)
-                record.status = records_pb2.REQUEST_STATUS_CANCELLED
-                record.finished_at.CopyFrom(records.now_timestamp())
-                try:
-                    await natsutil.kv_put_if(
-                        self.js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), revision, 3600
-                    )
-                    break
-                except KeyWrongLastSequenceError:
-                    continue
-            if delete:
-                found = await records.queued_at(self.js, api, request_id)
-                if found is not None:
-                    with contextlib.suppress(Exception):  # gone if acknowledged meanwhile, as ingest allows
-                        await self.js.delete_msg(names.work_stream(api), found[1])
-            if announce:
-                await self.nc.publish(names.cancel_subject(api), request_id.encode())
-                await self.nc.flush()
-
-        self.run(cancel())
-
-    def write_record(self, record: records_pb2.RequestRecord) -> None:
-        async def write() -> None:
-            await natsutil.kv_put_if(self.js, names.REQUESTS_BUCKET, record.id, record.SerializeToString(), 0, 3600)
-
-        self.run(write())
-
-    def enqueue(self, api: str, request_id: str, payload: bytes) -> None:
-        """Queue a work item as ingest would (no record written)."""
-        item = records_pb2.WorkItem(id=request_id, api=api, content_type="application/json", payload=payload)
-        item.submitted_at.CopyFrom(records.now_timestamp())
-        item.priority = records_pb2.PRIORITY_NORMAL
-
-        async def publish() -> None:
-            await self.js.publish(
-                names.work_subject(api, request_id),
-                item.SerializeToString(),
-                stream=names.work_stream(api),
-                headers={"Nats-Msg-Id": request_id},
-            )
-
-        self.run(publish())
-
-    def stored_webhook_job(self, api: str, request_id: str) -> records_pb2.WebhookJob | None:
-        """The job on the webhooks stream for the request, while no sender took it."""
-
-        async def read() -> records_pb2.WebhookJob | None:
-            try:
-                msg = await self.js.get_msg(names.WEBHOOKS_STREAM, subject=names.webhook_subject(api, request_id))
-            except NotFoundError:
-                return None
-            return records_pb2.WebhookJob.FromString(msg.data or b"")
-
-        return self.run(read())
-
-    def webhook_senders(self) -> int:
-        async def consumers() -> int:
-            return int((await self.js.stream_info(names.WEBHOOKS_STREAM)).state.consumer_count or 0)
-
-        return self.run(consumers())
-
-
 @pytest.fixture(scope="module")
 def operator(mesh: LocalMesh) -> Iterator[Operator]:
     running = Operator(mesh)
     yield running
     running.close()
-
-
-def new_id() -> str:
-    return os.urandom(16).hex()
-
-
-def status_of(http: httpx.Client, api: str, request_id: str) -> str:
-    return str(http.get(f"/{api}/{request_id}").json()["status"])
 
 
 def test_a_prefetched_request_never_runs_nor_one_announced_before_it_was_delivered(
