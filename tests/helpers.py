@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import yaml
@@ -16,8 +16,13 @@ import yaml
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll check() until it returns something truthy (returned), or fail after timeout seconds."""
+def eventually(
+    check: Callable[[], T | Literal[False] | None], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll check() until it returns something truthy (returned), or fail after timeout seconds.
+
+    check may answer None or False for "not yet", so `lambda: (v := read()).ready and v` waits for a ready v.
+    """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 
-class Scale(tf.Module):
+class Scale(tf.Module):  # type: ignore[misc]  # tensorflow has no types: tf.Module is Any
     def __init__(self, factor: float) -> None:
         super().__init__()
         self.factor = tf.Variable(factor, trainable=False)
@@ -24,7 +24,7 @@ class Scale(tf.Module):
         return {"y": x * self.factor}
 
 
-class TwoWays(tf.Module):
+class TwoWays(tf.Module):  # type: ignore[misc]  # tensorflow has no types: tf.Module is Any
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
     def add(self, x):  # type: ignore[no-untyped-def]
         return {"y": x + 1.0}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
@@ -43,11 +43,11 @@ HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 def wait_for(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], T], what: str) -> T:
     """check(driver) once it answers something true (page elements may be re-rendered meanwhile)."""
 
-    def attempt(d: webdriver.Chrome) -> T | None:
+    def attempt(d: webdriver.Chrome) -> T | Literal[False]:
         try:
-            return check(d)
+            return check(d) or False
         except (StaleElementReferenceException, WebDriverException):
-            return None
+            return False
 
     found: T = WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(attempt, message=f"waiting for {what}")
     return found
@@ -82,7 +82,7 @@ def confirm(driver: webdriver.Chrome) -> None:
 
 def severe_messages(driver: webdriver.Chrome) -> list[str]:
     """Errors the page logged to the browser's console."""
-    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

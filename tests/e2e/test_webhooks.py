@@ -335,8 +335,10 @@ def test_the_readme_receiver_verifies_real_webhooks_and_refuses_forged_ones(
     script, printed = tmp_path / "receiver.py", tmp_path / "receiver.out"
     script.write_text(readme_receiver(port))
     env = {**os.environ, "WEBHOOK_SECRET": secret, "PYTHONUNBUFFERED": "1"}
-    with printed.open("w") as out:
-        receiver = subprocess.Popen([sys.executable, str(script)], env=env, stdout=out, stderr=subprocess.DEVNULL)
+    with printed.open("w") as printed_file:
+        receiver = subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdout=printed_file, stderr=subprocess.DEVNULL
+        )
     try:
         eventually(lambda: scheduler.describe(name).ready_replicas, 60, what=f"{name} ready")
         hook_url = f"http://127.0.0.1:{port}/hooks/cortado"

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -187,7 +188,7 @@ async def test_every_webhook_is_delivered_through_failures_and_an_outage_signed_
         assert delivery.first_attempt_at.ToNanoseconds() < delivery.last_attempt_at.ToNanoseconds()
 
         history = await eventually(
-            lambda record=record: _delivered_history(mesh, record.id), what="the last write of the record seen"
+            partial(_delivered_history, mesh, record.id), what="the last write of the record seen"
         )
         # The test's own write, then one write per attempt.
         assert [h.attempts for h in history] == list(range(delivery.attempts + 1))

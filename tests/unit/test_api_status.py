@@ -8,7 +8,7 @@ from services.scheduler.servicer import IDLE_MESSAGE, api_status
 SPEC = control_pb2.ApiSpec(name="sleepy", version=3)
 
 
-def executor(*states: int) -> control_pb2.ExecutorInfo:
+def executor(*states: control_pb2.ReplicaState.ValueType) -> control_pb2.ExecutorInfo:
     return control_pb2.ExecutorInfo(
         id="e",
         replicas=[control_pb2.ReplicaStatus(api="sleepy", version=3, state=s, replica=i) for i, s in enumerate(states)],

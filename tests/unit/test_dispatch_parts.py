@@ -46,7 +46,7 @@ def item(request_id: str = "r1") -> records_pb2.WorkItem:
     return work
 
 
-def record(status: int, attempts: int = 0) -> records_pb2.RequestRecord:
+def record(status: records_pb2.RequestStatus.ValueType, attempts: int = 0) -> records_pb2.RequestRecord:
     return records_pb2.RequestRecord(id="r1", api="t", status=status, attempts=attempts)
 
 
@@ -83,7 +83,9 @@ def test_the_first_hand_back_is_immediate_and_later_ones_back_off_up_to_the_maxi
 
 
 @pytest.mark.parametrize("status", [records_pb2.REQUEST_STATUS_COMPLETED, records_pb2.REQUEST_STATUS_CANCELLED])
-def test_a_redelivery_that_finds_a_final_record_does_not_run_even_past_the_limits(status: int) -> None:
+def test_a_redelivery_that_finds_a_final_record_does_not_run_even_past_the_limits(
+    status: records_pb2.RequestStatus.ValueType,
+) -> None:
     done = record(status, attempts=9)
     for delivered in (2, 50):
         verdict = judge(done, 4, delivered, max_deliveries=20, max_retries=3)
@@ -286,7 +288,7 @@ async def test_each_level_with_room_and_no_open_request_asks_for_its_room() -> N
     nc = FakeNc()
     feeds = LevelFeeds(nc, "WORK_t", lambda level: lambda msg: None)  # type: ignore[arg-type]
     await feeds.start()
-    room = {HIGH: 3, NORMAL: 0, LOW: -1}
+    room: dict[int, int] = {HIGH: 3, NORMAL: 0, LOW: -1}
     assert await feeds.request(room.__getitem__) is False
     assert [(consumer, body["batch"]) for consumer, body in nc.pulls] == [("handlers-high", 3)]
     assert await feeds.request(room.__getitem__) is False  # the high request is still open

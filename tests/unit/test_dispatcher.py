@@ -8,12 +8,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
 from cortado import names, records
+from cortado.records import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor import inprogress
 from services.executor.contract import CANCELLED_ERROR
@@ -132,9 +134,9 @@ def make(room: int = 1, grace: float = 5.0, max_deliveries: int = 20, **spec: An
     api.retention.FromSeconds(60)
     dispatcher = Dispatcher(
         api,
-        js,
-        store,
-        writer,
+        cast(JetStreamContext, js),
+        cast(RecordStore, store),
+        cast(asyncio.StreamWriter, writer),
         room,
         30.0,
         outcomes.append,
@@ -265,7 +267,9 @@ async def test_the_apis_webhook_is_used_when_the_request_has_none() -> None:
 
 
 @pytest.mark.parametrize("state", [records_pb2.WEBHOOK_STATE_PENDING, records_pb2.WEBHOOK_STATE_DELIVERED])
-async def test_a_redelivery_that_finds_a_final_record_acks_it_and_queues_a_pending_webhook_again(state: int) -> None:
+async def test_a_redelivery_that_finds_a_final_record_acks_it_and_queues_a_pending_webhook_again(
+    state: records_pb2.WebhookState.ValueType,
+) -> None:
     f = make()
     request_id = new_id()
     done = records_pb2.RequestRecord(id=request_id, api="t", status=records_pb2.REQUEST_STATUS_CANCELLED)

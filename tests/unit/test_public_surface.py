@@ -18,7 +18,7 @@ def test_every_public_name_resolves(name: str) -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'Clinet'"):
-        _ = cortado.Clinet  # type: ignore[attr-defined]
+        _ = cortado.Clinet
 
 
 def test_clients_are_the_ones_their_modules_define() -> None:

@@ -12,11 +12,11 @@ from cortado import records
 from cortado.result import (
     INLINE_RESULT_BYTES,
     MAX_RESULT_BYTES,
-    InvalidResultError,
     Result,
     check_content_type,
     prepare_result,
 )
+from cortado.runtime import InvalidResultError
 from cortado.v1 import records_pb2
 from services.executor.spool import ResultSpool, remove
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 # --- POST /<api>?wait=<s> and Prefer: wait=<s> -----------------------------------------------------------------------
 
 
-def post_waiting(http: httpx.Client, api: str, wait: object = 30, **request: Any) -> httpx.Response:
+def post_waiting(http: httpx.Client, api: str, wait: str | float = 30, **request: Any) -> httpx.Response:
     return http.post(f"/{api}", params={"wait": wait}, **request)
 
 
