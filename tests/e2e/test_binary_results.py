@@ -24,7 +24,7 @@ from cortado.clientcommon import NoResult, NotFound
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from tests.conftest import Deploy, result, submit
-from tests.e2e.test_cli import Run, flags
+from tests.e2e.cli_support import Run, flags
 
 pytestmark = pytest.mark.e2e
 

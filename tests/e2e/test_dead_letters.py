@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import Deploy, result, submit
-from tests.e2e.test_cli import Cli
+from tests.e2e.cli_support import Cli
 from tests.helpers import eventually
 
 # Its process dies on every request until the file named in the config exists (a bug, fixed in place).

@@ -22,7 +22,7 @@ from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from services.executor.priority import SHARE
 from tests.conftest import Deploy, result, submit
-from tests.e2e.test_cli import Cli
+from tests.e2e.cli_support import Cli
 from tests.e2e.test_metrics import scrape, value
 from tests.helpers import eventually
 

@@ -24,7 +24,7 @@ from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
 from tests.conftest import result, submit, wait_ready
-from tests.e2e.test_cli import flags
+from tests.e2e.cli_support import flags
 from tests.helpers import eventually, unique_name, write_project
 
 pytestmark = pytest.mark.e2e
