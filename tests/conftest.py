@@ -17,10 +17,7 @@ import pytest
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from tests.helpers import open_temp_folders_to_handlers, unique_name, write_project
-from tests.meshcalls import MESH_ENV, Deploy, submit, wait_ready
-
-__all__ = ["submit"]
-"""submit stays importable from here for the CLI tests, which import it from tests.conftest."""
+from tests.meshcalls import MESH_ENV, Deploy, wait_ready
 
 
 def pytest_configure(config: pytest.Config) -> None:

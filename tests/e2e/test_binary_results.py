@@ -23,7 +23,7 @@ from cortado.client import Client
 from cortado.clientcommon import NoResult, NotFound
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
-from tests.e2e.test_cli import Run, flags
+from tests.e2e.cli_support import Run, flags
 from tests.meshcalls import Deploy, result, submit
 
 pytestmark = pytest.mark.e2e

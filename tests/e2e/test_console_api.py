@@ -21,8 +21,8 @@ import requests
 
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
+from tests.e2e.cli_support import Cli
 from tests.e2e.test_cancel import Held
-from tests.e2e.test_cli import Cli
 from tests.e2e.test_dead_letters import DIES_UNTIL_FIXED
 from tests.helpers import eventually
 from tests.meshcalls import Deploy, result, submit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_cli import Cli
+from tests.e2e.cli_support import Cli
 from tests.helpers import eventually
 from tests.meshcalls import Deploy, result, submit
 

@@ -21,7 +21,7 @@ from cortado.client import Client, SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from services.executor.priority import SHARE
-from tests.e2e.test_cli import Cli
+from tests.e2e.cli_support import Cli
 from tests.e2e.test_metrics import scrape, value
 from tests.helpers import eventually
 from tests.meshcalls import Deploy, result, submit

@@ -23,7 +23,7 @@ from cortado.cli import main
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2
-from tests.e2e.test_cli import flags
+from tests.e2e.cli_support import flags
 from tests.helpers import eventually, unique_name, write_project
 from tests.meshcalls import result, submit, wait_ready
 
