@@ -21,13 +21,13 @@ from typing import Any
 import nats
 from google.protobuf import timestamp_pb2
 
-from cortado import names
+from cortado import _names
 from cortado.v1 import records_pb2
 
 HOLD = datetime.timedelta(minutes=10)
 """The longest an API stays paused: should the measuring process die, the API resumes by itself."""
 
-CONSUMERS = tuple(names.work_consumer(priority) for priority in names.PRIORITIES)
+CONSUMERS = tuple(_names.work_consumer(priority) for priority in _names.PRIORITIES)
 """The API's consumers, one per priority: all of them are paused, counted and resumed together."""
 
 RECORD_READS = 64
@@ -86,7 +86,7 @@ class PausedQueue:
     def __init__(self, nats_url: str, api: str, name: str = "cortado-drain") -> None:
         self._url = nats_url
         self._api = api
-        self._stream = names.work_stream(api)
+        self._stream = _names.work_stream(api)
         self._name = name
         self._nc: Any = None
         self._js: Any = None
@@ -145,7 +145,7 @@ class PausedQueue:
 
     async def records(self, ids: Sequence[str]) -> list[records_pb2.RequestRecord]:
         """The stored records of the requests named, in that order."""
-        kv = await self._js.key_value(names.REQUESTS_BUCKET)
+        kv = await self._js.key_value(_names.REQUESTS_BUCKET)
         limit = asyncio.Semaphore(RECORD_READS)
 
         async def record(request_id: str) -> records_pb2.RequestRecord:

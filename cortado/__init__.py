@@ -15,7 +15,8 @@ For client code (loaded on first use, so a handler that never calls an API pays 
 - `SchedulerClient`: deploy, describe and delete APIs (the control plane);
 - `ClientError` and its kinds (`NotFound`, `InvalidRequest`, `QueueFull`, `AlreadyFinished`, `NoResult`,
   `Unauthenticated`, `PermissionDenied`, `Unavailable`): what a failed call raises;
-- `RequestView`: the state of one request, as `get` and `watch` answer it.
+- `RequestView`: the state of one request, as `get` and `watch` answer it, and `STATUS_NAMES`: the name
+  of each status (`completed`, ...) as the HTTP API writes it.
 
 Everything else in the package serves Cortado's own services and tools and may change between releases:
 `cortado.records` (the request record), `cortado.webhooks`, `cortado.project` (cortado.yaml and bundles),
@@ -28,14 +29,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from cortado.cancellation import cancelled
-from cortado.logs import handler_logger as log
-from cortado.metrics import MetricsClient
+from cortado._cancellation import cancelled
+from cortado._logs import handler_logger as log
+from cortado._metrics import MetricsClient
 from cortado.result import Result
 
 if TYPE_CHECKING:
-    from cortado.client import AsyncClient, Client, SchedulerClient
-    from cortado.clientcommon import (
+    from cortado._clientcommon import (
         AlreadyFinished,
         ClientError,
         InvalidRequest,
@@ -46,26 +46,30 @@ if TYPE_CHECKING:
         Unauthenticated,
         Unavailable,
     )
+    from cortado.client import AsyncClient, Client, SchedulerClient
+    from cortado.records.states import STATUS_NAMES
     from cortado.v1.records_pb2 import RequestView
 
 _LAZY = {
     "AsyncClient": "cortado.client",
     "Client": "cortado.client",
     "SchedulerClient": "cortado.client",
-    "ClientError": "cortado.clientcommon",
-    "NotFound": "cortado.clientcommon",
-    "InvalidRequest": "cortado.clientcommon",
-    "QueueFull": "cortado.clientcommon",
-    "AlreadyFinished": "cortado.clientcommon",
-    "NoResult": "cortado.clientcommon",
-    "Unauthenticated": "cortado.clientcommon",
-    "PermissionDenied": "cortado.clientcommon",
-    "Unavailable": "cortado.clientcommon",
+    "ClientError": "cortado._clientcommon",
+    "NotFound": "cortado._clientcommon",
+    "InvalidRequest": "cortado._clientcommon",
+    "QueueFull": "cortado._clientcommon",
+    "AlreadyFinished": "cortado._clientcommon",
+    "NoResult": "cortado._clientcommon",
+    "Unauthenticated": "cortado._clientcommon",
+    "PermissionDenied": "cortado._clientcommon",
+    "Unavailable": "cortado._clientcommon",
     "RequestView": "cortado.v1.records_pb2",
+    "STATUS_NAMES": "cortado.records.states",
 }
-"""Public names whose modules load gRPC: imported on first use (PEP 562)."""
+"""Public names whose modules load gRPC or NATS: imported on first use (PEP 562)."""
 
 __all__ = [
+    "STATUS_NAMES",
     "AlreadyFinished",
     "AsyncClient",
     "Client",

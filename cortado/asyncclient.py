@@ -1,7 +1,7 @@
 """The asyncio public client (grpc.aio): the sync Client's methods, awaitable, for async web apps and workers.
 
 Results are the protobuf types the services answer with (`records_pb2.RequestView`: `id`, `status`,
-`result_json`, `error`, `webhook`, ...). Refusals raise the errors of `cortado.clientcommon` (NotFound,
+`result_json`, `error`, `webhook`, ...). Refusals raise the errors of `cortado._clientcommon` (NotFound,
 InvalidRequest, QueueFull with `retry_after`, AlreadyFinished, NoResult, Unauthenticated, PermissionDenied,
 Unavailable), all grpc.RpcError subclasses.
 """
@@ -17,7 +17,7 @@ import grpc
 from google.api import httpbody_pb2
 from grpc import aio
 
-from cortado.clientcommon import (
+from cortado._clientcommon import (
     CHANNEL_OPTIONS,
     NoResult,
     bearer,
@@ -68,7 +68,7 @@ class AsyncClient:
         await self.close()
 
     request = staticmethod(submit_request)
-    """One request to submit with submit_many: `cortado.clientcommon.submit_request`."""
+    """One request to submit with submit_many: `cortado._clientcommon.submit_request`."""
 
     async def submit(
         self,

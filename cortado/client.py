@@ -11,8 +11,7 @@ from pathlib import Path
 import grpc
 from google.api import httpbody_pb2
 
-from cortado.asyncclient import AsyncClient
-from cortado.clientcommon import (
+from cortado._clientcommon import (
     CHANNEL_OPTIONS,
     MetadataInterceptor,
     bearer,
@@ -21,8 +20,9 @@ from cortado.clientcommon import (
     watch_ends,
     watch_requests,
 )
+from cortado._tls import TlsError, channel_credentials, diagnose, load_ca
+from cortado.asyncclient import AsyncClient
 from cortado.project import find_config, pack_project
-from cortado.tls import TlsError, channel_credentials, diagnose, load_ca
 from cortado.v1 import control_pb2, control_pb2_grpc, public_pb2, public_pb2_grpc, records_pb2
 
 __all__ = ["AsyncClient", "Client", "SchedulerClient"]
@@ -58,7 +58,7 @@ class Client:
         self.close()
 
     request = staticmethod(submit_request)
-    """One request to submit (with submit_many, or a stub's Submit): `cortado.clientcommon.submit_request`."""
+    """One request to submit (with submit_many, or a stub's Submit): `cortado._clientcommon.submit_request`."""
 
     def submit(
         self,

@@ -58,8 +58,8 @@ import uvloop  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.drain import DrainError, PausedQueue, drained  # noqa: E402
+from cortado._gpu import discover_gpus  # noqa: E402
 from cortado.client import SchedulerClient  # noqa: E402
-from cortado.gpu import discover_gpus  # noqa: E402
 from cortado.mesh import LocalMesh, MeshError  # noqa: E402
 from cortado.project import pack_project  # noqa: E402
 from cortado.v1 import control_pb2  # noqa: E402

@@ -22,12 +22,12 @@ import sys
 
 import grpc
 
+from cortado._tls import TlsError
 from cortado.cli.connection import TOKEN_FILE
 from cortado.cli.errors import CliError
 from cortado.cli.parser import build_parser
 from cortado.mesh import cortado_home
 from cortado.project import ConfigError, ProjectError
-from cortado.tls import TlsError
 
 __all__ = ["CliError", "build_parser", "main"]
 

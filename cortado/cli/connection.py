@@ -6,9 +6,9 @@ import argparse
 import contextlib
 import os
 
+from cortado._tls import CA_SETTING
 from cortado.client import Client, SchedulerClient
 from cortado.mesh import cortado_home, read_state
-from cortado.tls import CA_SETTING
 
 TOKEN_FILE = "token"
 """The file in $CORTADO_HOME that holds the control-plane token when $CORTADO_SCHEDULER_TOKEN is unset."""

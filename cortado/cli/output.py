@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from cortado import names, webhooks
+from cortado import _names, webhooks
 from cortado.records import STATUS_NAMES, result_reference, rfc3339
 from cortado.runtime import loads_json
 from cortado.v1 import control_pb2, records_pb2
@@ -22,7 +22,7 @@ API_STATES = {
 }
 """The word the CLI prints for each API state (`unknown` for any other)."""
 
-PRIORITY_LEVELS = tuple(names.priority_name(priority) for priority in names.PRIORITIES)
+PRIORITY_LEVELS = tuple(_names.priority_name(priority) for priority in _names.PRIORITIES)
 """high, normal, low: the keys of ApiStatus.queued_by_priority, in dispatch order."""
 
 

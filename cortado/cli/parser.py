@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cortado._tls import CA_SETTING
 from cortado.cli.apis import (
     cmd_dead_letters,
     cmd_delete,
@@ -17,7 +18,6 @@ from cortado.cli.apis import (
 from cortado.cli.keys import cmd_keys_create, cmd_keys_list, cmd_keys_revoke
 from cortado.cli.local import cmd_console, cmd_down, cmd_up
 from cortado.cli.requests import cmd_cancel, cmd_logs, cmd_result, cmd_submit
-from cortado.tls import CA_SETTING
 
 DESCRIPTION = "`cortado`: deploy and inspect APIs, submit requests and read results, run the local mesh."
 """`cortado --help`'s description."""

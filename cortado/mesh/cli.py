@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from cortado import tls
+from cortado import _tls
 from cortado.mesh.envoyconf import public_tls_files
 from cortado.mesh.local import LocalMesh
 from cortado.mesh.processes import MeshError
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         tls_files = public_tls_files()
-    except tls.TlsError as exc:
+    except _tls.TlsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     mesh = LocalMesh(

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from cortado import tls
-from cortado.auth import is_loopback_host
+from cortado import _tls
+from cortado._auth import is_loopback_host
 from cortado.runtime import MAX_BODY_BYTES
 
 _TEMPLATES = resources.files("cortado.mesh") / "envoy"
@@ -161,8 +161,8 @@ def public_tls_files(environ: Mapping[str, str] | None = None) -> tuple[str, str
         return None
     if not certificate or not key:
         missing = TLS_KEY_SETTING if certificate else TLS_CERT_SETTING
-        raise tls.TlsError(f"{missing} is not set: set both {TLS_CERT_SETTING} and {TLS_KEY_SETTING}, or neither")
-    tls.load_server_pair(certificate, key, TLS_CERT_SETTING, TLS_KEY_SETTING)
+        raise _tls.TlsError(f"{missing} is not set: set both {TLS_CERT_SETTING} and {TLS_KEY_SETTING}, or neither")
+    _tls.load_server_pair(certificate, key, TLS_CERT_SETTING, TLS_KEY_SETTING)
     return str(Path(certificate).resolve()), str(Path(key).resolve())
 
 

@@ -15,7 +15,7 @@ SERVICE_MODULES: dict[str, str] = {
 """Each service's module (of the `services` package, installed with the project), in the order they start."""
 
 SERVICES = tuple(SERVICE_MODULES)
-"""The services, in the order they start; each connects to NATS as the user of its name (cortado.natsauth)."""
+"""The services, in the order they start; each connects to NATS as the user of its name (cortado._natsauth)."""
 
 
 def service_command(service: str) -> list[str]:

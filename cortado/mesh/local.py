@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cortado import natsauth
-from cortado.auth import is_loopback_host
+from cortado import _natsauth
+from cortado._auth import is_loopback_host
 from cortado.mesh.envoyconf import render_envoy_config
 from cortado.mesh.launch import LOCAL_STORE_LIMITS, PASSED_THROUGH, SERVICES, service_command
 from cortado.mesh.natsconf import NATS_SYNC_INTERVAL, cluster_config, nats_config
@@ -59,7 +59,7 @@ class LocalMesh:
     (CORTADO_SCHEDULER_TOKEN in env) is required: start() refuses otherwise."""
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    credentials: dict[str, natsauth.NatsCredentials] = field(default_factory=dict)
+    credentials: dict[str, _natsauth.NatsCredentials] = field(default_factory=dict)
     """NATS users and passwords, generated at start (their files are in `workdir/credentials`)."""
 
     @property
@@ -94,7 +94,7 @@ class LocalMesh:
     @property
     def admin_nats_url(self) -> str:
         """URL of the NATS server with the operator's credentials in it (for tools and tests)."""
-        return natsauth.with_credentials(self.nats_url, self.credentials[natsauth.ADMIN])
+        return _natsauth.with_credentials(self.nats_url, self.credentials[_natsauth.ADMIN])
 
     @property
     def credentials_dir(self) -> Path:
@@ -103,7 +103,7 @@ class LocalMesh:
 
     @property
     def chain_secret_file(self) -> Path:
-        """The mesh's chaining secret (cortado.chaining), new at each start, readable by this user only."""
+        """The mesh's chaining secret (cortado._chaining), new at each start, readable by this user only."""
         return self.credentials_dir / "chaining.secret"
 
     def address(self, service: str) -> str:
@@ -118,7 +118,7 @@ class LocalMesh:
         env.update(LOCAL_STORE_LIMITS)
         if module:
             env["CORTADO_NATS_USER"] = module
-            env["CORTADO_NATS_PASSWORD_FILE"] = str(natsauth.password_file(self.credentials_dir, module))
+            env["CORTADO_NATS_PASSWORD_FILE"] = str(_natsauth.password_file(self.credentials_dir, module))
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
@@ -174,7 +174,7 @@ class LocalMesh:
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
-        self.credentials = natsauth.generate(self.credentials_dir, [*SERVICES, natsauth.ADMIN])
+        self.credentials = _natsauth.generate(self.credentials_dir, [*SERVICES, _natsauth.ADMIN])
         descriptor = os.open(self.chain_secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
@@ -211,7 +211,7 @@ class LocalMesh:
         )
         if self.nats_cluster > 1:
             route_ports = [self.ports[f"{n}-cluster"] for n in self.nats_names]
-            route = self.credentials[natsauth.ROUTE_USER]
+            route = self.credentials[_natsauth.ROUTE_USER]
             text += cluster_config(name, self.ports[f"{name}-cluster"], route, route_ports)
         # The configuration holds every password: readable by this user only.
         descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -238,7 +238,7 @@ class LocalMesh:
         if module == "scheduler":
             env["CORTADO_SCHEDULER_ID"] = name
         if module in ("ingest", "results", "executor"):
-            # Executors give handlers their API's chaining token; ingest and results check it (cortado.chaining).
+            # Executors give handlers their API's chaining token; ingest and results check it (cortado._chaining).
             env["CORTADO_CHAIN_SECRET_FILE"] = str(self.chain_secret_file)
         if module == "executor":
             env["CORTADO_EXECUTOR_ID"] = f"{socket.gethostname()}-{name}-{self.ports[name]}"

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from cortado import natsauth
+from cortado import _natsauth
 from cortado.mesh.processes import MeshError
 
 NATS_MAX_PAYLOAD = "8MB"
@@ -29,7 +29,7 @@ def nats_config(
     store: Path,
     listen: str = "127.0.0.1",
     monitor_port: int = 0,
-    credentials: Mapping[str, natsauth.NatsCredentials] | None = None,
+    credentials: Mapping[str, _natsauth.NatsCredentials] | None = None,
     sync_interval: str = NATS_SYNC_INTERVAL,
     max_file_store: str = "",
 ) -> str:
@@ -49,13 +49,13 @@ def nats_config(
         f"{limit}}}\n"
     )
     if credentials:
-        text += natsauth.authorization_config(credentials)
+        text += _natsauth.authorization_config(credentials)
     if monitor_port:
         text += f"http: 127.0.0.1:{monitor_port}\n"
     return text
 
 
-def cluster_config(name: str, cluster_port: int, route: natsauth.NatsCredentials, route_ports: list[int]) -> str:
+def cluster_config(name: str, cluster_port: int, route: _natsauth.NatsCredentials, route_ports: list[int]) -> str:
     """The lines that make a loopback nats-server named name one of a cluster: it takes routes on cluster_port
     from the route user, and connects to every cluster port in route_ports (its own included) as that user."""
     routes = ", ".join(f"nats-route://{route.user}:{route.password}@127.0.0.1:{p}" for p in route_ports)

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cortado import tls
+from cortado import _tls
 
 
 class MeshError(RuntimeError):
@@ -125,7 +125,7 @@ def grpc_serving(address: str, service: str = "", ca_file: str = "") -> bool:
     The health checks of deploy/ run it too: a scheduler serving TLS is checked with ca_file.
     """
     if ca_file:
-        channel = grpc.secure_channel(address, tls.channel_credentials(tls.load_ca(ca_file)))
+        channel = grpc.secure_channel(address, _tls.channel_credentials(_tls.load_ca(ca_file)))
     else:
         channel = grpc.insecure_channel(address)
     with channel:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from cortado import webhooks
-from cortado.env import SettingsError
+from cortado._env import SettingsError
 from cortado.project.autoscaling import parse_autoscaling
 from cortado.project.compute import parse_compute
 from cortado.project.errors import ConfigError

@@ -24,8 +24,8 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import metrics, names, webhookjobs
-from cortado.mirror import ApiIndex, KvMirror
+from cortado import _metrics, _names, _webhookjobs
+from cortado._mirror import ApiIndex, KvMirror
 from cortado.records.locate import queued_at
 from cortado.records.states import is_final, now_timestamp, record_ttl, retention_seconds
 from cortado.records.store import RecordStore
@@ -112,9 +112,9 @@ class Canceller:
         if sequence:
             # Gone already when an executor holds it and acked it meanwhile: nothing to do then.
             with contextlib.suppress(Exception):
-                await self._js.delete_msg(names.work_stream(api), sequence)
+                await self._js.delete_msg(_names.work_stream(api), sequence)
         try:
-            await self._nc.publish(names.cancel_subject(api), record.id.encode())
+            await self._nc.publish(_names.cancel_subject(api), record.id.encode())
         except Exception as exc:
             # The executor's in_progress write or outcome finds the final record and stops or drops the job.
             log.warning("cancel not announced", extra={"api": api, "id": record.id, "error": repr(exc)})
@@ -122,8 +122,8 @@ class Canceller:
             with contextlib.suppress(Exception):
                 await self._payloads.delete(item.payload_object)
         if record.webhook.url:
-            await webhookjobs.queue_delivery(self._js, api, record.id)
-        metrics.REQUESTS_FINISHED.labels(api, "cancelled").inc()
+            await _webhookjobs.queue_delivery(self._js, api, record.id)
+        _metrics.REQUESTS_FINISHED.labels(api, "cancelled").inc()
         log.info("request cancelled", extra={"api": api, "id": record.id})
 
 
@@ -139,5 +139,5 @@ def _cancelled_record(
         record.submitted_at.CopyFrom(item.submitted_at)
     record.status = records_pb2.REQUEST_STATUS_CANCELLED
     record.finished_at.CopyFrom(now_timestamp())
-    webhookjobs.mark_pending(record, webhookjobs.delivery_url(item or records_pb2.WorkItem(), spec))
+    _webhookjobs.mark_pending(record, _webhookjobs.delivery_url(item or records_pb2.WorkItem(), spec))
     return record

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
-from cortado import names
+from cortado import _names
 from cortado.records.store import put_if
 from cortado.v1 import records_pb2
 
@@ -41,12 +41,12 @@ class RequestRecords:
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
-        self._stream = f"KV_{names.REQUESTS_BUCKET}"
+        self._stream = f"KV_{_names.REQUESTS_BUCKET}"
 
     async def read(self, request_id: str) -> StoredRecord | None:
         """The request's record, its revision and TTL; None when it is gone (never written, deleted or expired)."""
         try:
-            msg = await self._js.get_msg(self._stream, subject=f"$KV.{names.REQUESTS_BUCKET}.{request_id}")
+            msg = await self._js.get_msg(self._stream, subject=f"$KV.{_names.REQUESTS_BUCKET}.{request_id}")
         except NotFoundError:
             return None
         headers = msg.headers or {}

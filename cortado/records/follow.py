@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from cortado import names
+from cortado import _names
 from cortado.records.locate import stored
 from cortado.v1 import records_pb2
 
@@ -81,7 +81,7 @@ class RecordWaiters:
         if request_id in self._subs:
             return
         self._subs[request_id] = None
-        sub = await self._nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + request_id, cb=self._on_msg)
+        sub = await self._nc.subscribe(_names.REQUESTS_SUBJECT_PREFIX + request_id, cb=self._on_msg)
         if request_id in self._subs and self._subs[request_id] is None:
             self._subs[request_id] = sub
             task = asyncio.get_running_loop().create_task(self._check_late(request_id, sub))
@@ -109,7 +109,7 @@ class RecordWaiters:
                     listener(record)
 
     async def _on_msg(self, msg: Msg) -> None:
-        request_id = msg.subject[len(names.REQUESTS_SUBJECT_PREFIX) :]
+        request_id = msg.subject[len(_names.REQUESTS_SUBJECT_PREFIX) :]
         listeners = self._listeners.get(request_id)
         if not listeners or not msg.data:
             return

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from cortado import names
+from cortado import _names
 from cortado.v1 import records_pb2
 
 _SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
@@ -35,7 +35,7 @@ async def queued_at(js: JetStreamContext, api: str, request_id: str) -> tuple[re
     if not _SUBJECT_TOKEN.fullmatch(request_id):
         return None
     try:
-        msg = await js.get_msg(names.work_stream(api), subject=names.work_subject_any_priority(api, request_id))
+        msg = await js.get_msg(_names.work_stream(api), subject=_names.work_subject_any_priority(api, request_id))
     except NotFoundError:
         return None
     return records_pb2.WorkItem.FromString(msg.data or b""), int(msg.seq or 0)

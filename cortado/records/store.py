@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cortado import names, natsutil
+from cortado import _names, _nats
 from cortado.records.locate import read_entry
 from cortado.records.states import may_move, record_ttl
 from cortado.v1 import records_pb2
@@ -27,7 +27,7 @@ async def put_if(
 
     KeyWrongLastSequenceError when another write came first. ttl: seconds until it expires (None: never).
     """
-    return await natsutil.kv_put_if(js, names.REQUESTS_BUCKET, request_id, new.SerializeToString(), revision, ttl)
+    return await _nats.kv_put_if(js, _names.REQUESTS_BUCKET, request_id, new.SerializeToString(), revision, ttl)
 
 
 class RecordStore:

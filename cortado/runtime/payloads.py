@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from cortado.jsonscan import JsonLimitError, JsonScanner, JsonSyntaxError
+from cortado._jsonscan import JsonLimitError, JsonScanner, JsonSyntaxError
 from cortado.runtime.encoding import decimal_to_int, reject_constant
 from cortado.runtime.errors import PayloadError
 from cortado.runtime.limits import MAX_JSON_DEPTH, JsonLimits

@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cortado.env import Env
+from cortado._env import Env
 
 ALLOW_SETTING = "CORTADO_WEBHOOK_ALLOW_HOSTS"
 """The operator's setting that lets webhooks go to hosts the policy refuses otherwise."""
@@ -136,7 +136,7 @@ class UrlPolicy:
 
         Raises SettingsError (env.SettingsError) when a port is not a number from 1 to 65535.
         """
-        from cortado.env import SettingsError
+        from cortado._env import SettingsError
 
         env = env or Env()
         ports: list[int] = []

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 
-from cortado import names, natsutil
-from cortado.gpu import discover_gpus, simulated_gpus
-from cortado.mirror import KvMirror
+from cortado import _names, _nats
+from cortado._gpu import discover_gpus, simulated_gpus
+from cortado._mirror import KvMirror
+from cortado._service import ServiceRunner, run_main
+from cortado._telemetry import serve_metrics, watch_nats
 from cortado.records import RecordStore
-from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import serve_metrics, watch_nats
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.executor import sandbox as sandbox_module
 from services.executor.config import ExecutorSettings
@@ -25,8 +25,8 @@ async def main() -> None:
     os.umask(0o022)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     runner = ServiceRunner("executor", settings.address, ["cortado.v1.Executor"], settings.grace_seconds)
-    nc = await natsutil.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
-    runner.defer(lambda: natsutil.drain(nc))
+    nc = await _nats.connect(settings.nats_url, f"cortado-executor-{settings.executor_id}")
+    runner.defer(lambda: _nats.drain(nc))
     js = nc.jetstream()
     watch_nats(nc)
     # Handler processes write their metrics here; this endpoint serves them summed with the executor's own.
@@ -34,17 +34,17 @@ async def main() -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     serve_metrics(settings.metrics_address, metrics_dir)
-    apis = await runner.enter(await natsutil.api_registry(js))
+    apis = await runner.enter(await _nats.api_registry(js))
     placements = await runner.enter(
         KvMirror(
-            await natsutil.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
+            await _nats.placements_bucket(js), control_pb2.ExecutorPlacements.FromString, keys=settings.executor_id
         )
     )
-    requests = await natsutil.requests_bucket(js)
+    requests = await _nats.requests_bucket(js)
     # Who runs user code: an unprivileged user per API when this executor runs as root.
     sandbox = await sandbox_module.choose(settings.workdir, settings.handler_users, settings.handler_uid_base)
-    bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
-    executors_kv = await natsutil.executors_bucket(js)
+    bundles = await _nats.object_store(js, _names.BUNDLES_STORE)
+    executors_kv = await _nats.executors_bucket(js)
 
     supervisor = Supervisor(
         settings,

@@ -1,6 +1,6 @@
 """Cancelled requests as the executor hears of them: announcements, ids announced lately, and the grace period.
 
-Ingest writes a cancelled request's `cancelled` record, then announces its id on `names.cancel_subject`. The
+Ingest writes a cancelled request's `cancelled` record, then announces its id on `_names.cancel_subject`. The
 Dispatcher drops a request it holds but has not sent, drops on arrival one announced before it was delivered (the
 ids announced lately are kept in RecentIds), and cancels a running one in the process; a job still running
 CANCEL_GRACE_SECONDS later has its process restarted (`stop_when_stuck`).
@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from cortado import names
+from cortado import _names
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def listen(nc: Client, api: str, on_cancel: Callable[[str], None]) -> Subs
         on_cancel(request_id)
 
     try:
-        return await nc.subscribe(names.cancel_subject(api), cb=announced)
+        return await nc.subscribe(_names.cancel_subject(api), cb=announced)
     except Exception as exc:
         # In-progress writes still find cancelled records; only a prefetched request may run anyway.
         log.warning("cancel announcements not heard", extra={"api": api, "error": repr(exc)})

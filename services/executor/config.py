@@ -8,8 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cortado import chaining
-from cortado.env import Env, ServiceSettings
+from cortado import _chaining
+from cortado._env import Env, ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ExecutorSettings(ServiceSettings):
     cancel_grace_seconds: float
     chain_secret: bytes | None = field(default=None, repr=False)
     """The mesh's chaining secret (CORTADO_CHAIN_SECRET_FILE): each handler's proxy address then carries its API's
-    chaining token (cortado.chaining). None: chained calls carry no credential."""
+    chaining token (cortado._chaining). None: chained calls carry no credential."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ExecutorSettings:
@@ -63,5 +63,5 @@ class ExecutorSettings(ServiceSettings):
             # How long a cancelled request's handler has to stop before its process is stopped and restarted
             # (a plain handler cannot be interrupted; it may poll `cortado.cancelled(request_id)`).
             cancel_grace_seconds=env.number("CANCEL_GRACE_SECONDS", 10.0, minimum=0),
-            chain_secret=chaining.load_secret(env),
+            chain_secret=_chaining.load_secret(env),
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from cortado.env import PREFIX, Env
+from cortado._env import PREFIX, Env
 
 # --- starting the process ---------------------------------------------------------------------------------------------
 
@@ -98,7 +98,7 @@ def parse_environment(environ: Mapping[str, str]) -> ProcessSettings:
     """The settings `format_replica_environment` and `format_start_environment` wrote into environ.
 
     An unset variable takes its default (no spec file, channel fd -1, a 30 s grace, replica "0", no
-    parent); a malformed number raises `cortado.env.SettingsError` naming the variable.
+    parent); a malformed number raises `cortado._env.SettingsError` naming the variable.
     """
     env = Env(environ)
     parent_pid = env.integer(PARENT_PID, 0)

@@ -17,6 +17,9 @@ dropped, since the record is final. A job still running CANCEL_GRACE_SECONDS lat
 process stopped and restarted (as for a plain handler's timeout), and the other requests it
 held go back to the queue. The deferred `in_progress` write that finds a `cancelled` record
 (an announcement missed) cancels the job the same way.
+
+Its length (a little over 400 lines) is the one loop every job passes through, held in one place so the order
+of its steps reads top to bottom; each step's own logic lives in the modules named above.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from cortado import metrics, names, natsutil, records
+from cortado import _metrics, _names, _nats, records
 from cortado.records import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor import cancels, redelivery
@@ -69,7 +72,7 @@ class Dispatcher:
         self._store = store
         self._writer = writer
         self._ack_wait = ack_wait_seconds
-        retention = spec.retention.ToTimedelta().total_seconds()
+        retention = records.retention_seconds(spec)
         self._room = max(1, room)
         """Jobs the process may hold: all of them run, or join the batch being collected."""
         self._max_deliveries = max_deliveries
@@ -101,8 +104,8 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Pull and feed until stopped; what was pulled but not sent goes back to the queue."""
-        nc = natsutil.client_of(self._js)
-        feeds = LevelFeeds(nc, names.work_stream(self._spec.name), self._taker)
+        nc = _nats.client_of(self._js)
+        feeds = LevelFeeds(nc, _names.work_stream(self._spec.name), self._taker)
         # Listening for cancels before anything is pulled, so no announcement about a held request is missed.
         announcements = await cancels.listen(nc, self._spec.name, self.cancel)
         await feeds.start()
@@ -303,7 +306,7 @@ class Dispatcher:
                 continue
             held.started = started_record(held.item, held.attempts)
             self._marks.schedule(held)
-            metrics.QUEUE_WAIT.labels(self._spec.name).observe(
+            _metrics.QUEUE_WAIT.labels(self._spec.name).observe(
                 seconds_between(held.item.submitted_at, held.started.started_at)
             )
             jobs.append(
@@ -352,7 +355,7 @@ class Dispatcher:
         final.CopyFrom(held.started)
         final.finished_at.CopyFrom(records.now_timestamp())
         if not held.cancelled:
-            metrics.HANDLER_DURATION.labels(self._spec.name).observe(outcome.handler_seconds)
+            _metrics.HANDLER_DURATION.labels(self._spec.name).observe(outcome.handler_seconds)
         revision = await self._marks.settle(held, write_now=False)
         if held.finished:
             # Finished by an earlier delivery: its final record stands; this run's outcome is dropped.

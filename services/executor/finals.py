@@ -14,7 +14,7 @@ from collections.abc import Callable
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from cortado import metrics, records, tracing, webhookjobs
+from cortado import _metrics, _tracing, _webhookjobs, records
 from cortado.records import RecordStore
 from cortado.v1 import control_pb2, records_pb2
 from services.executor.held import Held
@@ -30,7 +30,7 @@ MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 MAX_TRACEBACK_CHARS = 32 * 1024
 """The longest handler traceback a record keeps (its end is cut beyond)."""
 
-_tracer = tracing.tracer(__name__)
+_tracer = _tracing.tracer(__name__)
 
 
 class FinalWriter:
@@ -47,8 +47,8 @@ class FinalWriter:
         self._js = js
         self._store = store
         self._on_outcome = on_outcome
-        self._retention = spec.retention.ToTimedelta().total_seconds()
-        self._traced = tracing.enabled()
+        self._retention = records.retention_seconds(spec)
+        self._traced = _tracing.enabled()
 
     async def write(self, held: Held, final: records_pb2.RequestRecord, revision: int) -> bool:
         """Write final over the record at revision; whether the store answered (False: it could not be written).
@@ -57,13 +57,13 @@ class FinalWriter:
         (so before the caller acks: should the executor stop first, the redelivery finds the webhook pending).
         A write refused because the record is final already returns True with nothing counted.
         """
-        webhookjobs.mark_pending(final, webhookjobs.delivery_url(held.item, self._spec))
+        _webhookjobs.mark_pending(final, _webhookjobs.delivery_url(held.item, self._spec))
         written = False
         for attempt in range(RECORD_ATTEMPTS):
             try:
                 if self._traced:
                     with (
-                        tracing.attached(tracing.extract(held.msg.headers)),
+                        _tracing.attached(_tracing.extract(held.msg.headers)),
                         _tracer.start_as_current_span("result write", attributes={"cortado.request_id": held.item.id}),
                     ):
                         written, _, _ = await self._store.advance(held.item.id, final, revision, self._retention)
@@ -83,13 +83,13 @@ class FinalWriter:
             if self._traced:
                 _trace_queue_wait(held, final)
             if final.webhook.url:
-                await webhookjobs.queue_delivery(self._js, self._spec.name, held.item.id)
+                await _webhookjobs.queue_delivery(self._js, self._spec.name, held.item.id)
         return True
 
     async def requeue_webhook(self, stored: records_pb2.RequestRecord, request_id: str) -> None:
         """Queue again the webhook of a final record still pending delivery (its first queuing may have been lost)."""
         if stored.webhook.url and stored.webhook.state == records_pb2.WEBHOOK_STATE_PENDING:
-            await webhookjobs.queue_delivery(self._js, self._spec.name, request_id)
+            await _webhookjobs.queue_delivery(self._js, self._spec.name, request_id)
 
 
 def base_record(item: records_pb2.WorkItem, attempts: int) -> records_pb2.RequestRecord:
@@ -131,12 +131,12 @@ def cut_message(message: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
 
 
 def count_outcome(api: str, record: records_pb2.RequestRecord) -> None:
-    """Count a request's final record in the built-in metrics."""
+    """Count a request's final record in the built-in _metrics."""
     status = records.STATUS_NAMES.get(record.status, "unknown")
-    metrics.REQUESTS_FINISHED.labels(api, status).inc()
-    metrics.END_TO_END.labels(api).observe(seconds_between(record.submitted_at, record.finished_at))
+    _metrics.REQUESTS_FINISHED.labels(api, status).inc()
+    _metrics.END_TO_END.labels(api).observe(seconds_between(record.submitted_at, record.finished_at))
     if record.status == records_pb2.REQUEST_STATUS_FAILED:
-        metrics.FAILURES.labels(api, record.error.type).inc()
+        _metrics.FAILURES.labels(api, record.error.type).inc()
 
 
 def seconds_between(start: Timestamp, end: Timestamp) -> float:
@@ -145,7 +145,7 @@ def seconds_between(start: Timestamp, end: Timestamp) -> float:
 
 
 def _trace_queue_wait(held: Held, final: records_pb2.RequestRecord) -> None:
-    with tracing.attached(tracing.extract(held.msg.headers)):
+    with _tracing.attached(_tracing.extract(held.msg.headers)):
         span = _tracer.start_span(
             "queue wait",
             start_time=_nanos(held.item.submitted_at),

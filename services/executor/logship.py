@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from nats.aio.client import Client
 
-from cortado import names
-from cortado.logs import MAX_LINE_BYTES
+from cortado import _names
+from cortado._logs import MAX_LINE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class LogShipper:
             sys.stderr.buffer.write(line + b"\n")
             sys.stderr.buffer.flush()
         try:
-            await self._nc.publish(names.logs_subject(api), line)
+            await self._nc.publish(_names.logs_subject(api), line)
         except Exception as exc:
             log.warning("log line dropped", extra={"api": api, "bytes": len(line), "error": repr(exc)})
 

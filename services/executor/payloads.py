@@ -7,7 +7,7 @@ import contextlib
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from cortado import names, natsutil
+from cortado import _names, _nats
 from cortado.v1 import records_pb2
 
 
@@ -24,7 +24,7 @@ class Payloads:
         if not item.payload_object:
             return item.payload
         if self._store is None:
-            self._store = await natsutil.object_store(self._js, names.PAYLOADS_STORE)
+            self._store = await _nats.object_store(self._js, _names.PAYLOADS_STORE)
         result = await self._store.get(item.payload_object)
         return bytes(result.data or b"")
 

@@ -18,8 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from cortado import names
-from cortado.lifecycle import wait_any
+from cortado import _names
+from cortado._lifecycle import wait_any
 from services.executor.priority import LEVELS
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class LevelFeeds:
     """One PullFeed per priority level of an API's work stream, each passing messages to take(level)."""
 
     def __init__(self, nc: Client, stream: str, take: Callable[[int], Callable[[Msg], None]]) -> None:
-        self._feeds = {level: PullFeed(nc, stream, names.work_consumer(level), take(level)) for level in LEVELS}
+        self._feeds = {level: PullFeed(nc, stream, _names.work_consumer(level), take(level)) for level in LEVELS}
 
     async def start(self) -> None:
         """Start every level's feed."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from cortado import names, records
+from cortado import _names, records
 from cortado.records import RecordStore
 from cortado.v1 import records_pb2
 from services.executor.held import trace_headers
@@ -122,9 +122,9 @@ async def bury(js: JetStreamContext, msg: Msg, item: records_pb2.WorkItem, faile
     """
     try:
         await js.publish(
-            names.dead_subject(item.api, item.id),
+            _names.dead_subject(item.api, item.id),
             msg.data,
-            stream=names.DEAD_STREAM,
+            stream=_names.DEAD_STREAM,
             headers=dead_letter_headers(msg, failed),
         )
     except Exception as exc:

@@ -16,8 +16,8 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 from prometheus_client.multiprocess import mark_process_dead
 
-from cortado import chaining
-from cortado.gpu import cuda_visible_devices
+from cortado import _chaining
+from cortado._gpu import cuda_visible_devices
 from cortado.project import ProjectError, parse_dotenv, unpack_bundle
 from cortado.records import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
@@ -68,7 +68,7 @@ class ReplicaContext:
     cancel_grace_seconds: float = CANCEL_GRACE_SECONDS
     """How long a cancelled request's handler has to stop before its process is restarted."""
     chain_secret: bytes | None = None
-    """The mesh's chaining secret: the handler's proxy address carries its API's chaining token (cortado.chaining)."""
+    """The mesh's chaining secret: the handler's proxy address carries its API's chaining token (cortado._chaining)."""
 
 
 async def prepare_project(
@@ -150,8 +150,8 @@ class Replica:
             latency_seconds_sum=self.latency_seconds_sum,
         )
 
-    def start(self) -> None:
-        """Begin running in the background."""
+    async def start(self) -> None:
+        """Begin running in the background (the handler process starts, and restarts, there)."""
         self._task = asyncio.create_task(self._run(), name=f"replica-{self.spec.name}-{self.placement.replica}")
 
     def _set(self, state: control_pb2.ReplicaState.ValueType, message: str = "") -> None:
@@ -160,8 +160,9 @@ class Replica:
             self.message = message
             self._on_change.set()
 
-    async def stop(self, grace: float) -> None:
-        """Drain: stop pulling, let the process finish what it runs (SIGTERM; killed after grace seconds), record it."""
+    async def stop(self) -> None:
+        """Drain: stop pulling, let the process finish what it runs (SIGTERM; killed after the grace), record it."""
+        grace = self._context.grace_seconds
         self._stopping = True
         self._set(control_pb2.REPLICA_STATE_DRAINING)
         if self._dispatcher is not None:
@@ -268,7 +269,7 @@ class Replica:
             # The executor's proxy (not one handler.env set) vouches for the API's chained calls.
             proxy = self._context.base_env.get(name)
             if secret and proxy and env.get(name) == proxy:
-                env[name] = chaining.proxy_with_token(proxy, chaining.token_for(secret, self.spec.name))
+                env[name] = _chaining.proxy_with_token(proxy, _chaining.token_for(secret, self.spec.name))
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(list(self.placement.gpu_indices))
         env.update(format_replica_environment(self.placement.replica, self._context.grace_seconds))
         return env

@@ -15,7 +15,7 @@ import time
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from cortado import resultobjects
+from cortado import _resultobjects
 from cortado.result import INLINE_RESULT_BYTES, JSON_TYPE, MAX_RESULT_BYTES, check_content_type
 from cortado.v1 import handler_pb2, records_pb2
 from services.executor.spool import ResultSpool, Spooled, remove
@@ -99,11 +99,11 @@ class ResultKeeper:
     async def _put(self, name: str, spooled: Spooled) -> None:
         """Store a spooled result under name (retried across a NATS fail-over), expiring with its record."""
         if self._results is None:
-            self._results = await resultobjects.results_store(self._js)
+            self._results = await _resultobjects.results_store(self._js)
         expires_at = time.time() + max(1.0, self._retention)
         for attempt in range(RESULT_PUT_ATTEMPTS):
             try:
-                await resultobjects.put_result(self._results, name, self._api, spooled.path, expires_at)
+                await _resultobjects.put_result(self._results, name, self._api, spooled.path, expires_at)
                 return
             except Exception:
                 if attempt == RESULT_PUT_ATTEMPTS - 1:

@@ -12,8 +12,8 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado.lifecycle import wait_any
-from cortado.mirror import KvMirror
+from cortado._lifecycle import wait_any
+from cortado._mirror import KvMirror
 from cortado.records import RecordStore, now_timestamp
 from cortado.v1 import control_pb2
 from services.executor.config import ExecutorSettings
@@ -116,7 +116,7 @@ class Supervisor:
             if placement is None or placement.version != replica.spec.version:
                 del self.replicas[key]
                 log.info("stopping replica", extra={"api": key[0], "replica": key[1]})
-                task = asyncio.create_task(replica.stop(self._settings.grace_seconds))
+                task = asyncio.create_task(replica.stop())
                 self._stopping.add(task)
                 task.add_done_callback(self._stopping.discard)
         for key, placement in wanted.items():
@@ -128,13 +128,13 @@ class Supervisor:
             replica = Replica(placement, spec, self._context, self._changed)
             self.replicas[key] = replica
             log.info("starting replica", extra={"api": key[0], "replica": key[1], "version": spec.version})
-            replica.start()
+            await replica.start()
 
     async def drain(self) -> None:
         """Drain every replica (in-flight work finishes within the grace period) and leave the pool."""
         replicas = list(self.replicas.values())
         self.replicas.clear()
-        await asyncio.gather(*(r.stop(self._settings.grace_seconds) for r in replicas), return_exceptions=True)
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
         try:
             await self._executors_kv.delete(self._settings.executor_id)
         except Exception:

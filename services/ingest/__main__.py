@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from cortado import names, natsutil, webhooks
-from cortado.apikeys import KeyGate
-from cortado.mirror import ApiIndex
+from cortado import _names, _nats, webhooks
+from cortado._apikeys import KeyGate
+from cortado._mirror import ApiIndex
+from cortado._service import ServiceRunner, run_main
+from cortado._telemetry import connect_observed
 from cortado.records.cancel import Canceller
 from cortado.records.follow import RecordWaiters
 from cortado.records.outcomes import Outcomes
-from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES, IngestSettings
 from services.ingest.servicer import RequestsServicer, SubmissionServicer, WaitingSubmissionServicer
@@ -31,12 +31,12 @@ async def main() -> None:
         max_receive_bytes=MAX_SUBMIT_MESSAGE_BYTES,
     )
     nc = await connect_observed(settings.nats_url, "cortado-ingest", settings.metrics_address)
-    runner.defer(lambda: natsutil.drain(nc))
+    runner.defer(lambda: _nats.drain(nc))
     js = nc.jetstream()
-    apis = await runner.enter(await natsutil.api_registry(js))
-    requests = await natsutil.requests_bucket(js)
-    idempotency = await natsutil.idempotency_bucket(js)
-    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
+    apis = await runner.enter(await _nats.api_registry(js))
+    requests = await _nats.requests_bucket(js)
+    idempotency = await _nats.idempotency_bucket(js)
+    payloads = await _nats.object_store(js, _names.PAYLOADS_STORE)
 
     submitter = Submitter(
         js, apis, payloads, settings.inline_payload_bytes, requests, idempotency, json_limits=settings.json_limits

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cortado.env import Env, ServiceSettings
+from cortado._env import Env, ServiceSettings
+from cortado._waiting import max_wait_seconds
 from cortado.runtime import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_BODY_BYTES, MAX_JSON_DEPTH, JsonLimits
-from cortado.waiting import max_wait_seconds
 
 MAX_SUBMIT_MESSAGE_BYTES = MAX_BODY_BYTES + 1024 * 1024
 """Largest Submit message (or SubmitStream item) ingest reads: a body at the limit and room for the rest of the

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from cortado import names
+from cortado import _names
 from cortado.v1 import records_pb2
 from services.ingest.submitter import Options
 
 PRIORITY_HEADER = "cortado-priority"
 WEBHOOK_HEADER = "cortado-webhook"
 
-_PRIORITIES = {name: value for value, name in names.PRIORITY_NAMES.items()}
+_PRIORITIES = {name: value for value, name in _names.PRIORITY_NAMES.items()}
 
 
 class OptionsError(ValueError):
@@ -37,7 +37,7 @@ def submit_options(
     check_webhook returns the URL to store or raises ValueError with the reason it is refused.
     """
     if priority:
-        if priority not in names.PRIORITY_NAMES:
+        if priority not in _names.PRIORITY_NAMES:
             raise OptionsError(f"priority {priority} is not one of PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW")
     elif PRIORITY_HEADER in headers:
         priority = parse_priority(headers[PRIORITY_HEADER])

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from cortado import names
+from cortado import _names
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ class QueueLimits:
         try:
             # queue.max_length applies to every priority together.
             pending = 0
-            for priority in names.PRIORITIES:
-                info = await self._js.consumer_info(names.work_stream(api), names.work_consumer(priority))
+            for priority in _names.PRIORITIES:
+                info = await self._js.consumer_info(_names.work_stream(api), _names.work_consumer(priority))
                 pending += int(info.num_pending or 0)
         except Exception as exc:
             log.warning("queue length not read", extra={"api": api, "error": repr(exc)})

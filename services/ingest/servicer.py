@@ -14,11 +14,11 @@ import grpc
 from google.api import httpbody_pb2
 from google.rpc import status_pb2
 
-from cortado import records, waiting
-from cortado.apikeys import KeyGate, Metadata
+from cortado import _waiting, records
+from cortado._apikeys import KeyGate, Metadata
+from cortado._service import abort
 from cortado.records.cancel import ApiNotDeployed, Cancelled, Canceller, Outcome
 from cortado.records.outcomes import Outcomes
-from cortado.service import abort
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 from services.ingest.options import PRIORITY_HEADER, WEBHOOK_HEADER, OptionsError, submit_options
 from services.ingest.submitter import Options, Prepared, Refused, Submitter
@@ -101,15 +101,15 @@ class SubmissionServicer(public_pb2_grpc.SubmissionServicer):
         key = request.idempotency_key or headers.get(IDEMPOTENCY_HEADER)
         body = request.body
         try:
-            waiting.check_seconds(request.wait, "wait")
+            _waiting.check_seconds(request.wait, "wait")
             options = submit_options(request.priority, request.webhook, headers, self._check_webhook)
-        except (waiting.WaitError, OptionsError) as exc:
+        except (_waiting.WaitError, OptionsError) as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             if request.wait == 0:
                 prepared = await self._submitter.submit(request.api, body.content_type, body.data, key, options)
                 return public_pb2.SubmitResponse(id=prepared.id)
-            seconds = waiting.capped(request.wait, self._max_wait)
+            seconds = _waiting.capped(request.wait, self._max_wait)
             request_id, view = await self._waiting.submit(
                 request.api, body.content_type, body.data, key, seconds, options
             )
@@ -224,7 +224,7 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
         try:
             seconds = self._seconds(request.wait, headers.get(PREFER_HEADER, ""))
             options = submit_options(0, "", headers, self._check_webhook)
-        except (waiting.WaitError, OptionsError) as exc:
+        except (_waiting.WaitError, OptionsError) as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         body = request.body
         try:
@@ -235,18 +235,18 @@ class WaitingSubmissionServicer(public_pb2_grpc.WaitingSubmissionServicer):
             await _refuse(context, refused)
         # Exactly what GET /<api>/<id> answers for the record as it now stands, its HTTP status included.
         if view.status == records_pb2.REQUEST_STATUS_NOT_FOUND:
-            await context.send_initial_metadata(((waiting.HTTP_STATUS_HEADER, "404"),))
+            await context.send_initial_metadata(((_waiting.HTTP_STATUS_HEADER, "404"),))
         return httpbody_pb2.HttpBody(content_type="application/json", data=records.render_json(view, request.api))
 
     def _seconds(self, query: str, prefer: str) -> float:
         """The wait asked for: `?wait=` first, else the Prefer header's `wait` (Envoy routes only these here)."""
         if query:
-            return waiting.parse_seconds(query, "?wait=", self._max_wait)
-        preferred = waiting.prefer_wait(prefer)
+            return _waiting.parse_seconds(query, "?wait=", self._max_wait)
+        preferred = _waiting.prefer_wait(prefer)
         if preferred is not None:
-            return waiting.parse_seconds(preferred, "the wait in the Prefer header", self._max_wait)
+            return _waiting.parse_seconds(preferred, "the wait in the Prefer header", self._max_wait)
         # Envoy sends here only a POST with ?wait= or with `wait=` in Prefer: this one had an empty ?wait=.
-        return waiting.parse_seconds(query, "?wait=", self._max_wait)
+        return _waiting.parse_seconds(query, "?wait=", self._max_wait)
 
 
 class RequestsServicer(public_pb2_grpc.RequestsServicer):
@@ -271,7 +271,7 @@ class RequestsServicer(public_pb2_grpc.RequestsServicer):
         view = records.view(done.record) if done.record is not None else records.not_found_view(request.id)
         status = {Outcome.FINISHED: "409", Outcome.UNKNOWN: "404"}.get(done.outcome)
         if status is not None:
-            await context.send_initial_metadata(((waiting.HTTP_STATUS_HEADER, status),))
+            await context.send_initial_metadata(((_waiting.HTTP_STATUS_HEADER, status),))
         body = records.render_json(view, request.api)
         if done.outcome == Outcome.FINISHED:
             body = body[:-1] + b',"message":' + json.dumps(_finished_message(request, view)).encode() + b"}"

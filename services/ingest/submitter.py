@@ -15,8 +15,8 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import metrics, names, natsutil, records, tracing
-from cortado.mirror import ApiIndex, KvMirror
+from cortado import _metrics, _names, _nats, _tracing, records
+from cortado._mirror import ApiIndex, KvMirror
 from cortado.records import now_timestamp
 from cortado.runtime import MAX_BODY_BYTES, JsonLimits, PayloadError, check_payload
 from cortado.v1 import control_pb2, records_pb2
@@ -127,13 +127,13 @@ class Submitter:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"API {requested!r} is not deployed")
         api = str(spec.name)
         if len(body) > MAX_BODY_BYTES:
-            metrics.REQUESTS_REJECTED.labels(api, "too_large").inc()
+            _metrics.REQUESTS_REJECTED.labels(api, "too_large").inc()
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, body_too_large(len(body)))
         try:
             # A piece at a time, building nothing: a large or hostile body neither holds the loop nor grows memory.
             await check_payload(content_type, body, self._json_limits)
         except PayloadError as exc:
-            metrics.REQUESTS_REJECTED.labels(api, "invalid_payload").inc()
+            _metrics.REQUESTS_REJECTED.labels(api, "invalid_payload").inc()
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         request_id = new_request_id()
         known = False
@@ -177,13 +177,13 @@ class Submitter:
                     raise self._refusal(api, exc) from exc
                 queued()
         except QueueFullError as exc:
-            metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
+            _metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{exc}; retry after {RETRY_AFTER_SECONDS}s",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
-        metrics.REQUESTS_SUBMITTED.labels(api).inc()
+        _metrics.REQUESTS_SUBMITTED.labels(api).inc()
 
     async def _publish(self, item: records_pb2.WorkItem) -> None:
         """Publish the work item; raises only when it is certainly not queued.
@@ -192,9 +192,9 @@ class Submitter:
         connection) may have been stored: it is sent again under the same `Nats-Msg-Id`, which JetStream
         stores at most once, and a last failure counts only when the queue does not hold the request.
         """
-        subject, stream = names.work_subject(item.api, item.id, item.priority), names.work_stream(item.api)
+        subject, stream = _names.work_subject(item.api, item.id, item.priority), _names.work_stream(item.api)
         data = item.SerializeToString()
-        headers = tracing.inject_headers({"Nats-Msg-Id": item.id})
+        headers = _tracing.inject_headers({"Nats-Msg-Id": item.id})
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 await self._js.publish(subject, data, stream=stream, headers=headers)
@@ -223,7 +223,7 @@ class Submitter:
         """
         slot = hashlib.sha256(f"{api}\0{key}".encode()).hexdigest()
         try:
-            await natsutil.kv_put_if(self._js, names.IDEMPOTENCY_BUCKET, slot, request_id.encode(), last=0)
+            await _nats.kv_put_if(self._js, _names.IDEMPOTENCY_BUCKET, slot, request_id.encode(), last=0)
             return request_id, False
         except KeyWrongLastSequenceError:
             pass
@@ -238,14 +238,14 @@ class Submitter:
     @staticmethod
     def _refusal(api: str, exc: BaseException) -> Refused:
         if isinstance(exc, APIError) and exc.err_code in _QUEUE_FULL_CODES:
-            metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
+            _metrics.REQUESTS_REJECTED.labels(api, "queue_full").inc()
             return Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the queue of API {api!r} is full; retry after {RETRY_AFTER_SECONDS}s",
                 retry_after=RETRY_AFTER_SECONDS,
             )
         if isinstance(exc, APIError) and exc.err_code in _STORE_FULL_CODES:
-            metrics.REQUESTS_REJECTED.labels(api, "store_full").inc()
+            _metrics.REQUESTS_REJECTED.labels(api, "store_full").inc()
             log.error("the store is full; submits are refused", extra={"api": api, "error": exc.description})
             return Refused(
                 grpc.StatusCode.UNAVAILABLE,

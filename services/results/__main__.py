@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cortado import natsutil
-from cortado.apikeys import KeyGate
+from cortado import _nats
+from cortado._apikeys import KeyGate
+from cortado._service import ServiceRunner, run_main
+from cortado._telemetry import connect_observed
 from cortado.records.follow import RecordWaiters
-from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import connect_observed
 from cortado.v1 import public_pb2_grpc
 from services.results.config import ResultsSettings
 from services.results.servicer import ResultsServicer
@@ -17,10 +17,10 @@ async def main() -> None:
     settings = ResultsSettings.from_env()
     runner = ServiceRunner("results", settings.address, ["cortado.v1.Results"], settings.grace_seconds)
     nc = await connect_observed(settings.nats_url, "cortado-results", settings.metrics_address)
-    runner.defer(lambda: natsutil.drain(nc))
+    runner.defer(lambda: _nats.drain(nc))
     js = nc.jetstream()
-    apis = await runner.enter(await natsutil.api_registry(js))
-    requests = await natsutil.requests_bucket(js)
+    apis = await runner.enter(await _nats.api_registry(js))
+    requests = await _nats.requests_bucket(js)
     waiters = await runner.enter(RecordWaiters(nc, requests))
     gate = await runner.enter(KeyGate.from_env(js))
     servicer = ResultsServicer(js, requests, apis, waiters, settings.max_wait_seconds, gate)

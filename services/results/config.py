@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cortado.env import Env, ServiceSettings
-from cortado.waiting import max_wait_seconds, max_watch_seconds
+from cortado._env import Env, ServiceSettings
+from cortado._waiting import max_wait_seconds, max_watch_seconds
 
 
 @dataclass(frozen=True)

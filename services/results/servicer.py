@@ -17,14 +17,14 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import records, resultobjects
-from cortado.apikeys import KeyGate
-from cortado.mirror import ApiIndex, KvMirror
+from cortado import _resultobjects, records
+from cortado._apikeys import KeyGate
+from cortado._mirror import ApiIndex, KvMirror
+from cortado._service import abort
+from cortado._waiting import DEFAULT_MAX_WATCH_SECONDS, HTTP_STATUS_HEADER, capped
 from cortado.records.follow import RecordWaiters
 from cortado.result import JSON_TYPE
-from cortado.service import abort
 from cortado.v1 import control_pb2, public_pb2, public_pb2_grpc, records_pb2
-from cortado.waiting import DEFAULT_MAX_WATCH_SECONDS, HTTP_STATUS_HEADER, capped
 
 log = logging.getLogger(__name__)
 
@@ -259,15 +259,15 @@ class ResultsServicer(public_pb2_grpc.ResultsServicer):
             yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
             return
         if self._results is None:
-            self._results = await resultobjects.results_store(self._js)
+            self._results = await _resultobjects.results_store(self._js)
         first = True
         try:
-            async for data in resultobjects.read_result(
+            async for data in _resultobjects.read_result(
                 self._js, self._results, record.result_object, record.result_sha256
             ):
                 yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)
                 first = False
-        except resultobjects.ResultDataLossError as exc:
+        except _resultobjects.ResultDataLossError as exc:
             log.error("stored result unreadable", extra={"id": request.id, "error": str(exc)})
             await abort(context, grpc.StatusCode.DATA_LOSS, f"request {request.id!r}: {exc}")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cortado import names, natsutil, resultobjects
-from cortado.auth import TokenInterceptor
-from cortado.mirror import KvMirror
+from cortado import _names, _nats, _resultobjects
+from cortado._auth import TokenInterceptor
+from cortado._mirror import KvMirror
+from cortado._service import ServiceRunner, run_main
+from cortado._telemetry import connect_observed
+from cortado._tls import server_credentials
 from cortado.records.cancel import Canceller
-from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import connect_observed
-from cortado.tls import server_credentials
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.activity import SAMPLE_SECONDS, Activity
 from services.scheduler.apikeys import ApiKeyStore
@@ -54,23 +54,23 @@ async def main() -> None:
         credentials=server_credentials(settings.tls) if settings.tls else None,
     )
     nc = await connect_observed(settings.nats_url, "cortado-scheduler", settings.metrics_address)
-    runner.defer(lambda: natsutil.drain(nc))
+    runner.defer(lambda: _nats.drain(nc))
     js = nc.jetstream()
-    apis_kv = await natsutil.apis_bucket(js)
-    placements_kv = await natsutil.placements_bucket(js)
+    apis_kv = await _nats.apis_bucket(js)
+    placements_kv = await _nats.placements_bucket(js)
     apis = await runner.enter(KvMirror(apis_kv, control_pb2.ApiSpec.FromString))
-    executors = await runner.enter(KvMirror(await natsutil.executors_bucket(js), control_pb2.ExecutorInfo.FromString))
+    executors = await runner.enter(KvMirror(await _nats.executors_bucket(js), control_pb2.ExecutorInfo.FromString))
     placements = await runner.enter(KvMirror(placements_kv, control_pb2.ExecutorPlacements.FromString))
-    requests_kv = await natsutil.requests_bucket(js)
-    payloads = await natsutil.object_store(js, names.PAYLOADS_STORE)
-    bundles = await natsutil.object_store(js, names.BUNDLES_STORE)
-    results = await resultobjects.results_store(js)
+    requests_kv = await _nats.requests_bucket(js)
+    payloads = await _nats.object_store(js, _names.PAYLOADS_STORE)
+    bundles = await _nats.object_store(js, _names.BUNDLES_STORE)
+    results = await _resultobjects.results_store(js)
     await ensure_logs_stream(js)
     await ensure_dead_stream(js)
     # The webhooks stream exists before any request finishes, whether or not a webhook sender runs yet.
     await webhooks_stream.ensure_stream(js, settings.webhooks_max_bytes)
-    webhook_secrets = WebhookSecrets(nc, await natsutil.key_value(js, names.WEBHOOK_SECRETS_BUCKET, history=1))
-    api_keys = await runner.enter(ApiKeyStore(await natsutil.key_value(js, names.API_KEYS_BUCKET, history=1)))
+    webhook_secrets = WebhookSecrets(nc, await _nats.key_value(js, _names.WEBHOOK_SECRETS_BUCKET, history=1))
+    api_keys = await runner.enter(ApiKeyStore(await _nats.key_value(js, _names.API_KEYS_BUCKET, history=1)))
 
     registry = Registry(js, apis_kv, apis, bundles, settings.ack_wait_seconds, webhook_secrets, settings.webhook_policy)
     reconciler = Reconciler(
@@ -101,7 +101,7 @@ async def main() -> None:
     runner.defer(lease.release)
     runner.background(lease.run())
     runner.background(reconciler.run(lease.leading))
-    runner.background(resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds))
+    runner.background(_resultobjects.sweep_while_leading(results, lease.leading, settings.result_sweep_seconds))
     runner.background(sample_activity(activity, executors, SAMPLE_SECONDS))
     runner.on_stopping(servicer.close_streams)
     await runner.start()

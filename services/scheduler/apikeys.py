@@ -1,6 +1,6 @@
 """The scheduler's side of API keys: making, listing and revoking them in the API keys bucket.
 
-Only the scheduler writes the bucket; ingest and results mirror it (`cortado.apikeys.KeyGate`). A key is shown
+Only the scheduler writes the bucket; ingest and results mirror it (`cortado._apikeys.KeyGate`). A key is shown
 once, when made; the bucket keeps the SHA-256 of its secret. A revoked key's record stays (so a refusal can say
 it was revoked) with `revoked_at` set.
 """
@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js.kv import KeyValue
 
-from cortado import apikeys
-from cortado.mirror import KvMirror
+from cortado import _apikeys
+from cortado._mirror import KvMirror
 from cortado.v1 import control_pb2
 
 MAX_EXPIRES_DAYS = 3650
@@ -81,14 +81,14 @@ class ApiKeyStore:
             raise ApiKeyError(f"a key named {name!r} exists already: revoke it first, or choose another name")
         now = datetime.now(UTC)
         expires_at = None if expires_in is None else now + expires_in
-        key, record = apikeys.new_key(name, apis, now, expires_at, rate_per_second, burst)
+        key, record = _apikeys.new_key(name, apis, now, expires_at, rate_per_second, burst)
         await self._kv.create(record.id, record.SerializeToString())
         await self._keys.wait_for(record.id, lambda value: value is not None)
         return key, record
 
     async def revoke(self, key: str) -> control_pb2.ApiKey:
         """Revoke the key with this id (or name; a full key works too); its record. NoSuchKeyError when none."""
-        wanted = key.removeprefix(apikeys.PREFIX).split("_", 1)[0] if key.startswith(apikeys.PREFIX) else key
+        wanted = key.removeprefix(_apikeys.PREFIX).split("_", 1)[0] if key.startswith(_apikeys.PREFIX) else key
         matches = [r for r in self.records() if wanted in (r.id, r.name)]
         live = [r for r in matches if not r.HasField("revoked_at")]
         if not matches:

@@ -7,10 +7,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cortado import resultobjects
-from cortado.auth import is_loopback_host
-from cortado.env import Env, ServiceSettings, SettingsError
-from cortado.tls import TlsError, load_server_pair
+from cortado import _resultobjects
+from cortado._auth import is_loopback_host
+from cortado._env import Env, ServiceSettings, SettingsError
+from cortado._tls import TlsError, load_server_pair
 from cortado.webhooks import UrlPolicy
 from services.webhooks import stream as webhooks_stream
 
@@ -78,7 +78,7 @@ class SchedulerSettings(ServiceSettings):
     it refuses fails. The webhook senders and ingest must be given the same settings."""
     webhooks_max_bytes: int = webhooks_stream.STREAM_MAX_BYTES
     """Byte limit of the webhooks stream, which the scheduler creates at start (CORTADO_WEBHOOKS_MAX_BYTES)."""
-    result_sweep_seconds: float = resultobjects.SWEEP_SECONDS
+    result_sweep_seconds: float = _resultobjects.SWEEP_SECONDS
     """How often the leading scheduler deletes expired large results (CORTADO_RESULT_SWEEP_SECONDS)."""
     traces_url: str = ""
     """Jaeger's web address (CORTADO_CONSOLE_TRACES_URL, such as http://localhost:16686): the console links each
@@ -125,7 +125,7 @@ class SchedulerSettings(ServiceSettings):
             scheduler_id=env.text("SCHEDULER_ID", f"{socket.gethostname()}-{os.getpid()}"),
             tls=_tls(env),
             webhook_policy=UrlPolicy.from_env(env),
-            result_sweep_seconds=env.number("RESULT_SWEEP_SECONDS", resultobjects.SWEEP_SECONDS, minimum=0.1),
+            result_sweep_seconds=env.number("RESULT_SWEEP_SECONDS", _resultobjects.SWEEP_SECONDS, minimum=0.1),
             webhooks_max_bytes=webhooks_stream.stream_max_bytes(env),
             traces_url=env.text("CONSOLE_TRACES_URL", ""),
         )

@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from cortado import names, natsutil, tracing
-from cortado.env import Env
+from cortado import _names, _nats, _tracing
+from cortado._env import Env
 from cortado.records import now_timestamp
 from cortado.v1 import control_pb2, records_pb2
 
@@ -40,24 +40,24 @@ class NoSuchDeadLetterError(LookupError):
 async def ensure_dead_stream(js: JetStreamContext) -> None:
     """Create the dead-letter stream if it does not exist (oldest letters go first when it is full)."""
     config = StreamConfig(
-        name=names.DEAD_STREAM,
+        name=_names.DEAD_STREAM,
         subjects=["cortado.dead.>"],
         storage=StorageType.FILE,
         max_age=DEAD_MAX_AGE_SECONDS,
         max_bytes=Env().integer("DEAD_MAX_BYTES", DEAD_MAX_BYTES, minimum=1024),
         discard=DiscardPolicy.OLD,
-        num_replicas=natsutil.replicas(),
+        num_replicas=_nats.replicas(),
     )
-    await natsutil.ensure_stream(js, config)
+    await _nats.ensure_stream(js, config)
 
 
 async def list_dead_letters(js: JetStreamContext, api: str) -> list[control_pb2.DeadLetter]:
     """The API's dead letters, newest first (at most MAX_LISTED)."""
-    info = await js.stream_info(names.DEAD_STREAM, subjects_filter=names.dead_subject(api, ">"))
+    info = await js.stream_info(_names.DEAD_STREAM, subjects_filter=_names.dead_subject(api, ">"))
     letters: list[control_pb2.DeadLetter] = []
     for subject in list(info.state.subjects or {})[-MAX_LISTED:]:
         try:
-            msg = await js.get_msg(names.DEAD_STREAM, subject=subject)
+            msg = await js.get_msg(_names.DEAD_STREAM, subject=subject)
         except NotFoundError:
             continue
         item = records_pb2.WorkItem.FromString(msg.data or b"")
@@ -83,7 +83,7 @@ async def list_dead_letters(js: JetStreamContext, api: str) -> list[control_pb2.
 async def replay_dead_letter(js: JetStreamContext, api: str, request_id: str) -> str:
     """Queue the dead letter's request again under a new id (returned) and remove the letter."""
     try:
-        msg = await js.get_msg(names.DEAD_STREAM, subject=names.dead_subject(api, request_id))
+        msg = await js.get_msg(_names.DEAD_STREAM, subject=_names.dead_subject(api, request_id))
     except NotFoundError:
         raise NoSuchDeadLetterError(request_id) from None
     item = records_pb2.WorkItem.FromString(msg.data or b"")
@@ -91,11 +91,11 @@ async def replay_dead_letter(js: JetStreamContext, api: str, request_id: str) ->
     item.submitted_at.CopyFrom(now_timestamp())
     # The body (inline, or the Object Store entry the letter kept) goes with it.
     await js.publish(
-        names.work_subject(api, item.id, item.priority),
+        _names.work_subject(api, item.id, item.priority),
         item.SerializeToString(),
-        stream=names.work_stream(api),
-        headers=tracing.inject_headers({"Nats-Msg-Id": item.id}),
+        stream=_names.work_stream(api),
+        headers=_tracing.inject_headers({"Nats-Msg-Id": item.id}),
     )
     if msg.seq is not None:
-        await js.delete_msg(names.DEAD_STREAM, msg.seq)
+        await js.delete_msg(_names.DEAD_STREAM, msg.seq)
     return item.id

@@ -8,7 +8,7 @@ import logging
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
-from cortado import names, natsutil
+from cortado import _names, _nats
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Lease:
         bounded by that deadline, so a NATS server that stops answering cannot keep it leading while a
         standby (which waits for the key to expire, a whole TTL) takes over.
         """
-        await natsutil.key_value(self._js, names.LEASES_BUCKET, history=1, ttl=self._ttl)
+        await _nats.key_value(self._js, _names.LEASES_BUCKET, history=1, ttl=self._ttl)
         loop = asyncio.get_running_loop()
         renewed_at = 0.0
         while True:
@@ -48,8 +48,12 @@ class Lease:
             budget = (renewed_at + self._ttl / 2 - loop.time()) if leading else self._ttl / 3
             try:
                 revision = await asyncio.wait_for(
-                    natsutil.kv_put_if(
-                        self._js, names.LEASES_BUCKET, LEASE_KEY, self.holder.encode(), self._revision if leading else 0
+                    _nats.kv_put_if(
+                        self._js,
+                        _names.LEASES_BUCKET,
+                        LEASE_KEY,
+                        self.holder.encode(),
+                        self._revision if leading else 0,
                     ),
                     timeout=max(budget, 0.05),
                 )
@@ -72,7 +76,7 @@ class Lease:
             return
         self.leading.clear()
         try:
-            kv = await self._js.key_value(names.LEASES_BUCKET)
+            kv = await self._js.key_value(_names.LEASES_BUCKET)
             await kv.delete(LEASE_KEY, last=self._revision)
         except Exception:
             log.warning("lease not released; it expires on its own", exc_info=True)

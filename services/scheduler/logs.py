@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
-from cortado import names, natsutil
-from cortado.env import Env
+from cortado import _names, _nats
+from cortado._env import Env
 
 LOGS_MAX_AGE_SECONDS = 24 * 3600.0
 LOGS_MAX_BYTES = 1024**3
@@ -23,24 +23,24 @@ CAUGHT_UP_SECONDS = 0.3
 async def ensure_logs_stream(js: JetStreamContext) -> None:
     """Create the logs stream if it does not exist (oldest lines go first when it is full)."""
     config = StreamConfig(
-        name=names.LOGS_STREAM,
-        subjects=[names.logs_subject("*")],
+        name=_names.LOGS_STREAM,
+        subjects=[_names.logs_subject("*")],
         storage=StorageType.FILE,
         max_age=LOGS_MAX_AGE_SECONDS,
         max_bytes=Env().integer("LOGS_MAX_BYTES", LOGS_MAX_BYTES, minimum=1024),
         discard=DiscardPolicy.OLD,
-        num_replicas=natsutil.replicas(),
+        num_replicas=_nats.replicas(),
     )
-    await natsutil.ensure_stream(js, config)
+    await _nats.ensure_stream(js, config)
 
 
 async def stream_logs(js: JetStreamContext, api: str, tail: int, follow: bool) -> AsyncIterator[bytes]:
     """The last `tail` lines of the past hour, then (follow) every new line until the consumer stops iterating."""
     start = datetime.now(UTC) - TAIL_WINDOW
     # Lines stored up to now are history (subject to tail); anything later is new.
-    history_end = (await js.stream_info(names.LOGS_STREAM)).state.last_seq
+    history_end = (await js.stream_info(_names.LOGS_STREAM)).state.last_seq
     sub = await js.subscribe(
-        names.logs_subject(api),
+        _names.logs_subject(api),
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.BY_START_TIME,
         config=ConsumerConfig(opt_start_time=start),

@@ -13,9 +13,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from cortado import metrics, names
-from cortado.lifecycle import wait_any
-from cortado.mirror import KvMirror
+from cortado import _metrics, _names
+from cortado._lifecycle import wait_any
+from cortado._mirror import KvMirror
 from cortado.v1 import control_pb2
 from services.scheduler.autoscaler import Autoscaler
 from services.scheduler.kube import KubeServices
@@ -86,7 +86,7 @@ class Reconciler:
     def _scale(self, name: str, current: int, desired: int, reason: str) -> None:
         self._replicas[name] = desired
         direction = "up" if desired > current else "down"
-        metrics.SCALING_DECISIONS.labels(name, direction).inc()
+        _metrics.SCALING_DECISIONS.labels(name, direction).inc()
         log.info(
             "scaling",
             extra={"api": name, "from_replicas": current, "to_replicas": desired, "reason": reason},
@@ -144,8 +144,8 @@ class Reconciler:
             except Exception:
                 log.warning("queue depth unavailable", extra={"api": name}, exc_info=True)
                 continue
-            metrics.QUEUE_LENGTH.labels(name).set(depths[name][0])
-            metrics.IN_FLIGHT.labels(name).set(depths[name][1])
+            _metrics.QUEUE_LENGTH.labels(name).set(depths[name][0])
+            _metrics.IN_FLIGHT.labels(name).set(depths[name][1])
         return depths
 
     async def reconcile_once(self) -> None:
@@ -176,19 +176,19 @@ class Reconciler:
                 if replica.state == control_pb2.REPLICA_STATE_READY:
                     ready[replica.api] = ready.get(replica.api, 0) + 1
         for name in apis:
-            metrics.REPLICAS.labels(name, "desired").set(desired[name])
-            metrics.REPLICAS.labels(name, "ready").set(ready.get(name, 0))
+            _metrics.REPLICAS.labels(name, "desired").set(desired[name])
+            _metrics.REPLICAS.labels(name, "ready").set(ready.get(name, 0))
         for gone in self._published - set(apis):
-            for metric in (metrics.REPLICAS,):
+            for metric in (_metrics.REPLICAS,):
                 for state in ("desired", "ready"):
                     with contextlib.suppress(KeyError):
                         metric.remove(gone, state)
-            for gauge in (metrics.QUEUE_LENGTH, metrics.IN_FLIGHT):
+            for gauge in (_metrics.QUEUE_LENGTH, _metrics.IN_FLIGHT):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
-            for priority in names.PRIORITIES:
+            for priority in _names.PRIORITIES:
                 with contextlib.suppress(KeyError):
-                    metrics.QUEUE_BY_PRIORITY.remove(gone, names.priority_name(priority))
+                    _metrics.QUEUE_BY_PRIORITY.remove(gone, _names.priority_name(priority))
         self._published = set(apis)
         if self._services is not None:
             try:
@@ -209,4 +209,4 @@ class Reconciler:
             async def arrived(msg: Msg, name: str = name) -> None:
                 self.wake_api(name)
 
-            self._sleepers[name] = await self._nc.subscribe(names.work_subjects(name), cb=arrived)
+            self._sleepers[name] = await self._nc.subscribe(_names.work_subjects(name), cb=arrived)

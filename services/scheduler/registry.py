@@ -17,8 +17,8 @@ from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import metrics, names, natsutil
-from cortado.mirror import KvMirror
+from cortado import _metrics, _names, _nats
+from cortado._mirror import KvMirror
 from cortado.project import ConfigError, ParsedConfig, ProjectError, parse_config, parse_dotenv, unpack_bundle
 from cortado.records import now_timestamp
 from cortado.runtime import HandlerDefinitionError, check_handler_source
@@ -148,7 +148,7 @@ class Registry:
                     response.apis.add(name=spec.name, version=previous.version)
                     continue
             spec.version = (previous.version if previous else 0) + 1
-            spec.bundle_object = names.bundle_object(spec.name, spec.version)
+            spec.bundle_object = _names.bundle_object(spec.name, spec.version)
             spec.deployed_at.CopyFrom(now_timestamp())
             await self._bundles.put(spec.bundle_object, bundle)
             await self._ensure_queue(spec)
@@ -181,15 +181,15 @@ class Registry:
 
     async def _ensure_queue(self, spec: control_pb2.ApiSpec) -> None:
         stream = StreamConfig(
-            name=names.work_stream(spec.name),
-            subjects=[names.work_subjects(spec.name)],
+            name=_names.work_stream(spec.name),
+            subjects=[_names.work_subjects(spec.name)],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_msgs=queue_ceiling(spec),
-            max_bytes=natsutil.queue_max_bytes(),
+            max_bytes=_nats.queue_max_bytes(),
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            num_replicas=natsutil.replicas(),
+            num_replicas=_nats.replicas(),
         )
         try:
             try:
@@ -208,22 +208,22 @@ class Registry:
         # The single consumer of releases before priorities overlaps the new ones, which a work-queue
         # stream refuses: it goes (requests it still held are not carried over; NOTES.md).
         with contextlib.suppress(NotFoundError):
-            await self._js.delete_consumer(stream.name or "", names.WORK_CONSUMER)
+            await self._js.delete_consumer(stream.name or "", _names.WORK_CONSUMER)
         # One consumer per priority: the executors pull from each and dispatch higher priorities first. A paused
         # API stays paused (updating a consumer's configuration without its pause would resume it).
         paused = (await self.queue_state(spec.name)).paused
-        for priority in names.PRIORITIES:
+        for priority in _names.PRIORITIES:
             await self._js.add_consumer(
                 stream.name or "",
                 ConsumerConfig(
-                    durable_name=names.work_consumer(priority),
+                    durable_name=_names.work_consumer(priority),
                     ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=self._ack_wait,
                     # Redeliveries are counted by the handler process, which fails the request with a
                     # clear error once max_retries is spent: the server must keep redelivering until then.
                     max_deliver=-1,
                     max_ack_pending=-1,
-                    filter_subject=names.work_subjects(spec.name, priority),
+                    filter_subject=_names.work_subjects(spec.name, priority),
                     pause_until=PAUSED_UNTIL if paused else None,
                 ),
             )
@@ -251,7 +251,7 @@ class Registry:
         await self._apis_kv.delete(name)
         await self.apis.wait_for(name, lambda s: s is None)
         with contextlib.suppress(NotFoundError):
-            await self._js.delete_stream(names.work_stream(name))
+            await self._js.delete_stream(_names.work_stream(name))
         if self._webhook_secrets is not None:
             await self._webhook_secrets.delete(name)
         log.info("api deleted", extra={"api": name})
@@ -272,14 +272,14 @@ class Registry:
         queued: dict[str, int] = {}
         in_flight = 0
         paused = False
-        for priority in names.PRIORITIES:
+        for priority in _names.PRIORITIES:
             try:
-                info = await self._js.consumer_info(names.work_stream(name), names.work_consumer(priority))
+                info = await self._js.consumer_info(_names.work_stream(name), _names.work_consumer(priority))
             except NotFoundError:
                 continue
-            level = names.priority_name(priority)
+            level = _names.priority_name(priority)
             queued[level] = int(info.num_pending or 0)
-            metrics.QUEUE_BY_PRIORITY.labels(name, level).set(queued[level])
+            _metrics.QUEUE_BY_PRIORITY.labels(name, level).set(queued[level])
             in_flight += int(info.num_ack_pending or 0)
             paused = paused or bool(info.paused)
         return QueueState(queued, in_flight, paused)
@@ -292,9 +292,9 @@ class Registry:
         """
         if self.apis.get(name) is None:
             raise UnknownApiError(name)
-        stream = names.work_stream(name)
-        for priority in names.PRIORITIES:
-            consumer = names.work_consumer(priority)
+        stream = _names.work_stream(name)
+        for priority in _names.PRIORITIES:
+            consumer = _names.work_consumer(priority)
             if paused:
                 await self._js.pause_consumer(stream, consumer, PAUSED_UNTIL)
             else:

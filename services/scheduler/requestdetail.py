@@ -20,7 +20,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import names, records
+from cortado import _names, records
 from cortado.result import JSON_TYPE
 from cortado.v1 import control_pb2, records_pb2
 from services.scheduler.requestlist import summary
@@ -113,7 +113,7 @@ class RequestDetails:
         if found is not None:
             return found[0], False
         try:
-            msg = await self._js.get_msg(names.DEAD_STREAM, subject=names.dead_subject(api, request_id))
+            msg = await self._js.get_msg(_names.DEAD_STREAM, subject=_names.dead_subject(api, request_id))
         except NotFoundError:
             return None, False
         return records_pb2.WorkItem.FromString(msg.data or b""), True
@@ -135,12 +135,12 @@ class RequestDetails:
         return preview(item.content_type, data, size)
 
     async def _log_lines(self, record: records_pb2.RequestRecord) -> tuple[list[str], str]:
-        """The request's log lines (from its API's, since its submission) and the trace id one of them names."""
+        """The request's log lines (from its API's, since its submission) and the trace id one of them _names."""
         if not record.HasField("started_at"):
             return [], ""
         since = record.submitted_at.ToDatetime(tzinfo=UTC) - timedelta(seconds=1)
         with contextlib.suppress(NotFoundError):
-            last = (await self._js.stream_info(names.LOGS_STREAM)).state.last_seq or 0
+            last = (await self._js.stream_info(_names.LOGS_STREAM)).state.last_seq or 0
             return await _matching_lines(self._js, record.api, record.id, since, last)
         return [], ""
 
@@ -150,7 +150,7 @@ async def _matching_lines(
 ) -> tuple[list[str], str]:
     """The API's log lines labelled with request_id, from `since` up to sequence `last`, and a trace id they name."""
     sub = await js.subscribe(
-        names.logs_subject(api),
+        _names.logs_subject(api),
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.BY_START_TIME,
         config=ConsumerConfig(opt_start_time=since),

@@ -22,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from cortado import names, records
+from cortado import _names, records
 from cortado.v1 import control_pb2, records_pb2
 
 DEFAULT_LIMIT = 50
@@ -103,7 +103,7 @@ async def list_requests(
 
 async def _queued(js: JetStreamContext, requests: KeyValue, api: str, limit: int) -> list[records_pb2.RequestRecord]:
     """The newest work items of the API's stream that have no record (they wait), as `in_queue` records."""
-    stream = names.work_stream(api)
+    stream = _names.work_stream(api)
     try:
         state = (await js.stream_info(stream)).state
     except NotFoundError:
@@ -119,7 +119,7 @@ async def _queued(js: JetStreamContext, requests: KeyValue, api: str, limit: int
         seq = start
         while seq <= end and reads < QUEUED_READS:
             try:
-                msg = await js.get_msg(stream, seq=seq, subject=names.work_subjects(api), next=True)
+                msg = await js.get_msg(stream, seq=seq, subject=_names.work_subjects(api), next=True)
             except NotFoundError:
                 break
             reads += 1
@@ -144,7 +144,7 @@ async def _scan_records(
     found: dict[str, records_pb2.RequestRecord],
 ) -> tuple[int, bool]:
     """Read the bucket's records newest first until `limit` of the API's (in `status`) are in `found`."""
-    stream = f"KV_{names.REQUESTS_BUCKET}"
+    stream = f"KV_{_names.REQUESTS_BUCKET}"
     state = (await js.stream_info(stream)).state
     first, end = int(state.first_seq or 0), int(state.last_seq or 0)
     scanned, matched = 0, 0
@@ -164,7 +164,7 @@ async def _scan_records(
 async def _read_records(js: JetStreamContext, stream: str, start: int, end: int) -> list[records_pb2.RequestRecord]:
     """The records stored at sequences start..end (deleted keys and unreadable values left out)."""
     sub = await js.subscribe(
-        f"{names.REQUESTS_SUBJECT_PREFIX}>",
+        f"{_names.REQUESTS_SUBJECT_PREFIX}>",
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         config=ConsumerConfig(opt_start_seq=start),

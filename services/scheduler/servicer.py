@@ -13,11 +13,11 @@ import grpc
 from google.api import httpbody_pb2
 from nats.js import JetStreamContext
 
-from cortado import metrics, records
+from cortado import _metrics, records
+from cortado._mirror import KvMirror
+from cortado._service import abort
 from cortado.console import console_file
-from cortado.mirror import KvMirror
 from cortado.records.cancel import ApiNotDeployed, Canceller, Outcome
-from cortado.service import abort
 from cortado.v1 import control_pb2, control_pb2_grpc
 from services.scheduler.activity import Activity
 from services.scheduler.apikeys import ApiKeyError, ApiKeyStore, NoSuchKeyError, shown
@@ -129,8 +129,8 @@ class SchedulerServicer(control_pb2_grpc.SchedulerServicer):
 
     async def _status(self, spec: control_pb2.ApiSpec) -> control_pb2.ApiStatus:
         queue = await self._registry.queue_state(spec.name)
-        metrics.QUEUE_LENGTH.labels(spec.name).set(queue.queued)
-        metrics.IN_FLIGHT.labels(spec.name).set(queue.in_flight)
+        _metrics.QUEUE_LENGTH.labels(spec.name).set(queue.queued)
+        _metrics.IN_FLIGHT.labels(spec.name).set(queue.in_flight)
         status = api_status(
             spec,
             [info for _, info in self._executors.items()],

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cortado import names, webhooks
+from cortado import _names, webhooks
 from cortado.v1 import control_pb2
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ class WebhookSecrets:
             await self.delete_secret(api)
         except Exception as exc:
             log.warning("webhook secret not deleted", extra={"api": api, "error": repr(exc)})
-        request = {"filter": names.webhook_subject(api, ">")}
+        request = {"filter": _names.webhook_subject(api, ">")}
         try:
-            reply = await self._api(f"STREAM.PURGE.{names.WEBHOOKS_STREAM}", request)
+            reply = await self._api(f"STREAM.PURGE.{_names.WEBHOOKS_STREAM}", request)
         except Exception as exc:
             log.warning("waiting webhooks not dropped", extra={"api": api, "error": repr(exc)})
             return
@@ -130,8 +130,8 @@ class WebhookSecrets:
         count = 0
         offset = 0
         while True:
-            request = {"subjects_filter": names.webhook_subject(api, ">"), "offset": offset}
-            reply = await self._api(f"STREAM.INFO.{names.WEBHOOKS_STREAM}", request)
+            request = {"subjects_filter": _names.webhook_subject(api, ">"), "offset": offset}
+            reply = await self._api(f"STREAM.INFO.{_names.WEBHOOKS_STREAM}", request)
             subjects: dict[str, int] = (reply.get("state") or {}).get("subjects") or {}
             count += sum(subjects.values())
             offset += len(subjects)

@@ -12,9 +12,9 @@ import sys
 for _unused in ("aiohttp", "click"):
     sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
-from cortado import natsutil
-from cortado.service import ServiceRunner, run_main
-from cortado.telemetry import connect_observed
+from cortado import _nats
+from cortado._service import ServiceRunner, run_main
+from cortado._telemetry import connect_observed
 from services.webhooks.config import WebhookSettings
 from services.webhooks.sender import WebhookSender
 
@@ -27,7 +27,7 @@ async def main() -> None:
     # The sender serves no gRPC API: the server answers health checks (SERVING once jobs are being pulled).
     runner = ServiceRunner("webhooks", settings.address, [], settings.grace_seconds)
     nc = await connect_observed(settings.nats_url, "cortado-webhooks", settings.metrics_address)
-    runner.defer(lambda: natsutil.drain(nc))
+    runner.defer(lambda: _nats.drain(nc))
     sender = await runner.enter(WebhookSender(nc.jetstream(), settings))
     runner.on_stopping(sender.request_stop)
     await runner.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cortado import webhooks
-from cortado.env import Env, ServiceSettings
+from cortado._env import Env, ServiceSettings
 from services.webhooks import stream
 
 

@@ -13,15 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import socket
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
-import httpcore
 import httpx
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -30,12 +25,12 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
-from cortado import names, natsutil, records, webhooks
+from cortado import _names, _nats, records, webhooks
 from cortado.records.delivery import RequestRecords, StoredRecord
 from cortado.v1 import control_pb2, records_pb2
 from services.webhooks.config import WebhookSettings
 from services.webhooks.stream import consumer_config, ensure_stream
-from services.webhooks.stream import stream_config as stream_config  # what tests and older callers import
+from services.webhooks.transport import answer_start, describe_error, http_client
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +41,8 @@ WEBHOOK_ATTEMPTS = Counter(
     ["api", "outcome"],
 )
 
-USER_AGENT = "Cortado-Webhooks/1"
-
 FETCH_SECONDS = 1.0
 """Longest a pull for new jobs waits (how soon a stop is noticed when nothing comes)."""
-
-ANSWER_READ_SECONDS = 2.0
-"""Longest the start of a failed attempt's answer is read for its error message."""
-
-ANSWER_START_BYTES = 1024
-"""Bytes of a failed attempt's answer read; its first ERROR_ANSWER_CHARS characters go into last_error."""
-
-ERROR_ANSWER_CHARS = 200
 
 MAX_ERROR_CHARS = 500
 """Longest last_error (a connection error can be wordy)."""
@@ -69,127 +54,13 @@ async def subscribe(js: JetStreamContext, settings: WebhookSettings) -> JetStrea
     """Create the webhooks stream (if absent) and the senders' consumer (or update its settings); bind to it."""
     await ensure_stream(js, settings.stream_max_bytes)
     config = consumer_config(settings.ack_wait_seconds)
-    await natsutil.while_jetstream_starts(
-        names.WEBHOOKS_CONSUMER, lambda: js.add_consumer(names.WEBHOOKS_STREAM, config)
+    await _nats.while_jetstream_starts(
+        _names.WEBHOOKS_CONSUMER, lambda: js.add_consumer(_names.WEBHOOKS_STREAM, config)
     )
     subscription: JetStreamContext.PullSubscription = await js.pull_subscribe_bind(
-        names.WEBHOOKS_CONSUMER, names.WEBHOOKS_STREAM
+        _names.WEBHOOKS_CONSUMER, _names.WEBHOOKS_STREAM
     )
     return subscription
-
-
-# HTTP --------------------------------------------------------------------------------------------------------------
-
-
-class CheckedBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to addresses the URL policy allows (`webhooks.check_resolved`).
-
-    The name is resolved here, checked, and the connection made to a checked address: DNS answering
-    differently between a check and the connection cannot slip past it. TLS still verifies the name.
-    """
-
-    def __init__(self, policy: webhooks.UrlPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """A connection to host:port; WebhookUrlError when host resolves to an address the policy refuses."""
-        try:
-            async with asyncio.timeout(timeout):
-                found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
-        webhooks.check_resolved(host, addresses, self._policy, port=port)
-        failure: Exception = httpcore.ConnectError(f"{host} resolves to no address")
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectTimeout:
-                failure = httpcore.ConnectTimeout(f"connecting to {_bracketed(address)}:{port} timed out")
-            except httpcore.ConnectError as exc:
-                failure = httpcore.ConnectError(f"cannot connect to {_bracketed(address)}:{port}: {_root_cause(exc)}")
-        raise failure
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        """Never: webhooks go over TCP."""
-        raise httpcore.ConnectError("webhooks are not sent over Unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep (httpcore waits with it)."""
-        await self._inner.sleep(seconds)
-
-
-def _bracketed(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The error at the bottom of exc's chain (anyio's "All connection attempts failed" hides ECONNREFUSED)."""
-    seen = exc
-    while (below := seen.__cause__ or seen.__context__) is not None:
-        seen = below
-    if isinstance(seen, OSError) and seen.errno:
-        return os.strerror(seen.errno)
-    return str(seen) or type(seen).__name__
-
-
-class CheckedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport, connecting through CheckedBackend, never through a proxy from the environment."""
-
-    def __init__(self, policy: webhooks.UrlPolicy, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=CheckedBackend(policy),
-        )
-
-
-def http_client(settings: WebhookSettings) -> httpx.AsyncClient:
-    """The client webhooks are POSTed with: the policy checked on every connection, no redirect followed."""
-    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
-    return httpx.AsyncClient(
-        transport=CheckedTransport(settings.policy, limits),
-        timeout=httpx.Timeout(settings.timeout_seconds),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": USER_AGENT},
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    kind = type(exc).__name__
-    return f"{kind}: {text}" if text else kind
-
-
-async def _answer_start(response: httpx.Response) -> str:
-    """The first characters of the answer's body, for last_error (empty when it cannot be read in time)."""
-    received = b""
-    try:
-        async with asyncio.timeout(ANSWER_READ_SECONDS):
-            async for chunk in response.aiter_raw():
-                received += chunk
-                if len(received) >= ANSWER_START_BYTES:
-                    break
-    except (TimeoutError, httpx.HTTPError):
-        pass
-    text = received[:ANSWER_START_BYTES].decode("utf-8", errors="replace")
-    return " ".join(text.split())[:ERROR_ANSWER_CHARS]
 
 
 # The sender --------------------------------------------------------------------------------------------------------
@@ -219,7 +90,7 @@ class WebhookSender:
 
     async def start(self) -> None:
         """Create the stream, consumer and secrets bucket where absent, bind to the consumer and start pulling."""
-        self._secrets = await natsutil.key_value(self._js, names.WEBHOOK_SECRETS_BUCKET, history=1)
+        self._secrets = await _nats.key_value(self._js, _names.WEBHOOK_SECRETS_BUCKET, history=1)
         self._subscription = await subscribe(self._js, self._settings)
         self._runner = asyncio.create_task(self._run())
 
@@ -391,11 +262,11 @@ class WebhookSender:
         except (TimeoutError, httpx.TimeoutException):
             return webhooks.Attempt(webhooks.FAILED, now, f"timed out after {self._settings.timeout_seconds:g} s")
         except httpx.HTTPError as exc:
-            return webhooks.Attempt(webhooks.FAILED, now, _describe(exc)[:MAX_ERROR_CHARS])
+            return webhooks.Attempt(webhooks.FAILED, now, describe_error(exc)[:MAX_ERROR_CHARS])
         try:
             if response.is_success:
                 return webhooks.Attempt(webhooks.DELIVERED, now)
-            start = await _answer_start(response)
+            start = await answer_start(response)
             error = f"HTTP {response.status_code}: {start}" if start else f"HTTP {response.status_code}"
             outcome = webhooks.GONE if response.status_code == 410 else webhooks.FAILED
             return webhooks.Attempt(outcome, now, error)

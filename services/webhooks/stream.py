@@ -8,8 +8,8 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from cortado import names, natsutil
-from cortado.env import Env
+from cortado import _names, _nats
+from cortado._env import Env
 
 STREAM_MAX_BYTES = 256 * 1024**2
 """Default byte limit of the webhooks stream (CORTADO_WEBHOOKS_MAX_BYTES): a job is some 100 bytes."""
@@ -26,20 +26,20 @@ def stream_config(max_bytes: int) -> StreamConfig:
     A full stream refuses new jobs (the publisher sees it) rather than dropping waiting ones.
     """
     return StreamConfig(
-        name=names.WEBHOOKS_STREAM,
-        subjects=[names.WEBHOOK_SUBJECTS],
+        name=_names.WEBHOOKS_STREAM,
+        subjects=[_names.WEBHOOK_SUBJECTS],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         max_bytes=max_bytes,
         discard=DiscardPolicy.NEW,
-        num_replicas=natsutil.replicas(),
+        num_replicas=_nats.replicas(),
     )
 
 
 def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
     """The senders' durable pull consumer: every job redelivered until acked, however often."""
     return ConsumerConfig(
-        durable_name=names.WEBHOOKS_CONSUMER,
+        durable_name=_names.WEBHOOKS_CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_seconds,
         max_deliver=-1,
@@ -51,6 +51,6 @@ def consumer_config(ack_wait_seconds: float) -> ConsumerConfig:
 
 async def ensure_stream(js: JetStreamContext, max_bytes: int) -> None:
     """Create the webhooks stream if it does not exist yet (retried while JetStream starts)."""
-    await natsutil.while_jetstream_starts(
-        names.WEBHOOKS_STREAM, lambda: natsutil.ensure_stream(js, stream_config(max_bytes))
+    await _nats.while_jetstream_starts(
+        _names.WEBHOOKS_STREAM, lambda: _nats.ensure_stream(js, stream_config(max_bytes))
     )

@@ -24,7 +24,7 @@ import httpx
 import nats
 import pytest
 
-from cortado import names, natsauth
+from cortado import _names, _natsauth
 from cortado.client import SchedulerClient
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
@@ -124,7 +124,7 @@ class Placement:
 
 def live_nats(mesh: LocalMesh) -> list[str]:
     """URLs of the NATS servers that run, with the operator's credentials."""
-    admin = mesh.credentials[natsauth.ADMIN]
+    admin = mesh.credentials[_natsauth.ADMIN]
     return [
         f"nats://{admin.user}:{admin.password}@127.0.0.1:{mesh.ports[n]}"
         for n in mesh.nats_names
@@ -161,12 +161,12 @@ def test_work_and_state_are_replicated_three_times_and_survive_a_nats_server_and
     cluster: Cluster, api: LoggingApi
 ) -> None:
     mesh, http = cluster.mesh, cluster.http
-    work = names.work_stream(api.name)
-    kv = [f"KV_{names.REQUESTS_BUCKET}", f"KV_{names.APIS_BUCKET}"]
+    work = _names.work_stream(api.name)
+    kv = [f"KV_{_names.REQUESTS_BUCKET}", f"KV_{_names.APIS_BUCKET}"]
 
     # Every stream the API needs lives on three servers: a leader and two peers.
     servers = set(mesh.nats_names)
-    placements = replication(mesh, [work, *kv], consumer=(work, names.work_consumer(records_pb2.PRIORITY_NORMAL)))
+    placements = replication(mesh, [work, *kv], consumer=(work, _names.work_consumer(records_pb2.PRIORITY_NORMAL)))
     for stream, placement in placements.items():
         assert placement.replicas == 3, f"{stream}: {placement}"
         assert len(placement.peers) == 2, f"{stream}: {placement}"
@@ -360,7 +360,7 @@ def lease_stream_leader(mesh: LocalMesh, step_down: bool = False) -> str:
     async def query() -> str:
         nc = await nats.connect(live_nats(mesh), connect_timeout=2, max_reconnect_attempts=2)
         try:
-            stream = f"KV_{names.LEASES_BUCKET}"
+            stream = f"KV_{_names.LEASES_BUCKET}"
             if step_down:
                 await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
             info = await nc.jetstream(timeout=5).stream_info(stream)

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cortado.natsauth import PERMISSIONS, ROUTE_USER
+from cortado._natsauth import PERMISSIONS, ROUTE_USER
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

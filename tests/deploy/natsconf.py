@@ -1,4 +1,4 @@
-"""A reader of nats-server's configuration format, enough for deploy/'s files and cortado.natsauth's output.
+"""A reader of nats-server's configuration format, enough for deploy/'s files and cortado._natsauth's output.
 
 Maps (`key: value`, `key = value`, `key value`, `key { ... }`), arrays, quoted and bare strings, `$NAME` variable
 references (kept as `Variable`, not resolved), `#` and `//` comments; entries and items are separated by newlines,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cortado.natsauth import ROUTE_USER
+from cortado._natsauth import ROUTE_USER
 from tests.deploy.manifests import (
     DEPLOY,
     Doc,

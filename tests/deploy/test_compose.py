@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cortado._natsauth import PERMISSIONS
 from cortado.mesh import NATS_MAX_PAYLOAD, find_binary
-from cortado.natsauth import PERMISSIONS
 from tests.deploy.manifests import (
     DEPLOY,
     EXECUTOR_CAPABILITIES,
@@ -184,7 +184,7 @@ def test_prometheus_scrapes_every_cortado_service_and_envoy_on_their_metrics_por
 
 
 def test_the_local_prometheus_config_matches_the_services_default_metrics_addresses() -> None:
-    from cortado.env import Env
+    from cortado._env import Env
     from services.executor.config import ExecutorSettings
     from services.ingest.config import IngestSettings
     from services.results.config import ResultsSettings

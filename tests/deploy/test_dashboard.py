@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from cortado.metrics import BUILTIN_METRICS
+from cortado._metrics import BUILTIN_METRICS
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "cortado.json"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

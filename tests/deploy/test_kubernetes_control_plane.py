@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cortado import names
+from cortado import _names
 from tests.deploy.k8sworkloads import nats_conf, needs_kustomize, overlay_kustomization, scheduler_tls_mount
 from tests.deploy.manifests import (
     OVERLAYS,
@@ -130,9 +130,9 @@ def test_keda_scales_the_executors_on_the_lag_of_an_api_streams_consumer(overlay
     find(docs, "Deployment", "executor")
     triggers = scaled["spec"]["triggers"]
     # One trigger per priority's consumer: KEDA scales on the largest lag.
-    assert [t["metadata"]["consumer"] for t in triggers] == [names.work_consumer(p) for p in names.PRIORITIES]
+    assert [t["metadata"]["consumer"] for t in triggers] == [_names.work_consumer(p) for p in _names.PRIORITIES]
     assert {t["type"] for t in triggers} == {"nats-jetstream"}
-    assert {t["metadata"]["stream"] for t in triggers} == {names.work_stream("iris")}
+    assert {t["metadata"]["stream"] for t in triggers} == {_names.work_stream("iris")}
     metadata = triggers[0]["metadata"]
     nats = find(docs, "StatefulSet", "nats")
     namespace = overlay_kustomization(overlay)["namespace"]

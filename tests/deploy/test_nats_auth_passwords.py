@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cortado.natsauth import PERMISSIONS, ROUTE_USER
+from cortado._natsauth import PERMISSIONS, ROUTE_USER
 from tests.deploy.manifests import (
     DOCKER,
     OVERLAYS,

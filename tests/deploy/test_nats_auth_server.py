@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cortado._natsauth import PERMISSIONS, ROUTE_USER
 from cortado.mesh import NATS_MAX_PAYLOAD, find_binary, free_port
-from cortado.natsauth import PERMISSIONS, ROUTE_USER
 from tests.deploy.manifests import (
     base_documents,
     nats_password_variable,

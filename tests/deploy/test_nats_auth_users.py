@@ -1,4 +1,4 @@
-"""NATS authentication in deploy/: both NATS configurations carry exactly cortado.natsauth's users and permissions,
+"""NATS authentication in deploy/: both NATS configurations carry exactly cortado._natsauth's users and permissions,
 and every password comes from the environment."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cortado.natsauth import PERMISSIONS, ROUTE_USER, NatsCredentials, authorization_config
+from cortado._natsauth import PERMISSIONS, ROUTE_USER, NatsCredentials, authorization_config
 from tests.deploy.manifests import (
     base_documents,
     nats_password_variable,
@@ -42,7 +42,7 @@ def permissions(config: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
         allowed = entry["permissions"]
         assert set(allowed) == {"publish", "subscribe"}, user
         for direction in allowed.values():
-            assert set(direction) == {"allow"}, f"{user}: allow lists only, as cortado.natsauth writes them"
+            assert set(direction) == {"allow"}, f"{user}: allow lists only, as cortado._natsauth writes them"
         result[user] = {direction: sorted(allowed[direction]["allow"]) for direction in ("publish", "subscribe")}
     return result
 
@@ -54,7 +54,7 @@ def configurations() -> dict[str, dict[str, Any]]:
     }
 
 
-# --- the users and their permissions are cortado.natsauth's -----------------------------------------------
+# --- the users and their permissions are cortado._natsauth's -----------------------------------------------
 
 
 def test_the_reader_reads_the_authorization_block_the_local_mesh_writes() -> None:
@@ -71,7 +71,7 @@ def test_the_reader_reads_the_authorization_block_the_local_mesh_writes() -> Non
 def test_the_nats_users_and_their_permissions_are_cortados(where: str) -> None:
     config = configurations()[where]
     assert permissions(config) == expected_permissions(), (
-        f"the {where} NATS configuration and cortado.natsauth.PERMISSIONS differ: change the config "
+        f"the {where} NATS configuration and cortado._natsauth.PERMISSIONS differ: change the config "
         "(deploy/nats/nats.conf, deploy/k8s/base/nats.yaml) to match natsauth"
     )
 

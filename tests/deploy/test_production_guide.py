@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cortado.env import Env
-from cortado.natsauth import PERMISSIONS, ROUTE_USER
+from cortado._env import Env
+from cortado._natsauth import PERMISSIONS, ROUTE_USER
 from services.scheduler.config import SchedulerSettings
 from tests.deploy.manifests import BASE, DEPLOY, ROOT, base_documents, find, load_all, nats_password_variable
 

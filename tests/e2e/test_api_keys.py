@@ -21,10 +21,10 @@ import grpc
 import httpx
 import pytest
 
-from cortado import chaining, names, natsauth, natsutil
+from cortado import _chaining, _names, _nats, _natsauth
+from cortado._clientcommon import PermissionDenied, Unauthenticated
 from cortado.cli import main
 from cortado.client import AsyncClient, Client, SchedulerClient
-from cortado.clientcommon import PermissionDenied, Unauthenticated
 from cortado.mesh import LocalMesh
 from cortado.v1 import control_pb2, records_pb2
 from tests.helpers import eventually, unique_name, write_project
@@ -233,9 +233,9 @@ async def test_the_keys_bucket_holds_hashes_never_a_key(
 ) -> None:
     made = control.create_api_key([apis[0]], name=unique_name("stored"))
     secret = made.key.split("_", 2)[2]
-    nc = await natsutil.connect(keyed.nats_url, "test-keys", credentials=keyed.credentials[natsauth.ADMIN])
+    nc = await _nats.connect(keyed.nats_url, "test-keys", credentials=keyed.credentials[_natsauth.ADMIN])
     try:
-        entry = await (await nc.jetstream().key_value(names.API_KEYS_BUCKET)).get(made.record.id)
+        entry = await (await nc.jetstream().key_value(_names.API_KEYS_BUCKET)).get(made.record.id)
     finally:
         await nc.close()
     assert entry.value is not None
@@ -291,7 +291,7 @@ class Handler:
 def chainers(
     keyed: LocalMesh, control: SchedulerClient, apis: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, str]:
-    """Two chaining APIs: one whose `chaining.allow` lists only the first of `apis`, one with no list."""
+    """Two chaining APIs: one whose `_chaining.allow` lists only the first of `apis`, one with no list."""
     folder = tmp_path_factory.mktemp("chainers")
     listed, open_ = unique_name("listed"), unique_name("open")
     write_project(folder, listed, CHAINER, {"chaining": {"allow": [apis[0]]}})
@@ -363,7 +363,7 @@ def test_a_handler_may_not_call_an_api_its_list_leaves_out(
     answer = run_keyed(web, control, listed, {"client": "requests", "target": apis[1]})
     assert answer["status"] == 403
     assert answer["body"]["message"] == (  # type: ignore[index]
-        f"API '{listed}' may not call API '{apis[1]}': its chaining.allow lists {apis[0]}"
+        f"API '{listed}' may not call API '{apis[1]}': its _chaining.allow lists {apis[0]}"
     )
     # With no list, every API.
     assert run_keyed(web, control, open_, {"client": "urllib", "target": apis[1]})["status"] == 200
@@ -376,9 +376,9 @@ def test_a_forged_or_foreign_chaining_token_is_refused(
     reply = web.post(f"/{apis[0]}", json={}, headers=bearer(forged))
     assert (reply.status_code, reply.json()["message"]) == (401, "the chaining token is not valid")
     secret = keyed.chain_secret_file.read_bytes().strip()
-    ghost = chaining.token_for(secret, "ghost")
+    ghost = _chaining.token_for(secret, "ghost")
     reply = web.post(f"/{apis[0]}", json={}, headers=bearer(ghost))
     assert (reply.status_code, reply.json()["message"]) == (401, "the calling API 'ghost' is not deployed")
     # As a proxy address's user information (Basic), over any port: the same judgement.
-    reply = web.post(f"/{apis[1]}", json={}, auth=("cortado", chaining.token_for(secret, chainers[0])))
-    assert reply.status_code == 403 and "its chaining.allow lists" in reply.json()["message"]
+    reply = web.post(f"/{apis[1]}", json={}, auth=("cortado", _chaining.token_for(secret, chainers[0])))
+    assert reply.status_code == 403 and "its _chaining.allow lists" in reply.json()["message"]

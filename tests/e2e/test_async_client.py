@@ -16,8 +16,8 @@ import grpc
 import httpx
 import pytest
 
+from cortado._clientcommon import AlreadyFinished, InvalidRequest, NotFound, QueueFull
 from cortado.client import AsyncClient, SchedulerClient
-from cortado.clientcommon import AlreadyFinished, InvalidRequest, NotFound, QueueFull
 from cortado.mesh import LocalMesh
 from cortado.v1 import public_pb2, records_pb2
 from tests.e2e.test_cancel import HELD, Held, queued_behind

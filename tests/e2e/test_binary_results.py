@@ -17,10 +17,10 @@ import grpc
 import httpx
 import pytest
 
+from cortado._clientcommon import NoResult, NotFound
 from cortado.asyncclient import AsyncClient
 from cortado.cli import main
 from cortado.client import Client
-from cortado.clientcommon import NoResult, NotFound
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from tests.e2e.cli_support import Run, flags

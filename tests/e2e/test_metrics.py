@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cortado._metrics import BUILTIN_METRICS
 from cortado.mesh import LocalMesh
-from cortado.metrics import BUILTIN_METRICS
 from tests.helpers import eventually
 from tests.meshcalls import Deploy, result, submit
 

@@ -18,7 +18,7 @@ import grpc
 import httpx
 import pytest
 
-from cortado import tls
+from cortado import _tls
 from cortado.cli import main
 from cortado.client import AsyncClient, Client, SchedulerClient
 from cortado.mesh import LocalMesh, public_tls_files
@@ -102,7 +102,7 @@ async def test_the_grpc_clients_with_the_ca_work_over_tls(
     with Client(mesh.grpc_address, ca=other.certificate) as untrusting, pytest.raises(grpc.RpcError) as refused:
         untrusting.get(name, view.id)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    with pytest.raises(tls.TlsError, match="cannot be read"):
+    with pytest.raises(_tls.TlsError, match="cannot be read"):
         Client(mesh.grpc_address, ca="/no/such/ca.pem")
 
 
@@ -134,9 +134,9 @@ def test_tls_settings_are_both_or_neither_and_must_be_a_usable_pair(
 ) -> None:
     ca, server, _ = authority
     assert public_tls_files({}) is None
-    with pytest.raises(tls.TlsError, match="CORTADO_HTTP_TLS_KEY is not set"):
+    with pytest.raises(_tls.TlsError, match="CORTADO_HTTP_TLS_KEY is not set"):
         public_tls_files({"CORTADO_HTTP_TLS_CERT": str(server.certificate)})
-    with pytest.raises(tls.TlsError, match=r"CORTADO_HTTP_TLS_KEY .* is not the private key"):
+    with pytest.raises(_tls.TlsError, match=r"CORTADO_HTTP_TLS_KEY .* is not the private key"):
         public_tls_files({"CORTADO_HTTP_TLS_CERT": str(server.certificate), "CORTADO_HTTP_TLS_KEY": str(ca.key)})
     files = public_tls_files(
         {"CORTADO_HTTP_TLS_CERT": str(server.certificate), "CORTADO_HTTP_TLS_KEY": str(server.key)}

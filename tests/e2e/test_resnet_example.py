@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from cortado._gpu import discover_gpus
 from cortado.client import SchedulerClient
-from cortado.gpu import discover_gpus
 from cortado.project import pack_project
 from tests.helpers import unique_name
 from tests.meshcalls import result, submit, wait_ready

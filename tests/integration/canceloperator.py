@@ -15,10 +15,10 @@ import httpx
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from cortado import names, natsauth, natsutil, records
+from cortado import _names, _nats, _natsauth, records
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
-from services.webhooks.sender import stream_config
+from services.webhooks.stream import stream_config
 from tests.meshcalls import Deploy
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ class Operator:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.nc = self.run(natsutil.connect(mesh.nats_url, "test-cancel", credentials=mesh.credentials[natsauth.ADMIN]))
+        self.nc = self.run(_nats.connect(mesh.nats_url, "test-cancel", credentials=mesh.credentials[_natsauth.ADMIN]))
         self.js = self.nc.jetstream()
         self.webhook_jobs: list[records_pb2.WebhookJob] = []
         self.writes: list[records_pb2.RequestRecord] = []
@@ -86,9 +86,9 @@ class Operator:
                 if msg.data:
                     self.writes.append(records_pb2.RequestRecord.FromString(msg.data))
 
-            await self.nc.subscribe(names.WEBHOOK_SUBJECTS, cb=seen)
-            await self.nc.subscribe(names.REQUESTS_SUBJECT_PREFIX + ">", cb=written)
-            await natsutil.ensure_stream(self.js, stream_config(8 * 1024 * 1024))
+            await self.nc.subscribe(_names.WEBHOOK_SUBJECTS, cb=seen)
+            await self.nc.subscribe(_names.REQUESTS_SUBJECT_PREFIX + ">", cb=written)
+            await _nats.ensure_stream(self.js, stream_config(8 * 1024 * 1024))
             await self.nc.flush()
 
         self.run(listen())
@@ -97,14 +97,14 @@ class Operator:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     def close(self) -> None:
-        self.run(natsutil.drain(self.nc))
+        self.run(_nats.drain(self.nc))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
 
     def record(self, request_id: str) -> records_pb2.RequestRecord | None:
         async def read() -> records_pb2.RequestRecord | None:
-            kv = await self.js.key_value(names.REQUESTS_BUCKET)
+            kv = await self.js.key_value(_names.REQUESTS_BUCKET)
             try:
                 entry = await kv.get(request_id)
             except KeyNotFoundError:
@@ -121,7 +121,7 @@ class Operator:
         """Do what ingest does to cancel a request: the `cancelled` record, the work item deleted, the announcement."""
 
         async def cancel() -> None:
-            kv = await self.js.key_value(names.REQUESTS_BUCKET)
+            kv = await self.js.key_value(_names.REQUESTS_BUCKET)
             for _ in range(10):
                 try:
                     entry = await kv.get(request_id)
@@ -136,8 +136,8 @@ class Operator:
                 record.status = records_pb2.REQUEST_STATUS_CANCELLED
                 record.finished_at.CopyFrom(records.now_timestamp())
                 try:
-                    await natsutil.kv_put_if(
-                        self.js, names.REQUESTS_BUCKET, request_id, record.SerializeToString(), revision, 3600
+                    await _nats.kv_put_if(
+                        self.js, _names.REQUESTS_BUCKET, request_id, record.SerializeToString(), revision, 3600
                     )
                     break
                 except KeyWrongLastSequenceError:
@@ -146,16 +146,16 @@ class Operator:
                 found = await records.queued_at(self.js, api, request_id)
                 if found is not None:
                     with contextlib.suppress(Exception):  # gone if acknowledged meanwhile, as ingest allows
-                        await self.js.delete_msg(names.work_stream(api), found[1])
+                        await self.js.delete_msg(_names.work_stream(api), found[1])
             if announce:
-                await self.nc.publish(names.cancel_subject(api), request_id.encode())
+                await self.nc.publish(_names.cancel_subject(api), request_id.encode())
                 await self.nc.flush()
 
         self.run(cancel())
 
     def write_record(self, record: records_pb2.RequestRecord) -> None:
         async def write() -> None:
-            await natsutil.kv_put_if(self.js, names.REQUESTS_BUCKET, record.id, record.SerializeToString(), 0, 3600)
+            await _nats.kv_put_if(self.js, _names.REQUESTS_BUCKET, record.id, record.SerializeToString(), 0, 3600)
 
         self.run(write())
 
@@ -167,9 +167,9 @@ class Operator:
 
         async def publish() -> None:
             await self.js.publish(
-                names.work_subject(api, request_id),
+                _names.work_subject(api, request_id),
                 item.SerializeToString(),
-                stream=names.work_stream(api),
+                stream=_names.work_stream(api),
                 headers={"Nats-Msg-Id": request_id},
             )
 
@@ -180,7 +180,7 @@ class Operator:
 
         async def read() -> records_pb2.WebhookJob | None:
             try:
-                msg = await self.js.get_msg(names.WEBHOOKS_STREAM, subject=names.webhook_subject(api, request_id))
+                msg = await self.js.get_msg(_names.WEBHOOKS_STREAM, subject=_names.webhook_subject(api, request_id))
             except NotFoundError:
                 return None
             return records_pb2.WebhookJob.FromString(msg.data or b"")
@@ -189,7 +189,7 @@ class Operator:
 
     def webhook_senders(self) -> int:
         async def consumers() -> int:
-            return int((await self.js.stream_info(names.WEBHOOKS_STREAM)).state.consumer_count or 0)
+            return int((await self.js.stream_info(_names.WEBHOOKS_STREAM)).state.consumer_count or 0)
 
         return self.run(consumers())
 

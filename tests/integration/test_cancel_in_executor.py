@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cortado._env import Env
 from cortado.client import SchedulerClient
-from cortado.env import Env
 from cortado.mesh import LocalMesh
 from cortado.v1 import records_pb2
 from services.executor.config import ExecutorSettings

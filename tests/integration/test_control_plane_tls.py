@@ -21,11 +21,11 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2_grpc
 
-from cortado import natsauth
+from cortado import _natsauth
+from cortado._tls import TlsError
 from cortado.cli import main
 from cortado.client import SchedulerClient
 from cortado.mesh import SERVICES, LocalMesh, ManagedProcess, free_port, grpc_serving
-from cortado.tls import TlsError
 from tests.certificates import Authority, Server, make_authority
 from tests.deploy.manifests import ROOT
 from tests.helpers import eventually, unique_name, write_project
@@ -74,7 +74,7 @@ def tls_scheduler(tmp_path_factory: pytest.TempPathFactory, certificates: Certif
     mesh = LocalMesh(tmp_path_factory.mktemp("tls") / "mesh")
     mesh.workdir.mkdir(parents=True, exist_ok=True)
     mesh.workdir.chmod(0o700)
-    mesh.credentials = natsauth.generate(mesh.credentials_dir, [*SERVICES, natsauth.ADMIN])
+    mesh.credentials = _natsauth.generate(mesh.credentials_dir, [*SERVICES, _natsauth.ADMIN])
     mesh.ports.update({name: free_port() for name in ("nats", "ingest", "results", "scheduler", "scheduler-metrics")})
     port = mesh.ports["scheduler"]
     env = mesh._service_env("scheduler") | {

@@ -6,8 +6,8 @@ import grpc
 import httpx
 import pytest
 
+from cortado._gpu import discover_gpus
 from cortado.client import SchedulerClient
-from cortado.gpu import discover_gpus
 from cortado.v1 import control_pb2
 from tests.helpers import eventually
 from tests.meshcalls import Deploy, result, submit

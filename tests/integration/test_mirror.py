@@ -10,9 +10,9 @@ import nats
 import pytest
 from nats.js.kv import KeyValue
 
-from cortado import natsauth, natsutil
+from cortado import _nats, _natsauth
+from cortado._mirror import KvMirror
 from cortado.mesh import ManagedProcess, find_binary, free_port, nats_config, tcp_open, wait_until
-from cortado.mirror import KvMirror
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def nats_url(tmp_path: Path) -> Iterator[str]:
     """A nats-server with JetStream whose one user is the admin; its URL with that user's password."""
     port = free_port()
-    credentials = natsauth.generate(tmp_path / "credentials", [natsauth.ADMIN])
+    credentials = _natsauth.generate(tmp_path / "credentials", [_natsauth.ADMIN])
     config = tmp_path / "nats.conf"
     config.write_text(nats_config(port, tmp_path / "jetstream", credentials=credentials))
     process = ManagedProcess(
@@ -30,7 +30,7 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     process.start()
     try:
         wait_until(lambda: tcp_open(port), 30, "nats-server")
-        admin = credentials[natsauth.ADMIN]
+        admin = credentials[_natsauth.ADMIN]
         yield f"nats://{admin.user}:{admin.password}@127.0.0.1:{port}"
     finally:
         process.stop()
@@ -40,7 +40,7 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 async def bucket(nats_url: str) -> AsyncIterator[KeyValue]:
     nc = await nats.connect(nats_url)
     try:
-        yield await natsutil.key_value(nc.jetstream(), "mirrored", history=1)
+        yield await _nats.key_value(nc.jetstream(), "mirrored", history=1)
     finally:
         await nc.close()
 

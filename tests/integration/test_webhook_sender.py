@@ -22,8 +22,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 
-from cortado import names, natsauth, natsutil
-from cortado.env import Env
+from cortado import _names, _nats, _natsauth
+from cortado._env import Env
 from cortado.mesh import ManagedProcess, find_binary, free_port, grpc_serving, nats_config, tcp_open, wait_until
 from cortado.v1 import records_pb2
 from services.webhooks.config import WebhookSettings
@@ -55,9 +55,9 @@ def nats_server(tmp_path: Path) -> Iterator[Nats]:
     """A nats-server with JetStream on a free port: users `admin` (everything) and `webhooks` (the sender's)."""
     port = free_port()
     folder = tmp_path / "credentials"
-    credentials = natsauth.generate(folder, [natsauth.ADMIN, WEBHOOKS_USER])
+    credentials = _natsauth.generate(folder, [_natsauth.ADMIN, WEBHOOKS_USER])
     users = []
-    for user, permissions in ((natsauth.ADMIN, {"publish": [">"], "subscribe": [">"]}), (WEBHOOKS_USER, None)):
+    for user, permissions in ((_natsauth.ADMIN, {"publish": [">"], "subscribe": [">"]}), (WEBHOOKS_USER, None)):
         allowed = permissions or WEBHOOKS_PERMISSIONS
         rules = {"publish": {"allow": allowed["publish"]}, "subscribe": {"allow": allowed["subscribe"]}}
         password = json.dumps(credentials[user].password)
@@ -80,10 +80,10 @@ def nats_server(tmp_path: Path) -> Iterator[Nats]:
 @pytest.fixture
 async def mesh(nats_server: Nats) -> AsyncIterator[Mesh]:
     """The operator's connection, with the requests and secrets buckets made and every record write watched."""
-    nc = await natsutil.connect(nats_server.url, "test", credentials=nats_server.credentials[natsauth.ADMIN])
+    nc = await _nats.connect(nats_server.url, "test", credentials=nats_server.credentials[_natsauth.ADMIN])
     js = nc.jetstream()
     await js.create_key_value(KeyValueConfig(bucket="cortado_requests", history=1, max_bytes=64 * 1024**2))
-    await js.create_key_value(KeyValueConfig(bucket=names.WEBHOOK_SECRETS_BUCKET, history=1, max_bytes=64 * 1024**2))
+    await js.create_key_value(KeyValueConfig(bucket=_names.WEBHOOK_SECRETS_BUCKET, history=1, max_bytes=64 * 1024**2))
     running = Mesh(nc, js)
 
     async def written(msg: Msg) -> None:
@@ -93,7 +93,7 @@ async def mesh(nats_server: Nats) -> AsyncIterator[Mesh]:
     await nc.subscribe("$KV.cortado_requests.>", cb=written)
     await nc.flush()
     yield running
-    await natsutil.drain(nc)
+    await _nats.drain(nc)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ async def start_sender(nats_server: Nats) -> AsyncIterator[Callable[..., Awaitab
 
     async def start(**settings: str) -> WebhookSender:
         env = Env(sender_env(nats_server.url, **settings))
-        nc = await natsutil.connect(nats_server.url, "webhooks", credentials=nats_server.credentials[WEBHOOKS_USER])
+        nc = await _nats.connect(nats_server.url, "webhooks", credentials=nats_server.credentials[WEBHOOKS_USER])
         sender = WebhookSender(nc.jetstream(), WebhookSettings.from_env(env))
         await sender.__aenter__()
         started.append((sender, nc))
@@ -112,7 +112,7 @@ async def start_sender(nats_server: Nats) -> AsyncIterator[Callable[..., Awaitab
     yield start
     for sender, nc in started:
         await sender.__aexit__(None, None, None)
-        await natsutil.drain(nc)
+        await _nats.drain(nc)
 
 
 @pytest.fixture
@@ -283,7 +283,7 @@ def _start_process(nats_server: Nats, tmp_path: Path, name: str, **settings: str
         {
             "PYTHONUNBUFFERED": "1",
             "CORTADO_NATS_USER": WEBHOOKS_USER,
-            "CORTADO_NATS_PASSWORD_FILE": str(natsauth.password_file(nats_server.credentials_dir, WEBHOOKS_USER)),
+            "CORTADO_NATS_PASSWORD_FILE": str(_natsauth.password_file(nats_server.credentials_dir, WEBHOOKS_USER)),
             "CORTADO_WEBHOOKS_ADDRESS": address,
         }
     )

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
-from cortado import names, natsauth, natsutil, records, webhooks
+from cortado import _names, _nats, _natsauth, records, webhooks
 from cortado.mesh import free_port
 from cortado.v1 import control_pb2, records_pb2
 from tests.helpers import unique_name
@@ -28,7 +28,7 @@ T = TypeVar("T")
 WEBHOOKS_USER = "webhooks"
 
 
-WEBHOOKS_PERMISSIONS = natsauth.PERMISSIONS[WEBHOOKS_USER]
+WEBHOOKS_PERMISSIONS = _natsauth.PERMISSIONS[WEBHOOKS_USER]
 """What the sender's NATS user may do: JetStream's API, acks, record writes; nothing else."""
 
 
@@ -59,7 +59,7 @@ class Nats:
     """A running nats-server and the passwords of its users."""
 
     url: str
-    credentials: dict[str, natsauth.NatsCredentials]
+    credentials: dict[str, _natsauth.NatsCredentials]
     credentials_dir: Path
 
 
@@ -84,9 +84,7 @@ class Mesh:
         record.finished_at.GetCurrentTime()
         record.webhook.url = url
         record.webhook.state = records_pb2.WEBHOOK_STATE_PENDING
-        await natsutil.kv_put_if(
-            self.js, "cortado_requests", record.id, record.SerializeToString(), 0, msg_ttl=RECORD_TTL
-        )
+        await _nats.kv_put_if(self.js, "cortado_requests", record.id, record.SerializeToString(), 0, msg_ttl=RECORD_TTL)
         ack = await self.publish_job(record)
         assert not ack.duplicate
         return record
@@ -108,8 +106,8 @@ class Mesh:
 
     async def drained(self) -> bool:
         """Whether every job was acknowledged: none waits, none is held or due for a retry."""
-        info = await self.js.consumer_info(names.WEBHOOKS_STREAM, names.WEBHOOKS_CONSUMER)
-        stream = await self.js.stream_info(names.WEBHOOKS_STREAM)
+        info = await self.js.consumer_info(_names.WEBHOOKS_STREAM, _names.WEBHOOKS_CONSUMER)
+        stream = await self.js.stream_info(_names.WEBHOOKS_STREAM)
         return info.num_pending == 0 and info.num_ack_pending == 0 and stream.state.messages == 0
 
 
@@ -121,7 +119,7 @@ async def add_secrets(mesh: Mesh, api: str, rotated: bool = True) -> list[str]:
         stored.previous = previous
         stored.previous_until.GetCurrentTime()
         stored.previous_until.seconds += 3600
-    kv = await mesh.js.key_value(names.WEBHOOK_SECRETS_BUCKET)
+    kv = await mesh.js.key_value(_names.WEBHOOK_SECRETS_BUCKET)
     await kv.put(api, stored.SerializeToString())
     return [current, previous] if rotated else [current]
 

@@ -17,7 +17,7 @@ import grpc
 import nats
 import pytest
 
-from cortado import names
+from cortado import _names
 from tests.faults import final
 from tests.meshcalls import submit
 from tests.reliability.support import Private, private_mesh
@@ -46,7 +46,7 @@ def make_room(private: Private) -> None:
         nc = await nats.connect(private.mesh.admin_nats_url)
         try:
             js = nc.jetstream()
-            info = await js.stream_info(f"KV_{names.REQUESTS_BUCKET}")
+            info = await js.stream_info(f"KV_{_names.REQUESTS_BUCKET}")
             info.config.max_bytes = -1
             await js.update_stream(info.config)
         finally:

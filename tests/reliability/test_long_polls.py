@@ -14,8 +14,8 @@ import grpc
 import httpx
 import pytest
 
+from cortado._clientcommon import ClientError
 from cortado.client import AsyncClient, Client
-from cortado.clientcommon import ClientError
 from cortado.mesh import MAX_STREAMS_PER_CONNECTION
 from cortado.v1 import public_pb2, public_pb2_grpc, records_pb2
 from tests.faults import final

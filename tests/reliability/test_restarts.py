@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from cortado import names, records
+from cortado import _names, records
 from cortado.v1 import records_pb2
 from tests.faults import ClientLoop, assert_all_completed, final, is_handler_process
 from tests.helpers import eventually
@@ -186,9 +186,9 @@ class FinalWrites:
     async def _run(self, nats_url: str) -> None:
         try:
             nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-            stream = f"KV_{names.REQUESTS_BUCKET}"
+            stream = f"KV_{_names.REQUESTS_BUCKET}"
             subscription = await nc.jetstream().pull_subscribe(
-                f"$KV.{names.REQUESTS_BUCKET}.>",
+                f"$KV.{_names.REQUESTS_BUCKET}.>",
                 durable="test-final-writes",
                 stream=stream,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT),

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cortado import mesh
-from cortado.env import Env, SettingsError
+from cortado._env import Env, SettingsError
 from cortado.runtime.limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, JsonLimits
 from services.ingest.config import MAX_SUBMIT_MESSAGE_BYTES, IngestSettings
 from services.ingest.submitter import body_too_large

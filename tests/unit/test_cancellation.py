@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import cortado
-from cortado import cancellation
+from cortado import _cancellation
 from cortado.runtime.calling import HandlerInstance
 from cortado.v1 import control_pb2, handler_pb2
 from services.executor.channel import frame, open_channel, read_frame
@@ -34,12 +34,12 @@ def new_id() -> str:
 
 def test_cancelled_is_false_outside_a_handler_process_and_true_only_between_mark_and_forget() -> None:
     request_id = new_id()
-    assert cortado.cancelled is cancellation.cancelled
+    assert cortado.cancelled is _cancellation.cancelled
     assert cortado.cancelled(request_id) is False
-    cancellation.mark(request_id)
+    _cancellation.mark(request_id)
     assert cortado.cancelled(request_id) is True
     assert cortado.cancelled(new_id()) is False
-    cancellation.forget(request_id)
+    _cancellation.forget(request_id)
     assert cortado.cancelled(request_id) is False
 
 
@@ -128,7 +128,7 @@ async def test_an_async_handlers_call_is_cancelled_and_its_outcome_is_request_ca
     assert (outcome.completed, outcome.error.type) == (False, CANCELLED_ERROR)
     assert f"cancelled {doomed}" in seen
     assert f"cancelled {other}" not in seen  # the other call goes on
-    assert not cancellation.cancelled(doomed)  # forgotten once answered
+    assert not _cancellation.cancelled(doomed)  # forgotten once answered
 
 
 async def test_a_plain_handler_sees_cancelled_turn_true_and_whatever_it_returns_is_request_cancelled(
@@ -203,7 +203,7 @@ async def test_a_job_cancelled_before_it_starts_never_runs_and_an_unknown_cancel
     await asyncio.to_thread(called.wait, 5)
     process.cancel(waiting, unknown)
     await asyncio.sleep(0.1)
-    assert not cancellation.cancelled(unknown)  # never sent here: nothing to remember
+    assert not _cancellation.cancelled(unknown)  # never sent here: nothing to remember
     go.set()
     assert (await process.outcome(first)).completed
     assert (await process.outcome(waiting)).error.type == CANCELLED_ERROR

@@ -14,7 +14,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 
-from cortado import names, records
+from cortado import _names, records
 from cortado.records import RecordStore
 from cortado.v1 import control_pb2, handler_pb2, records_pb2
 from services.executor import inprogress
@@ -250,7 +250,7 @@ async def test_a_final_record_carries_its_webhook_pending_and_its_delivery_is_qu
     )
     assert not f.store.records[without][0].HasField("webhook")
     assert [(s, stream) for s, _, stream in f.js.published] == [
-        (names.webhook_subject("t", with_hook), names.WEBHOOKS_STREAM)
+        (_names.webhook_subject("t", with_hook), _names.WEBHOOKS_STREAM)
     ]
     assert records_pb2.WebhookJob.FromString(f.js.published[0][1]) == records_pb2.WebhookJob(api="t", id=with_hook)
 
@@ -279,7 +279,7 @@ async def test_a_redelivery_that_finds_a_final_record_acks_it_and_queues_a_pendi
     await settle()
     assert msg.acked == 1 and f.writer.jobs() == []
     queued = [s for s, _, _ in f.js.published]
-    assert queued == ([names.webhook_subject("t", request_id)] if state == records_pb2.WEBHOOK_STATE_PENDING else [])
+    assert queued == ([_names.webhook_subject("t", request_id)] if state == records_pb2.WEBHOOK_STATE_PENDING else [])
 
 
 def in_progress_record(request_id: str, attempts: int) -> records_pb2.RequestRecord:
@@ -348,7 +348,7 @@ async def test_a_request_whose_process_died_past_max_retries_fails_and_is_kept_a
         4,
     )
     assert [(s, stream) for s, _, stream in f.js.published] == [
-        (names.dead_subject("t", request_id), names.DEAD_STREAM)
+        (_names.dead_subject("t", request_id), _names.DEAD_STREAM)
     ]
     assert f.js.published[0][1] == msg.data and f.js.headers[0][DEAD_ERROR_TYPE] == "HandlerProcessDied"
     assert f.outcomes == [stored]

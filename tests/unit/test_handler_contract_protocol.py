@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cortado.env import SettingsError
+from cortado._env import SettingsError
 from services.executor import contract
 from services.executor.contract import (
     EXIT_INIT_FAILED,

@@ -1,4 +1,4 @@
-"""The streaming JSON check (cortado.jsonscan): json.loads's verdict and message on any text, fed in any pieces,
+"""The streaming JSON check (cortado._jsonscan): json.loads's verdict and message on any text, fed in any pieces,
 its limits, and a hostile body checked with little memory and without holding an event loop."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cortado.jsonscan import MAX_NUMBER_DIGITS, JsonLimitError, JsonScanner, JsonSyntaxError
+from cortado._jsonscan import MAX_NUMBER_DIGITS, JsonLimitError, JsonScanner, JsonSyntaxError
 from cortado.runtime import payloads
 from cortado.runtime.errors import PayloadError
 from cortado.runtime.limits import DEFAULT_JSON_DEPTH, DEFAULT_JSON_VALUES, MAX_JSON_DEPTH, JsonLimits

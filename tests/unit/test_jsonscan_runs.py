@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cortado.jsonscan import JsonScanner
+from cortado._jsonscan import JsonScanner
 
 DOCUMENTS = [
     '{"action": "raise", "message": "bad input: 42"}',

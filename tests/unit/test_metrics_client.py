@@ -7,7 +7,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from cortado.metrics import MetricError, MetricsClient
+from cortado._metrics import MetricError, MetricsClient
 
 
 def name(prefix: str) -> str:

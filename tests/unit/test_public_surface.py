@@ -22,8 +22,8 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_clients_are_the_ones_their_modules_define() -> None:
+    from cortado._clientcommon import NotFound
     from cortado.client import AsyncClient, Client
-    from cortado.clientcommon import NotFound
 
     assert (cortado.Client, cortado.AsyncClient, cortado.NotFound) == (Client, AsyncClient, NotFound)
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from cortado import names
+from cortado import _names
 from cortado.v1 import control_pb2, records_pb2
 from services.ingest.queuelimit import REFRESH_SECONDS, QueueFullError, QueueLimits
 from services.scheduler.registry import queue_ceiling
 
-NORMAL = names.work_consumer(records_pb2.PRIORITY_NORMAL)
+NORMAL = _names.work_consumer(records_pb2.PRIORITY_NORMAL)
 
 
 class FakeConsumer:

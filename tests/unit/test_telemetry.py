@@ -9,9 +9,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from cortado.auth import TokenInterceptor
-from cortado.service import ServiceRunner
-from cortado.telemetry import UNKNOWN_METHOD, served_methods
+from cortado._auth import TokenInterceptor
+from cortado._service import ServiceRunner
+from cortado._telemetry import UNKNOWN_METHOD, served_methods
 from cortado.v1 import control_pb2_grpc  # noqa: F401  (loads the Scheduler's descriptors, as the scheduler does)
 
 

@@ -1,4 +1,4 @@
-"""cortado.tls and the scheduler's TLS settings, in process: what is accepted, and what each refusal says."""
+"""cortado._tls and the scheduler's TLS settings, in process: what is accepted, and what each refusal says."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cortado.env import Env, SettingsError
+from cortado._env import Env, SettingsError
+from cortado._tls import TlsError, _host_port, diagnose, load_ca, load_server_pair
 from cortado.mesh import free_port
-from cortado.tls import TlsError, _host_port, diagnose, load_ca, load_server_pair
 from services.scheduler.config import SchedulerSettings
 from tests.certificates import Authority, Server, make_authority
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from cortado.env import Env
-from cortado.waiting import (
+from cortado._env import Env
+from cortado._waiting import (
     DEFAULT_MAX_WAIT_SECONDS,
     WaitError,
     capped,

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from cortado import webhooks
-from cortado.env import Env, SettingsError
+from cortado._env import Env, SettingsError
 from cortado.records.delivery import parse_ttl
 from cortado.v1 import control_pb2, records_pb2
 from cortado.webhooks import UrlPolicy, WebhookUrlError, check_resolved, check_url

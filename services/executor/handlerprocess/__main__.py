@@ -11,9 +11,9 @@ import socket
 import sys
 import traceback
 
-from cortado import tracing
-from cortado.logs import PrintToLog, configure_handler_logging
-from cortado.service import run_event_loop
+from cortado import _tracing
+from cortado._logs import PrintToLog, configure_handler_logging
+from cortado._service import run_event_loop
 from cortado.v1 import control_pb2, handler_pb2
 from services.executor.channel import open_channel
 from services.executor.contract import (
@@ -54,8 +54,8 @@ async def main() -> int:
     outbox = Outbox(writer)
     spec = control_pb2.ApiSpec.FromString(settings.spec_file.read_bytes())
     labels = {"api": spec.name, "replica": settings.replica}
-    tracing.setup_tracing(f"handler-{spec.name}")
-    tracing.instrument_outbound_http()
+    _tracing.setup_tracing(f"handler-{spec.name}")
+    _tracing.instrument_outbound_http()
     configure_handler_logging(labels, spec.log_level or "info")
     # print() in a handler becomes a log line of its request.
     sys.stdout = PrintToLog()
@@ -74,7 +74,7 @@ async def main() -> int:
     await worker.run()
     receiving.cancel()
     writer.close()
-    tracing.shutdown_tracing()
+    _tracing.shutdown_tracing()
     return EXIT_STOPPED
 
 

@@ -3,7 +3,7 @@
 A call serves one job, or a batch of them for a batch handler (`handle_batch`). Everything a call
 can end with is decided here, once: the payloads that do not decode, the API's timeout (an `async def`
 call is cancelled at it; a plain one runs in a thread that cannot be stopped, so the process must
-restart), cancellation (`cortado.cancellation`: a job cancelled before its call never runs, a call
+restart), cancellation (`cortado._cancellation`: a job cancelled before its call never runs, a call
 whose requests are all cancelled is cancelled, and any job whose request was cancelled ends
 `RequestCancelled` whatever the handler did), the handler's exceptions, and its results (prepared,
 and sent ahead in chunks when too large for the outcome).
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cortado import cancellation, tracing
-from cortado.logs import request_id_var
+from cortado import _cancellation, _tracing
+from cortado._logs import request_id_var
 from cortado.result import JSON_TYPE, PreparedResult, prepare_result
 from cortado.runtime import (
     HandlerInstance,
@@ -38,7 +38,7 @@ from services.executor.handlerprocess.outbox import Outbox
 
 log = logging.getLogger("cortado.worker")
 
-_tracer = tracing.tracer(__name__)
+_tracer = _tracing.tracer(__name__)
 
 
 class HandlerTimedOutError(Exception):
@@ -87,7 +87,7 @@ class Execution:
         Nothing happens for a plain call (it sees `cortado.cancelled` instead) or a job in no running call.
         """
         call = self._calls.get(job_id)
-        if call is not None and all(cancellation.cancelled(i) for i in call.ids):
+        if call is not None and all(_cancellation.cancelled(i) for i in call.ids):
             call.task.cancel()
 
     def close(self) -> None:
@@ -103,7 +103,7 @@ class Execution:
         """
         if len(jobs) == 1 and jobs[0].trace_headers:
             # Continue the request's trace (exported or not): the handler's span and log lines join it.
-            with tracing.attached(tracing.extract(jobs[0].trace_headers)):
+            with _tracing.attached(_tracing.extract(jobs[0].trace_headers)):
                 executed, stuck = await self._execute(jobs)
         else:
             executed, stuck = await self._execute(jobs)
@@ -127,7 +127,7 @@ class Execution:
         runnable: list[handler_pb2.Job] = []
         stuck = False
         for job in jobs:
-            if cancellation.cancelled(job.id):
+            if _cancellation.cancelled(job.id):
                 continue  # cancelled before it started (waiting for its batch): it never runs
             try:
                 payloads.append(decode_payload(job.content_type, job.payload))
@@ -148,7 +148,7 @@ class Execution:
                 results = split_batch_result(value, len(runnable)) if batched else [value]
             except asyncio.CancelledError:
                 # Our own cancel of the call (every request it served was cancelled), or this process stopping.
-                if _being_cancelled() or not all(cancellation.cancelled(i) for i in ids):
+                if _being_cancelled() or not all(_cancellation.cancelled(i) for i in ids):
                     raise
                 failure = (CANCELLED_ERROR, CANCELLED_MESSAGE)
             except (TimeoutError, _ThreadTimedOutError) as exc:
@@ -221,7 +221,7 @@ class Execution:
         chunks = iter(large.chunks())
         sent = 0
         try:
-            while not cancellation.cancelled(outcome.id):
+            while not _cancellation.cancelled(outcome.id):
                 # A file is read in a thread; bytes in memory are cut at once.
                 data = await asyncio.to_thread(next, chunks, None) if large.path else next(chunks, None)
                 if data is None:
@@ -273,7 +273,7 @@ def _completed(job_id: str, prepared: PreparedResult, seconds: float) -> handler
 def _settled(job_id: str, outcome: handler_pb2.Outcome | None) -> handler_pb2.Outcome:
     """The job's final outcome: RequestCancelled when its request was cancelled (whatever the handler returned or
     raised, and for a job that never ran, which has no outcome), else outcome."""
-    if outcome is not None and not cancellation.cancelled(job_id):
+    if outcome is not None and not _cancellation.cancelled(job_id):
         return outcome
     seconds = outcome.handler_seconds if outcome is not None else 0.0
     return _failed(job_id, CANCELLED_ERROR, CANCELLED_MESSAGE, seconds)

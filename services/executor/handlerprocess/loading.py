@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cortado.metrics import MetricsClient
+from cortado._metrics import MetricsClient
 from cortado.runtime import HandlerInstance, load_handler_class
 from cortado.v1 import control_pb2
 
@@ -22,7 +22,7 @@ def load_handler(spec: control_pb2.ApiSpec) -> HandlerInstance:
     tensorflow_client = None
     if handler_type == "tensorflow":
         # TensorFlow is imported only here: a python handler's process never loads it.
-        from cortado.tfclient import TensorFlowClient
+        from cortado._tfclient import TensorFlowClient
 
         tensorflow_client = TensorFlowClient.load(spec, root)
     handler_class = load_handler_class(root / spec.handler_path, python_path, handler_type=handler_type)

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from cortado import cancellation
+from cortado import _cancellation
 from cortado.runtime import HandlerInstance
 from cortado.v1 import control_pb2, handler_pb2
 from services.executor.channel import ChannelClosedError, read_frame
@@ -77,12 +77,12 @@ class Worker:
         """
         if job_id not in self._active:
             return  # finished already (its outcome is on the way), or never sent here
-        cancellation.mark(job_id)
+        _cancellation.mark(job_id)
         self._execution.cancel(job_id)
 
     def _done(self, job_id: str) -> None:
         self._active.discard(job_id)
-        cancellation.forget(job_id)
+        _cancellation.forget(job_id)
 
     async def run(self) -> None:
         """Run jobs until stopped, then hand back what has not started and let running jobs finish.

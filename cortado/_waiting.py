@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from cortado.env import Env
+from cortado._env import Env
 
 DEFAULT_MAX_WAIT_SECONDS = 60.0
 """The cap of every wait unless `CORTADO_MAX_WAIT_SECONDS` says otherwise."""

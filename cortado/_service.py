@@ -12,8 +12,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cortado.env import Env
-from cortado.lifecycle import Component
+from cortado._env import Env
+from cortado._lifecycle import Component
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ class ServiceRunner:
         self.address = address
         self.grace = grace
         self.drain_delay = Env().number("DRAIN_DELAY_SECONDS", 1.0, minimum=0)
-        from cortado.telemetry import MetricsInterceptor
-        from cortado.tracing import server_interceptors
+        from cortado._telemetry import MetricsInterceptor
+        from cortado._tracing import server_interceptors
 
         self._refusing = _RefuseWhenStopping()
         self.server = grpc.aio.server(
@@ -191,15 +191,15 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def run_main(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point of a service process: JSON logging, then main(); a bad setting exits 2 with its message."""
-    from cortado import natsutil
-    from cortado.env import SettingsError
-    from cortado.logs import setup_logging
-    from cortado.tracing import setup_tracing, shutdown_tracing
+    from cortado import _nats
+    from cortado._env import SettingsError
+    from cortado._logs import setup_logging
+    from cortado._tracing import setup_tracing, shutdown_tracing
 
     setup_logging(service)
     setup_tracing(service)
     try:
-        natsutil.set_replicas(Env().integer("NATS_REPLICAS", 1, minimum=1))
+        _nats.set_replicas(Env().integer("NATS_REPLICAS", 1, minimum=1))
         run_event_loop(main())
     except SettingsError as exc:
         log.error("invalid setting: %s", exc)

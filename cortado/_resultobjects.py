@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectInfo, Ob
 from nats.js.errors import NotFoundError
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
-from cortado import names, natsutil
+from cortado import _names, _nats
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ FETCH_CHUNKS = 8
 
 
 class ResultDataLossError(Exception):
-    """A stored result's bytes are missing or no longer match the SHA-256 its record names."""
+    """A stored result's bytes are missing or no longer match the SHA-256 its record _names."""
 
 
 async def results_store(js: JetStreamContext) -> ObjectStore:
     """The results Object Store (created on first use, with its byte limit)."""
-    return await natsutil.object_store(js, names.RESULTS_STORE)
+    return await _nats.object_store(js, _names.RESULTS_STORE)
 
 
 async def put_result(store: ObjectStore, request_id: str, api: str, path: Path, expires_at: float) -> ObjectInfo:

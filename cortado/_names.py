@@ -27,7 +27,7 @@ PAYLOADS_STORE = "cortado_payloads"
 """Object Store of request bodies too large to travel inline, name = request id."""
 
 RESULTS_STORE = "cortado_results"
-"""Object Store of results too large for their record, name = request id (see cortado.resultobjects)."""
+"""Object Store of results too large for their record, name = request id (see cortado._resultobjects)."""
 
 WORK_CONSUMER = "handlers"
 """Prefix of the durable pull consumers of an API's queue (one per priority: see work_consumer)."""

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from cortado.metrics import LATENCY_BUCKETS
+from cortado._metrics import LATENCY_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
 
 async def connect_observed(nats_url: str, name: str, metrics_address: str) -> Client:
     """Connect a service to NATS and serve its metrics (the connection's counters included)."""
-    from cortado.natsutil import connect
+    from cortado._nats import connect
 
     nc = await connect(nats_url, name)
     watch_nats(nc)

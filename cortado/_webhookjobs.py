@@ -1,7 +1,7 @@
 """Queuing a request's webhook: done by whoever writes its final record (an executor, or ingest on cancel).
 
 The final record carries the URL and a `pending` delivery state; a `WebhookJob` on the webhooks stream
-(`names.webhook_subject`, its `Nats-Msg-Id` the request id, so a second publish within the stream's
+(`_names.webhook_subject`, its `Nats-Msg-Id` the request id, so a second publish within the stream's
 duplicate window is stored once) tells the webhook senders (`services.webhooks`) to deliver it.
 """
 
@@ -11,7 +11,7 @@ import logging
 
 from nats.js import JetStreamContext
 
-from cortado import names
+from cortado import _names
 from cortado.v1 import control_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ async def queue_delivery(js: JetStreamContext, api: str, request_id: str) -> boo
     job = records_pb2.WebhookJob(api=api, id=request_id)
     try:
         await js.publish(
-            names.webhook_subject(api, request_id),
+            _names.webhook_subject(api, request_id),
             job.SerializeToString(),
-            stream=names.WEBHOOKS_STREAM,
+            stream=_names.WEBHOOKS_STREAM,
             headers={"Nats-Msg-Id": request_id},
         )
     except Exception as exc:

@@ -1,12 +1,18 @@
 """How long-lived parts start and stop: one shape for each kind, composed with an AsyncExitStack.
 
-A part that runs beside the caller (a KV mirror, the record waiters, the API-key gate and key store, the
-webhook sender) is a `Component`: `await start()` returns once it works, and `await stop()` releases what it
-holds. A service enters its components into one `AsyncExitStack` (`cortado.service.ServiceRunner.enter`),
-which stops them in the reverse order once the gRPC server has stopped.
+A part that runs beside the caller (a KV mirror, the record waiters, the API-key gate and key store, the webhook
+sender, a pull feed, an executor's replica) is a `Component`: `await start()` returns once it works, and `await
+stop()` releases what it holds. A service enters its components into one `AsyncExitStack`
+(`cortado._service.ServiceRunner.enter`), which stops them in the reverse order once the gRPC server has
+stopped; a part that holds components of its own (a dispatcher and its pull feeds) starts and stops them the
+same way.
 
-A part that is a loop (the scheduler's reconciler, lease and sampler, the executor's supervisor) has
-`run()`: the runner runs it as a task and cancels it when the service stops (`ServiceRunner.background`).
+A part that is a loop has `run()`. The service's own loops (the scheduler's reconciler, lease and sampler,
+the executor's supervisor) run as tasks the runner cancels when the service stops
+(`ServiceRunner.background`), after which a final step it deferred runs (the lease released, the
+supervisor's replicas drained). A loop that must end its work first instead of being cut short (a
+dispatcher, the handler process's worker) has `stop()`, after which `run()` returns once its work is handed
+back.
 
 `wait_any` is the one way a loop sleeps until the first of several events, or a timeout.
 """

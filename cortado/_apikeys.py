@@ -23,10 +23,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from cortado import chaining, names, natsutil
-from cortado.env import Env
-from cortado.mirror import KvMirror
-from cortado.service import abort
+from cortado import _chaining, _names, _nats
+from cortado._env import Env
+from cortado._mirror import KvMirror
+from cortado._service import abort
 from cortado.v1 import control_pb2
 
 PREFIX = "ck_"
@@ -109,7 +109,7 @@ def presented_key(metadata: Metadata | None) -> str | None:
             text = value.decode(errors="replace") if isinstance(value, bytes) else value
             scheme, _, token = text.strip().partition(" ")
             if scheme.lower() == "basic":
-                return chaining.basic_password(token)
+                return _chaining.basic_password(token)
             return token.strip() if scheme.lower() == "bearer" else ""
     return None
 
@@ -165,12 +165,12 @@ def judge(
 def judge_chained(
     secret: bytes | None, presented: str, api: str, lookup: Callable[[str], control_pb2.ApiSpec | None]
 ) -> Refusal | None:
-    """None when the chaining token presented may call `api`; otherwise why not (see cortado.chaining).
+    """None when the chaining token presented may call `api`; otherwise why not (see cortado._chaining).
 
-    A token whose MAC is wrong, or whose API is not deployed, is UNAUTHENTICATED; a caller whose `chaining.allow`
+    A token whose MAC is wrong, or whose API is not deployed, is UNAUTHENTICATED; a caller whose `_chaining.allow`
     does not list `api` is PERMISSION_DENIED, naming what it lists.
     """
-    caller = chaining.caller(secret, presented) if secret else None
+    caller = _chaining.caller(secret, presented) if secret else None
     if caller is None:
         return Refusal(grpc.StatusCode.UNAUTHENTICATED, "the chaining token is not valid")
     spec = lookup(caller)
@@ -180,7 +180,7 @@ def judge_chained(
         allowed = ", ".join(spec.chain_allow)
         return Refusal(
             grpc.StatusCode.PERMISSION_DENIED,
-            f"API {caller!r} may not call API {api!r}: its chaining.allow lists {allowed}",
+            f"API {caller!r} may not call API {api!r}: its _chaining.allow lists {allowed}",
         )
     return None
 
@@ -194,7 +194,7 @@ class KeyGate:
 
     Off, it lets every call through. On, it mirrors the API keys bucket and judges each call's key against the
     API the call names, found by `lookup` (by name or endpoint); a handler's chained call presents its API's
-    chaining token instead, judged with `chain_secret` against its API's `chaining.allow`.
+    chaining token instead, judged with `chain_secret` against its API's `_chaining.allow`.
     """
 
     def __init__(
@@ -226,13 +226,13 @@ class KeyGate:
         CORTADO_CHAIN_SECRET_FILE (none: handlers' chained calls need keys of their own); js: where the keys are."""
         env = Env()
         required = env.choice("API_KEYS", "off", ("off", "on")) == "on"
-        return cls(required, chain_secret=chaining.load_secret(env), js=js)
+        return cls(required, chain_secret=_chaining.load_secret(env), js=js)
 
     async def start(self) -> None:
         """Load the keys (when required) and follow their changes."""
         if self.required:
             assert self._js is not None, "a gate that requires keys reads them from JetStream"
-            kv = await natsutil.key_value(self._js, names.API_KEYS_BUCKET, history=1)
+            kv = await _nats.key_value(self._js, _names.API_KEYS_BUCKET, history=1)
             self._keys = KvMirror(kv, control_pb2.ApiKey.FromString)
             await self._keys.start()
 
@@ -250,7 +250,7 @@ class KeyGate:
             return None
         assert self._keys is not None, "KeyGate.start() first"
         presented = presented_key(metadata)
-        if presented is not None and chaining.is_token(presented):
+        if presented is not None and _chaining.is_token(presented):
             return judge_chained(self._chain_secret, presented, self._resolve(api), self._lookup)
         refusal = judge(presented, self._keys, self._resolve(api), datetime.now(UTC))
         if refusal is not None or not limited or presented is None:

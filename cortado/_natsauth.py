@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cortado.env import Env
+from cortado._env import Env
 
 ADMIN = "admin"
 """The operator's user (the CLI's tools, tests, `nats` command line): every subject."""

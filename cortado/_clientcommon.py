@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import grpc
 from google.api import httpbody_pb2
 
-from cortado import names, records, tls
-from cortado.service import MAX_MESSAGE_BYTES
+from cortado import _names, _tls, records
+from cortado._service import MAX_MESSAGE_BYTES
 from cortado.v1 import public_pb2, records_pb2
 
 CHANNEL_OPTIONS = [
@@ -28,9 +28,9 @@ CHANNEL_OPTIONS = [
 def channel_security(ca: str | Path) -> grpc.ChannelCredentials | None:
     """Credentials of a channel that trusts the CA in the PEM file `ca` (TLS); None for plain text (empty `ca`).
 
-    cortado.tls.TlsError names the file when it cannot be read or holds no certificate.
+    cortado._tls.TlsError names the file when it cannot be read or holds no certificate.
     """
-    return tls.channel_credentials(tls.load_ca(ca, "ca")) if ca else None
+    return _tls.channel_credentials(_tls.load_ca(ca, "ca")) if ca else None
 
 
 def bearer(api_key: str) -> tuple[tuple[str, str], ...]:
@@ -84,7 +84,7 @@ class MetadataInterceptor(
 IDS_PER_MESSAGE = 1000
 """Ids per WatchManyRequest when a whole list is known up front."""
 
-_PRIORITIES = {"": records_pb2.PRIORITY_UNSPECIFIED} | {name: value for value, name in names.PRIORITY_NAMES.items()}
+_PRIORITIES = {"": records_pb2.PRIORITY_UNSPECIFIED} | {name: value for value, name in _names.PRIORITY_NAMES.items()}
 
 
 def priority_value(name: str) -> records_pb2.Priority.ValueType:

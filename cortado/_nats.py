@@ -22,10 +22,10 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from cortado import names
-from cortado.env import Env
-from cortado.mirror import KvMirror
-from cortado.natsauth import NatsCredentials
+from cortado import _names
+from cortado._env import Env
+from cortado._mirror import KvMirror
+from cortado._natsauth import NatsCredentials
 from cortado.v1 import control_pb2
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,11 @@ async def while_jetstream_starts(what: str, attempt: Callable[[], Awaitable[T]],
 GIB = 1024**3
 
 STORE_LIMITS: dict[str, tuple[str, int]] = {
-    names.REQUESTS_BUCKET: ("REQUESTS_MAX_BYTES", 2 * GIB),
-    names.PAYLOADS_STORE: ("PAYLOADS_MAX_BYTES", 4 * GIB),
-    names.RESULTS_STORE: ("RESULTS_MAX_BYTES", 4 * GIB),
-    names.BUNDLES_STORE: ("BUNDLES_MAX_BYTES", GIB),
-    names.IDEMPOTENCY_BUCKET: ("IDEMPOTENCY_MAX_BYTES", GIB // 4),
+    _names.REQUESTS_BUCKET: ("REQUESTS_MAX_BYTES", 2 * GIB),
+    _names.PAYLOADS_STORE: ("PAYLOADS_MAX_BYTES", 4 * GIB),
+    _names.RESULTS_STORE: ("RESULTS_MAX_BYTES", 4 * GIB),
+    _names.BUNDLES_STORE: ("BUNDLES_MAX_BYTES", GIB),
+    _names.IDEMPOTENCY_BUCKET: ("IDEMPOTENCY_MAX_BYTES", GIB // 4),
 }
 """Bucket or object store -> (setting, default): the bytes it may hold. A write past the limit is refused (a full
 store never evicts a record); the other buckets hold one small entry per API, executor or lease and get 64 MiB.
@@ -190,17 +190,17 @@ def client_of(js: JetStreamContext) -> Client:
 
 async def requests_bucket(js: JetStreamContext) -> KeyValue:
     """The request-state bucket: one revision per key, per-message TTL for retention."""
-    return await key_value(js, names.REQUESTS_BUCKET, history=1)
+    return await key_value(js, _names.REQUESTS_BUCKET, history=1)
 
 
 async def apis_bucket(js: JetStreamContext) -> KeyValue:
     """The API registry bucket."""
-    return await key_value(js, names.APIS_BUCKET, history=1)
+    return await key_value(js, _names.APIS_BUCKET, history=1)
 
 
 async def executors_bucket(js: JetStreamContext) -> KeyValue:
     """The executor heartbeat bucket: an executor that stops beating disappears."""
-    return await key_value(js, names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL)
+    return await key_value(js, _names.EXECUTORS_BUCKET, history=1, ttl=EXECUTOR_HEARTBEAT_TTL)
 
 
 IDEMPOTENCY_TTL = 24 * 3600.0
@@ -209,12 +209,12 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 
 async def idempotency_bucket(js: JetStreamContext) -> KeyValue:
     """Idempotency-Key → request id, kept for a day."""
-    return await key_value(js, names.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL)
+    return await key_value(js, _names.IDEMPOTENCY_BUCKET, history=1, ttl=IDEMPOTENCY_TTL)
 
 
 async def placements_bucket(js: JetStreamContext) -> KeyValue:
     """The placements bucket, written by the scheduler and watched by executors."""
-    return await key_value(js, names.PLACEMENTS_BUCKET, history=1)
+    return await key_value(js, _names.PLACEMENTS_BUCKET, history=1)
 
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from cortado.env import Env
+from cortado._env import Env
 
 PREFIX = "cc_"
 """What every chaining token starts with (API keys start with ck_)."""
