@@ -23,6 +23,9 @@ the same measurement on the CPU with the example as written), 1 when something f
 
 Runs from a checkout with `.venv/bin/python scripts/gpu_check.py`, or with any Python that has torch,
 torchvision and Cortado's runtime dependencies (see examples/resnet/README.md).
+
+One file of about 500 lines on purpose: a standalone script run by hand on a GPU machine, whose measuring, GPU
+sampling and report read top to bottom in one place.
 """
 
 from __future__ import annotations
